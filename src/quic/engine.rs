@@ -1,0 +1,329 @@
+//! Starts one pinned thread per core, each with its socket(s), its `Endpoint` and its
+//! [`Handler`], and wires the cross-core inboxes and doorbells between them.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+
+use bytes::BytesMut;
+use crossbeam_channel::{Receiver, Sender};
+use quinn_proto::{EndpointConfig, ServerConfig};
+
+use super::cid::CoreCid;
+use super::driver::{Driver, Handler};
+use crate::net::{Doorbell, IoMode, SocketOptions, bind_group, bind_one, run_pinned};
+
+/// The server half: where to listen and what to present.
+#[derive(Clone)]
+pub struct ServerRole {
+    pub bind: SocketAddr,
+    pub config: Arc<ServerConfig>,
+}
+
+/// The client half: where outgoing connections bind and their default config.
+#[derive(Clone)]
+pub struct ClientRole {
+    pub bind: SocketAddr,
+    pub config: Option<quinn_proto::ClientConfig>,
+}
+
+#[derive(Clone)]
+pub struct EngineConfig {
+    /// Cores to run; 0 means every core the process may use.
+    pub threads: usize,
+    pub io: IoMode,
+    /// Pin core `i` to CPU `i`.
+    pub pin: bool,
+    pub socket: SocketOptions,
+    /// Attach the reuseport cBPF program that steers datagrams by connection ID.
+    pub steer: bool,
+    pub server: Option<ServerRole>,
+    /// A separate client socket per core; without it, dials leave from the server socket.
+    pub client: Option<ClientRole>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            threads: 0,
+            io: IoMode::Auto,
+            pin: true,
+            socket: SocketOptions::default(),
+            steer: true,
+            server: None,
+            client: None,
+        }
+    }
+}
+
+/// What a handler factory learns about the core it runs on.
+#[derive(Clone)]
+pub struct CoreInfo {
+    pub core: usize,
+    pub cores: usize,
+    /// Every core's doorbell, to ring after sending it a message.
+    pub doorbells: Arc<[Arc<Doorbell>]>,
+    pub io_uring: bool,
+}
+
+/// A datagram that reached the wrong core, on its way to the owner.
+pub(crate) struct Forwarded {
+    pub socket: usize,
+    pub data: BytesMut,
+    pub remote: SocketAddr,
+    pub local_ip: Option<IpAddr>,
+    pub ecn: Option<u8>,
+}
+
+pub(crate) struct Peer {
+    pub inbox_tx: Sender<Forwarded>,
+    pub doorbell: Arc<Doorbell>,
+}
+
+/// Counters one core keeps; read from any thread.
+#[derive(Default, Debug)]
+pub struct CoreStats {
+    pub accepted: AtomicU64,
+    pub rx_datagrams: AtomicU64,
+    pub rx_batches: AtomicU64,
+    pub tx_sends: AtomicU64,
+    /// Datagrams this core received but another core owns.
+    pub forwarded_out: AtomicU64,
+    /// Datagrams other cores handed to this one.
+    pub forwarded_in: AtomicU64,
+}
+
+pub(crate) struct CoreShared {
+    pub doorbell: Arc<Doorbell>,
+    pub inbox: Receiver<Forwarded>,
+    pub peers: Arc<[Peer]>,
+    pub stop: Arc<AtomicBool>,
+    pub stats: Arc<CoreStats>,
+}
+
+/// A running engine. Dropping it does not stop it; call [`Engine::shutdown`] and
+/// [`Engine::join`].
+pub struct Engine {
+    threads: Vec<JoinHandle<()>>,
+    doorbells: Arc<[Arc<Doorbell>]>,
+    stats: Vec<Arc<CoreStats>>,
+    stop: Arc<AtomicBool>,
+    server_addr: Option<SocketAddr>,
+    io_uring: bool,
+}
+
+impl Engine {
+    /// Bind every socket, spawn the cores and wait until each is running. `factory` builds each
+    /// core's handler on that core's thread, so the handler need not be `Send`.
+    pub fn start<H, F>(config: EngineConfig, factory: F) -> io::Result<Engine>
+    where
+        H: Handler,
+        F: Fn(CoreInfo) -> H + Send + Sync + 'static,
+    {
+        let cores = match config.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+        .min(256);
+        let mut server_sockets: Vec<Option<std::net::UdpSocket>> = match &config.server {
+            Some(s) => bind_group(s.bind, cores, config.steer, &config.socket)
+                .map_err(|e| annotate(e, "server bind", s.bind))?
+                .into_iter()
+                .map(Some)
+                .collect(),
+            None => (0..cores).map(|_| None).collect(),
+        };
+        let server_addr = server_sockets
+            .first()
+            .and_then(|s| s.as_ref())
+            .map(|s| s.local_addr())
+            .transpose()?;
+        let mut client_sockets: Vec<Option<std::net::UdpSocket>> = match &config.client {
+            Some(c) if c.bind.port() == 0 => (0..cores)
+                .map(|_| bind_one(c.bind, &config.socket).map(Some))
+                .collect::<io::Result<_>>()
+                .map_err(|e| annotate(e, "client bind", c.bind))?,
+            Some(c) => bind_group(c.bind, cores, config.steer, &config.socket)
+                .map_err(|e| annotate(e, "client bind", c.bind))?
+                .into_iter()
+                .map(Some)
+                .collect(),
+            None => (0..cores).map(|_| None).collect(),
+        };
+        if config.server.is_none() && config.client.is_none() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "engine needs a server or a client role",
+            ));
+        }
+
+        let doorbells: Arc<[Arc<Doorbell>]> =
+            (0..cores).map(|_| Arc::new(Doorbell::default())).collect();
+        let (txs, rxs): (Vec<_>, Vec<_>) =
+            (0..cores).map(|_| crossbeam_channel::unbounded()).unzip();
+        let peers: Arc<[Peer]> = txs
+            .into_iter()
+            .zip(doorbells.iter())
+            .map(|(inbox_tx, doorbell)| Peer {
+                inbox_tx,
+                doorbell: doorbell.clone(),
+            })
+            .collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats: Vec<Arc<CoreStats>> = (0..cores).map(|_| Arc::default()).collect();
+        let reset_key: Arc<dyn quinn_proto::crypto::HmacKey> = {
+            let rng = ring::rand::SystemRandom::new();
+            Arc::new(
+                ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng)
+                    .map_err(|_| io::Error::other("no system randomness"))?,
+            )
+        };
+
+        let factory = Arc::new(factory);
+        let (ready_tx, ready_rx) = mpsc::channel::<io::Result<bool>>();
+        let mut threads = Vec::with_capacity(cores);
+        for (core, inbox) in rxs.into_iter().enumerate() {
+            let shared = Arc::new(CoreShared {
+                doorbell: doorbells[core].clone(),
+                inbox,
+                peers: peers.clone(),
+                stop: stop.clone(),
+                stats: stats[core].clone(),
+            });
+            let mut sockets = Vec::new();
+            if let Some(s) = server_sockets[core].take() {
+                sockets.push((s, config.socket.clone()));
+            }
+            let client_socket = match client_sockets[core].take() {
+                Some(s) => {
+                    sockets.push((s, config.socket.clone()));
+                    sockets.len() - 1
+                }
+                None => 0,
+            };
+            let mut endpoint_config = EndpointConfig::new(reset_key.clone());
+            endpoint_config.cid_generator(move || Box::new(CoreCid::new(core, cores)));
+            let server_config = config.server.as_ref().map(|s| s.config.clone());
+            let client_config = config.client.as_ref().and_then(|c| c.config.clone());
+            let factory = factory.clone();
+            let doorbells = doorbells.clone();
+            let ready = ready_tx.clone();
+            let (io, pin) = (config.io, config.pin);
+            let thread = std::thread::Builder::new()
+                .name(format!("moq-core-{core}"))
+                .spawn(move || {
+                    let ready2 = ready.clone();
+                    let result = run_pinned(pin.then_some(core), io, move || async move {
+                        let io_uring = !monoio::utils::is_legacy();
+                        let endpoint = quinn_proto::Endpoint::new(
+                            Arc::new(endpoint_config),
+                            server_config,
+                            true,
+                            None,
+                        );
+                        let handler = factory(CoreInfo {
+                            core,
+                            cores,
+                            doorbells,
+                            io_uring,
+                        });
+                        match Driver::new(
+                            core,
+                            cores,
+                            shared,
+                            endpoint,
+                            sockets,
+                            client_socket,
+                            client_config,
+                            handler,
+                        ) {
+                            Ok(driver) => {
+                                let _ = ready2.send(Ok(io_uring));
+                                driver.run().await;
+                            }
+                            Err(e) => {
+                                let _ = ready2.send(Err(e));
+                            }
+                        }
+                    });
+                    if let Err(e) = result {
+                        let _ = ready.send(Err(e));
+                    }
+                })?;
+            threads.push(thread);
+        }
+        drop(ready_tx);
+        let mut io_uring = true;
+        let mut failure = None;
+        for _ in 0..cores {
+            match ready_rx.recv() {
+                Ok(Ok(uring)) => io_uring &= uring,
+                Ok(Err(e)) => failure = Some(e),
+                Err(_) => failure = Some(io::Error::other("a core thread died during start-up")),
+            }
+        }
+        let engine = Engine {
+            threads,
+            doorbells,
+            stats,
+            stop,
+            server_addr,
+            io_uring,
+        };
+        if let Some(e) = failure {
+            engine.shutdown();
+            let _ = engine.join();
+            return Err(e);
+        }
+        Ok(engine)
+    }
+
+    /// The bound server address (the real port when 0 was asked for).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.server_addr
+    }
+
+    pub fn cores(&self) -> usize {
+        self.threads.len()
+    }
+
+    /// Whether the cores run on io_uring (false: epoll).
+    pub fn io_uring(&self) -> bool {
+        self.io_uring
+    }
+
+    pub fn stats(&self) -> &[Arc<CoreStats>] {
+        &self.stats
+    }
+
+    pub fn doorbells(&self) -> &Arc<[Arc<Doorbell>]> {
+        &self.doorbells
+    }
+
+    /// Begin a graceful stop: refuse new connections, close the rest, then let cores exit.
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::Release);
+        for d in self.doorbells.iter() {
+            d.ring();
+        }
+    }
+
+    /// Wait for every core to exit.
+    pub fn join(self) -> io::Result<()> {
+        let mut ok = true;
+        for t in self.threads {
+            ok &= t.join().is_ok();
+        }
+        if ok {
+            Ok(())
+        } else {
+            Err(io::Error::other("a core thread panicked"))
+        }
+    }
+}
+
+fn annotate(e: io::Error, what: &str, addr: SocketAddr) -> io::Error {
+    io::Error::new(e.kind(), format!("{what} {addr}: {e}"))
+}
