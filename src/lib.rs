@@ -3,5 +3,8 @@
 //! Layers, bottom up: [`net`] (sockets, runtimes, routing datagrams to cores), [`quic`] (the
 //! per-core endpoint driver and TLS). See DESIGN.md for the rest of the stack.
 
+pub mod config;
+pub mod lite;
 pub mod net;
 pub mod quic;
+pub mod server;

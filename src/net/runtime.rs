@@ -74,10 +74,10 @@ where
 {
     if let Some(cpu) = cpu {
         let ids = core_affinity::get_core_ids().unwrap_or_default();
-        if let Some(id) = ids.get(cpu % ids.len().max(1)) {
-            if !core_affinity::set_for_current(*id) {
-                tracing::warn!(cpu, "could not pin thread");
-            }
+        if let Some(id) = ids.get(cpu % ids.len().max(1))
+            && !core_affinity::set_for_current(*id)
+        {
+            tracing::warn!(cpu, "could not pin thread");
         }
     }
     let uring = match mode {

@@ -68,10 +68,11 @@ pub fn bind_group(
     for _ in 1..count {
         group.push(new_raw(bound, true, opts)?);
     }
-    if count > 1 && steer {
-        if let Err(e) = super::attach_reuseport_cbpf(&group[0], count) {
-            tracing::warn!(error = %e, "reuseport cBPF steering unavailable; forwarding instead");
-        }
+    if count > 1
+        && steer
+        && let Err(e) = super::attach_reuseport_cbpf(&group[0], count)
+    {
+        tracing::warn!(error = %e, "reuseport cBPF steering unavailable; forwarding instead");
     }
     Ok(group.into_iter().map(Into::into).collect())
 }

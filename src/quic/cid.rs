@@ -16,7 +16,7 @@ pub struct CoreCid {
 
 impl CoreCid {
     pub fn new(core: usize, cores: usize) -> Self {
-        assert!(cores >= 1 && cores <= 256 && core < cores);
+        assert!((1..=256).contains(&cores) && core < cores);
         Self {
             core,
             cores,

@@ -176,6 +176,9 @@ const STOP_GRACE: Duration = Duration::from_millis(500);
 
 type Pending = Pin<Box<dyn Future<Output = io::Result<()>>>>;
 
+/// A received GRO batch: data, stride, remote, local IP, ECN.
+type Batch = (BytesMut, usize, SocketAddr, Option<IpAddr>, Option<u8>);
+
 pub(crate) struct Driver<H: Handler> {
     core: usize,
     cores: usize,
@@ -401,8 +404,7 @@ impl<H: Handler> Driver<H> {
     /// Drain up to a budget of receive batches; true when the socket may have more.
     fn recv(&mut self, now: Instant, socket: usize) -> bool {
         for _ in 0..RECV_BUDGET {
-            let mut batch: Vec<(BytesMut, usize, SocketAddr, Option<IpAddr>, Option<u8>)> =
-                Vec::new();
+            let mut batch: Vec<Batch> = Vec::new();
             let result = self.sockets[socket].recv_batch(|r| {
                 // One fresh buffer per GRO batch: quinn-proto keeps slices of it in stream
                 // reassembly, so it must not pin a shared arena.

@@ -524,7 +524,7 @@ impl Rebinder {
                     client = Some(from);
                     let _ = ups.last().unwrap().send_to(&buf[..n], server);
                     sent += 1;
-                    if sent % every == 0 && ups.len() <= max {
+                    if sent.is_multiple_of(every) && ups.len() <= max {
                         ups.push(new_upstream());
                         r.fetch_add(1, Ordering::Relaxed);
                     }

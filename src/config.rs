@@ -1,0 +1,449 @@
+//! Command line and TOML configuration, with the reference relay's names (`moq-relay [CONFIG]
+//! [flags]`). Flags and `MOQ_*` variables override the file; the file overrides defaults.
+//! Every bad value stops start-up with a message that names its key.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use clap::Parser;
+use serde::Deserialize;
+
+use crate::net::{IoMode, SocketOptions};
+use crate::quic::tls::ClientVerify;
+
+/// Command-line flags. Each is optional so that an absent flag never overwrites the file.
+#[derive(Parser, Debug, Default)]
+#[command(name = "moq-relay", version, about = "A Media over QUIC relay")]
+pub struct Cli {
+    /// TOML configuration file.
+    pub file: Option<PathBuf>,
+
+    /// UDP address to serve QUIC and WebTransport on [default: [::]:443].
+    #[arg(long = "server-bind", alias = "listen", env = "MOQ_SERVER_BIND")]
+    pub server_bind: Option<String>,
+
+    /// Core threads, one socket and event loop each [default: every core].
+    #[arg(long, env = "MOQ_SERVER_THREADS")]
+    pub threads: Option<usize>,
+
+    /// Event loop driver: uring, epoll or auto (uring when the kernel allows) [default: auto].
+    #[arg(long, env = "MOQ_SERVER_IO")]
+    pub io: Option<String>,
+
+    /// Send UDP in GSO batches [default: true].
+    #[arg(long = "server-gso", env = "MOQ_SERVER_GSO", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub gso: Option<bool>,
+
+    /// Receive UDP in GRO batches [default: true].
+    #[arg(long = "server-gro", env = "MOQ_SERVER_GRO", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub gro: Option<bool>,
+
+    /// Steer datagrams to their core with a reuseport BPF program [default: true].
+    #[arg(long = "server-steer", env = "MOQ_SERVER_STEER", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub steer: Option<bool>,
+
+    /// Pin core thread i to CPU i [default: true].
+    #[arg(long = "server-pin", env = "MOQ_SERVER_PIN", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub pin: Option<bool>,
+
+    /// PEM certificate chain; repeat with --tls-key for more (chosen by SNI, first as fallback).
+    #[arg(long = "tls-cert", env = "MOQ_SERVER_TLS_CERT", value_delimiter = ',')]
+    pub tls_cert: Vec<PathBuf>,
+
+    /// PEM private key for the --tls-cert at the same position.
+    #[arg(long = "tls-key", env = "MOQ_SERVER_TLS_KEY", value_delimiter = ',')]
+    pub tls_key: Vec<PathBuf>,
+
+    /// Generate a self-signed certificate for these host names (14-day browser limit).
+    #[arg(
+        long = "tls-generate",
+        env = "MOQ_SERVER_TLS_GENERATE",
+        value_delimiter = ','
+    )]
+    pub tls_generate: Vec<String>,
+
+    /// UDP address outgoing (relay-to-relay) connections bind to [default: [::]:0].
+    #[arg(long = "client-bind", env = "MOQ_CLIENT_BIND")]
+    pub client_bind: Option<String>,
+
+    /// PEM root certificates for outgoing connections [default: the system bundle].
+    #[arg(
+        long = "client-tls-root",
+        alias = "tls-root",
+        env = "MOQ_CLIENT_TLS_ROOT",
+        value_delimiter = ','
+    )]
+    pub client_tls_root: Vec<PathBuf>,
+
+    /// Accept only servers whose certificate has one of these SHA-256 fingerprints (hex).
+    #[arg(
+        long = "client-tls-fingerprint",
+        alias = "tls-fingerprint",
+        env = "MOQ_CLIENT_TLS_FINGERPRINT",
+        value_delimiter = ','
+    )]
+    pub client_tls_fingerprint: Vec<String>,
+
+    /// Danger: do not verify server certificates on outgoing connections.
+    #[arg(long = "client-tls-disable-verify", alias = "tls-disable-verify", env = "MOQ_CLIENT_TLS_DISABLE_VERIFY", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub client_tls_disable_verify: Option<bool>,
+
+    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it [default: info].
+    #[arg(long = "log-level", env = "MOQ_LOG_LEVEL")]
+    pub log_level: Option<String>,
+}
+
+/// One value or a list, as the reference accepts for paths.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(untagged)]
+pub enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T> Default for OneOrMany<T> {
+    fn default() -> Self {
+        Self::Many(Vec::new())
+    }
+}
+
+impl<T> OneOrMany<T> {
+    fn into_vec(self) -> Vec<T> {
+        match self {
+            Self::One(v) => vec![v],
+            Self::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    #[serde(default)]
+    pub server: FileServer,
+    #[serde(default)]
+    pub client: FileClient,
+    #[serde(default)]
+    pub log: FileLog,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileServer {
+    #[serde(alias = "listen")]
+    pub bind: Option<String>,
+    pub threads: Option<usize>,
+    pub io: Option<String>,
+    pub gso: Option<bool>,
+    pub gro: Option<bool>,
+    pub steer: Option<bool>,
+    pub pin: Option<bool>,
+    #[serde(default)]
+    pub tls: FileServerTls,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileServerTls {
+    #[serde(default)]
+    pub cert: OneOrMany<PathBuf>,
+    #[serde(default)]
+    pub key: OneOrMany<PathBuf>,
+    #[serde(default)]
+    pub generate: OneOrMany<String>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileClient {
+    pub bind: Option<String>,
+    #[serde(default)]
+    pub tls: FileClientTls,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileClientTls {
+    #[serde(default)]
+    pub root: OneOrMany<PathBuf>,
+    #[serde(default)]
+    pub fingerprint: OneOrMany<String>,
+    pub disable_verify: Option<bool>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileLog {
+    pub level: Option<String>,
+}
+
+/// Where the server's certificates come from.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ServerTls {
+    pub pairs: Vec<(PathBuf, PathBuf)>,
+    pub generate: Vec<String>,
+}
+
+/// The resolved, validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub bind: SocketAddr,
+    pub threads: usize,
+    pub io: IoMode,
+    pub socket: SocketOptions,
+    pub steer: bool,
+    pub pin: bool,
+    pub tls: ServerTls,
+    pub client_bind: SocketAddr,
+    pub client_verify: ClientVerify,
+    pub log_level: String,
+}
+
+/// A configuration error that names the offending key.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn bad(key: &str, msg: impl std::fmt::Display) -> ConfigError {
+    ConfigError(format!("config {key}: {msg}"))
+}
+
+fn resolve(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value
+        .to_socket_addrs()
+        .map_err(|e| bad(key, format!("`{value}` is not a socket address: {e}")))?
+        .next()
+        .ok_or_else(|| bad(key, format!("`{value}` resolves to no address")))
+}
+
+/// `cli` wins over `file`, which wins over `default`.
+fn pick<T>(cli: Option<T>, file: Option<T>, default: T) -> T {
+    cli.or(file).unwrap_or(default)
+}
+
+fn pick_list<T>(cli: Vec<T>, file: OneOrMany<T>) -> Vec<T> {
+    if cli.is_empty() { file.into_vec() } else { cli }
+}
+
+impl Config {
+    /// Parse the process arguments and environment, read the file they name, and validate.
+    pub fn load() -> Result<Self, ConfigError> {
+        Self::from_cli(Cli::parse())
+    }
+
+    pub fn from_cli(cli: Cli) -> Result<Self, ConfigError> {
+        let file = match &cli.file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))?;
+                toml::from_str::<File>(&text)
+                    .map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))?
+            }
+            None => File::default(),
+        };
+        Self::merge(cli, file)
+    }
+
+    pub fn merge(cli: Cli, file: File) -> Result<Self, ConfigError> {
+        let bind = pick(cli.server_bind, file.server.bind, "[::]:443".into());
+        let bind = resolve("server.bind (--server-bind)", &bind)?;
+
+        let threads = pick(cli.threads, file.server.threads, 0);
+        if threads > 256 {
+            return Err(bad(
+                "server.threads (--threads)",
+                format!("{threads} is more than 256"),
+            ));
+        }
+        let io = pick(cli.io, file.server.io, "auto".into());
+        let io: IoMode = io.parse().map_err(|e| bad("server.io (--io)", e))?;
+
+        let certs = pick_list(cli.tls_cert, file.server.tls.cert);
+        let keys = pick_list(cli.tls_key, file.server.tls.key);
+        if certs.len() != keys.len() {
+            return Err(bad(
+                "server.tls.cert/key (--tls-cert/--tls-key)",
+                format!(
+                    "{} certificates but {} keys; give them in pairs",
+                    certs.len(),
+                    keys.len()
+                ),
+            ));
+        }
+        let generate = pick_list(cli.tls_generate, file.server.tls.generate);
+        if generate.iter().any(|h| h.trim().is_empty()) {
+            return Err(bad(
+                "server.tls.generate (--tls-generate)",
+                "empty host name",
+            ));
+        }
+        if certs.is_empty() && generate.is_empty() {
+            return Err(bad(
+                "server.tls",
+                "no certificate: give --tls-cert and --tls-key, or --tls-generate HOST,...",
+            ));
+        }
+
+        let client_bind = pick(cli.client_bind, file.client.bind, "[::]:0".into());
+        let client_bind = resolve("client.bind (--client-bind)", &client_bind)?;
+        let roots = pick_list(cli.client_tls_root, file.client.tls.root);
+        let fingerprints = pick_list(cli.client_tls_fingerprint, file.client.tls.fingerprint);
+        let disable = pick(
+            cli.client_tls_disable_verify,
+            file.client.tls.disable_verify,
+            false,
+        );
+        let client_verify = if disable {
+            ClientVerify::Disabled
+        } else if !fingerprints.is_empty() {
+            ClientVerify::Fingerprints(fingerprints)
+        } else {
+            ClientVerify::Roots(roots)
+        };
+
+        let log_level = pick(cli.log_level, file.log.level, "info".into());
+        if log_level.parse::<tracing::Level>().is_err() {
+            return Err(bad(
+                "log.level (--log-level)",
+                format!("`{log_level}` is not a level"),
+            ));
+        }
+
+        Ok(Config {
+            bind,
+            threads,
+            io,
+            socket: SocketOptions {
+                gso: pick(cli.gso, file.server.gso, true),
+                gro: pick(cli.gro, file.server.gro, true),
+                ..SocketOptions::default()
+            },
+            steer: pick(cli.steer, file.server.steer, true),
+            pin: pick(cli.pin, file.server.pin, true),
+            tls: ServerTls {
+                pairs: certs.into_iter().zip(keys).collect(),
+                generate,
+            },
+            client_bind,
+            client_verify,
+            log_level,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        let mut all = vec!["moq-relay"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all).unwrap()
+    }
+
+    fn file(text: &str) -> Result<File, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn flags_override_file_and_file_overrides_defaults() {
+        let f = file(
+            r#"
+            [server]
+            bind = "127.0.0.1:4443"
+            threads = 2
+            io = "epoll"
+            gso = false
+            [server.tls]
+            generate = "localhost"
+            [log]
+            level = "debug"
+            "#,
+        )
+        .unwrap();
+        let c = Config::merge(cli(&["--threads", "1", "--server-gso=true"]), f).unwrap();
+        assert_eq!(c.bind, "127.0.0.1:4443".parse().unwrap());
+        assert_eq!(c.threads, 1);
+        assert_eq!(c.io, IoMode::Epoll);
+        assert!(c.socket.gso);
+        assert!(c.socket.gro);
+        assert_eq!(c.tls.generate, vec!["localhost".to_string()]);
+        assert_eq!(c.log_level, "debug");
+    }
+
+    #[test]
+    fn reference_names_are_accepted() {
+        let c = Config::merge(
+            cli(&[
+                "--listen",
+                "127.0.0.1:0",
+                "--tls-cert",
+                "a.pem",
+                "--tls-key",
+                "a.key",
+                "--tls-cert",
+                "b.pem",
+                "--tls-key",
+                "b.key",
+                "--tls-disable-verify",
+                "--client-bind",
+                "127.0.0.1:0",
+            ]),
+            File::default(),
+        )
+        .unwrap();
+        assert_eq!(c.tls.pairs.len(), 2);
+        assert_eq!(c.tls.pairs[1], ("b.pem".into(), "b.key".into()));
+        assert!(matches!(c.client_verify, ClientVerify::Disabled));
+        let f =
+            file("[server]\nlisten = \"127.0.0.1:9\"\n[server.tls]\ncert = [\"x\"]\nkey = [\"y\"]")
+                .unwrap();
+        assert_eq!(Config::merge(cli(&[]), f).unwrap().bind.port(), 9);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let generate = ["--tls-generate", "localhost"];
+        let cases: &[(&[&str], &str)] = &[
+            (&["--server-bind", "nonsense"], "server.bind"),
+            (&["--io", "kqueue"], "server.io"),
+            (&["--threads", "1000"], "server.threads"),
+            (&["--log-level", "loud"], "log.level"),
+            (&["--client-bind", "x:y"], "client.bind"),
+        ];
+        for (args, key) in cases {
+            let mut all = args.to_vec();
+            all.extend_from_slice(&generate);
+            let e = Config::merge(cli(&all), File::default()).unwrap_err();
+            assert!(e.0.contains(key), "{args:?}: {e}");
+        }
+        let e = Config::merge(cli(&["--tls-cert", "a.pem"]), File::default()).unwrap_err();
+        assert!(e.0.contains("server.tls.cert"), "{e}");
+        let e = Config::merge(cli(&[]), File::default()).unwrap_err();
+        assert!(e.0.contains("server.tls"), "{e}");
+    }
+
+    #[test]
+    fn unknown_toml_keys_are_errors_naming_the_key() {
+        let e = file("[server]\nbindd = \"x\"").unwrap_err();
+        assert!(e.contains("bindd"), "{e}");
+        let e = file("[server.tls]\ncertificate = \"x\"").unwrap_err();
+        assert!(e.contains("certificate"), "{e}");
+        let e = file("[nope]\n").unwrap_err();
+        assert!(e.contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn unreadable_file_is_named() {
+        let c = cli(&["/nonexistent/relay.toml"]);
+        let e = Config::from_cli(c).unwrap_err();
+        assert!(e.0.contains("/nonexistent/relay.toml"), "{e}");
+    }
+}
