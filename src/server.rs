@@ -5,10 +5,8 @@ use anyhow::Context as _;
 
 use crate::config::Config;
 use crate::quic::tls::{self, ServerCerts};
-use crate::quic::{
-    ClientRole, ConnectionHandle, Ctx, Engine, EngineConfig, Event, Handler, ServerRole,
-    TransportLimits,
-};
+use crate::quic::{ClientRole, Engine, EngineConfig, ServerRole, TransportLimits};
+use crate::relay::{Limits, NodeFactory};
 
 /// ALPNs the relay offers, in its own preference order (rustls picks the first the client
 /// also offers).
@@ -42,7 +40,8 @@ impl Server {
                 config: Some(client),
             }),
         };
-        let engine = Engine::start(engine_config, |_| Sessions)
+        let nodes = NodeFactory::new(engine_config.cores(), Limits::default());
+        let engine = Engine::start(engine_config, move |info| nodes.node(&info, None, None))
             .with_context(|| format!("starting on {}", config.bind))?;
         tracing::info!(
             addr = %engine.local_addr().expect("server role"),
@@ -90,23 +89,4 @@ fn load_certs(config: &Config) -> anyhow::Result<ServerCerts> {
         certs.extend(ServerCerts::generate(&config.tls.generate)?);
     }
     Ok(certs)
-}
-
-/// Logs each connection's life; the moq-lite session layer takes over these events.
-struct Sessions;
-
-impl Handler for Sessions {
-    fn on_event(&mut self, ctx: &mut Ctx<'_>, conn: ConnectionHandle, event: Event) {
-        match event {
-            Event::Connected => {
-                let (alpn, sni) = ctx.handshake(conn).unwrap_or_default();
-                let remote = ctx.peek(conn).map(|c| c.remote_address());
-                tracing::debug!(core = ctx.core, ?remote, alpn = ?alpn.as_deref().map(String::from_utf8_lossy), ?sni, "connected");
-            }
-            Event::ConnectionLost { reason } => {
-                tracing::debug!(core = ctx.core, %reason, "connection closed");
-            }
-            _ => {}
-        }
-    }
 }

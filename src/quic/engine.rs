@@ -58,6 +58,17 @@ impl Default for EngineConfig {
     }
 }
 
+impl EngineConfig {
+    /// How many cores `threads` means here.
+    pub fn cores(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+        .min(256)
+    }
+}
+
 /// What a handler factory learns about the core it runs on.
 #[derive(Clone)]
 pub struct CoreInfo {
@@ -122,11 +133,7 @@ impl Engine {
         H: Handler,
         F: Fn(CoreInfo) -> H + Send + Sync + 'static,
     {
-        let cores = match config.threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        }
-        .min(256);
+        let cores = config.cores();
         let mut server_sockets: Vec<Option<std::net::UdpSocket>> = match &config.server {
             Some(s) => bind_group(s.bind, cores, config.steer, &config.socket)
                 .map_err(|e| annotate(e, "server bind", s.bind))?

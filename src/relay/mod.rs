@@ -1,0 +1,78 @@
+//! The relay model: origin (path -> broadcast), broadcast -> track -> group -> frame, with
+//! subscriptions, announcements, late join, a bounded group cache and cross-core fan-out.
+
+mod model;
+mod node;
+mod registry;
+
+pub use model::{CacheLimits, Frame, Group, GroupCache};
+pub use node::{App, AppCmd, AppEvent, Dial, Limits, Node};
+pub use registry::{CoreMsg, Link, Owner, Registry};
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crossbeam_channel::Receiver;
+
+use crate::quic::CoreInfo;
+
+/// Builds each core's [`Node`] from inside the engine's factory: the first core to start makes
+/// the shared [`Registry`] (it needs every core's doorbell), each core takes its own inbox.
+pub struct NodeFactory {
+    registry: OnceLock<Arc<Registry>>,
+    senders: Vec<crossbeam_channel::Sender<CoreMsg>>,
+    inboxes: Mutex<Vec<Option<Receiver<CoreMsg>>>>,
+    origin: u64,
+    limits: Limits,
+}
+
+impl NodeFactory {
+    pub fn new(cores: usize, limits: Limits) -> Arc<Self> {
+        let (senders, inboxes): (Vec<_>, Vec<_>) =
+            (0..cores).map(|_| crossbeam_channel::unbounded()).unzip();
+        Arc::new(Self {
+            registry: OnceLock::new(),
+            senders,
+            inboxes: Mutex::new(inboxes.into_iter().map(Some).collect()),
+            origin: random_origin(),
+            limits,
+        })
+    }
+
+    pub fn registry(&self) -> Option<&Arc<Registry>> {
+        self.registry.get()
+    }
+
+    /// The node for the core described by `info`.
+    pub fn node(&self, info: &CoreInfo, app: Option<App>, dial: Option<Dial>) -> Node {
+        let registry = self
+            .registry
+            .get_or_init(|| {
+                let links = self
+                    .senders
+                    .iter()
+                    .zip(info.doorbells.iter())
+                    .map(|(tx, doorbell)| Link {
+                        tx: tx.clone(),
+                        doorbell: doorbell.clone(),
+                    })
+                    .collect();
+                Arc::new(Registry::new(links, self.origin))
+            })
+            .clone();
+        let inbox = self.inboxes.lock().expect("inboxes")[info.core]
+            .take()
+            .expect("one node per core");
+        Node::new(info.core, registry, inbox, self.limits.clone(), app, dial)
+    }
+}
+
+/// A hop id: random, non-zero and below 2^53 so JavaScript peers can hold it exactly.
+fn random_origin() -> u64 {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 8];
+    let _ = ring::rand::SystemRandom::new().fill(&mut b);
+    (u64::from_le_bytes(b) & ((1 << 53) - 1)).max(1)
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -1,0 +1,2080 @@
+//! One core's MoQ node: the moq-lite sessions on its connections, its replicas of tracks, and
+//! the fan-out from each track to its subscribers (sessions on this core, other cores, or the
+//! local application of a client). A relay and a client are the same node; a client simply
+//! also has an application that publishes and subscribes.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use crossbeam_channel::{Receiver, Sender};
+
+use super::model::{CacheLimits, Frame, GroupCache};
+use super::registry::{CoreMsg, Owner, Registry};
+use crate::lite::{
+    self, Announce, AnnounceInit, AnnounceOk, AnnounceRequest, AnnounceStatus, ClientSetup,
+    ControlType, DataType, DecodeError, ErrorCode, Fetch, GroupEvent, GroupHeader, GroupReader,
+    GroupWriter, Message, ProbeLevel, Role, ServerSetup, Setup, Subscribe, SubscribeOptions,
+    SubscribeResponse, SubscribeUpdate, Track as TrackReq, TrackInfo, Version, path,
+};
+use crate::quic::{
+    Connection, ConnectionHandle, Ctx, Dir, Event, Handler, StreamEvent, StreamId, VarInt,
+};
+
+/// Named, configurable bounds on what one peer can make this node hold.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest control message (SUBSCRIBE, ANNOUNCE, ...), in bytes.
+    pub max_message: usize,
+    /// Longest absolute broadcast path, in bytes.
+    pub max_path: usize,
+    /// Largest frame accepted from a publisher.
+    pub max_frame: u64,
+    /// Subscriptions one session may hold at once.
+    pub max_subscriptions: usize,
+    /// Announce requests one session may hold open.
+    pub max_announces: usize,
+    /// Unfinished group streams per subscription; a newer group resets the oldest beyond this.
+    pub max_groups_in_flight: usize,
+    pub cache: CacheLimits,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message: 16 * 1024,
+            max_path: 1024,
+            max_frame: lite::MAX_FRAME_SIZE,
+            max_subscriptions: 1024,
+            max_announces: 64,
+            max_groups_in_flight: 4,
+            cache: CacheLimits::default(),
+        }
+    }
+}
+
+/// What a client application asks its node to do.
+pub enum AppCmd {
+    /// Announce `path` (relative to the connection root) as published here.
+    Publish {
+        path: String,
+    },
+    Unpublish {
+        path: String,
+    },
+    /// Append a frame to group `seq` of a track this application publishes.
+    Frame {
+        path: String,
+        track: String,
+        seq: u64,
+        timestamp: u64,
+        payload: Bytes,
+    },
+    /// Group `seq` has all its frames.
+    GroupDone {
+        path: String,
+        track: String,
+        seq: u64,
+    },
+    /// The track is over.
+    TrackDone {
+        path: String,
+        track: String,
+    },
+    /// Deliver `track` of `path` as [`AppEvent`]s tagged `id`.
+    Subscribe {
+        id: u64,
+        path: String,
+        track: String,
+    },
+    Unsubscribe {
+        id: u64,
+    },
+}
+
+/// What a client application hears from its node.
+#[derive(Debug)]
+pub enum AppEvent {
+    /// A session is set up and can carry requests.
+    Ready {
+        version: Version,
+    },
+    Announced {
+        path: String,
+        active: bool,
+    },
+    Frame {
+        id: u64,
+        seq: u64,
+        index: usize,
+        timestamp: u64,
+        payload: Vec<Bytes>,
+    },
+    GroupDone {
+        id: u64,
+        seq: u64,
+    },
+    /// The subscription is over; `code` 0 is a clean end.
+    Ended {
+        id: u64,
+        code: u32,
+    },
+    Closed {
+        reason: String,
+    },
+}
+
+/// A client node's application side.
+pub struct App {
+    pub commands: Receiver<AppCmd>,
+    pub events: Sender<AppEvent>,
+}
+
+/// Where a client node dials on start.
+#[derive(Clone, Debug)]
+pub struct Dial {
+    pub addr: std::net::SocketAddr,
+    pub server_name: String,
+    /// Sent as the lite-05 SETUP Path; older versions have no in-band path.
+    pub path: String,
+    /// Offered in CLIENT_SETUP when the ALPN is `moql`, in preference order.
+    pub setup_versions: Vec<Version>,
+}
+
+const CONTROL_PRIORITY: i32 = i32::MAX;
+
+fn stream_code(code: ErrorCode) -> VarInt {
+    VarInt::from_u64(code.to_stream_code()).unwrap_or(VarInt::from_u32(0))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SubRef {
+    Down { conn: ConnectionHandle, id: u64 },
+    App { id: u64 },
+}
+
+#[derive(Debug)]
+enum Source {
+    /// Subscribed upstream on a session of this core with our subscribe id.
+    Session { conn: ConnectionHandle, up: u64 },
+    /// A replica fed by the owning core.
+    Core { core: usize },
+    /// Written by the local application.
+    App,
+}
+
+struct TrackState {
+    path: Arc<str>,
+    name: Arc<str>,
+    source: Source,
+    cache: GroupCache,
+    subs: Vec<SubRef>,
+    /// Other cores that hold replicas of this track: (core, their replica id).
+    remotes: Vec<(usize, u64)>,
+}
+
+/// Bytes queued for a stream that flow control would not take yet.
+#[derive(Default)]
+struct Out {
+    queue: VecDeque<Bytes>,
+    fin: bool,
+}
+
+enum In {
+    /// Reading the stream type varint.
+    Type {
+        bidi: bool,
+        buf: Vec<u8>,
+    },
+    /// lite-01/02 session stream: CLIENT_SETUP (server) or SERVER_SETUP (client), then
+    /// SESSION_INFO messages we ignore.
+    SessionStream {
+        buf: Vec<u8>,
+        setup_done: bool,
+    },
+    /// lite-05 SETUP uni stream.
+    Setup {
+        buf: Vec<u8>,
+    },
+    Group(GroupIn),
+    /// A peer's ANNOUNCE request; after it, nothing more is read.
+    AnnounceRequest {
+        buf: Vec<u8>,
+    },
+    /// A peer's SUBSCRIBE, then its updates; `id` once the SUBSCRIBE is read.
+    Subscribe {
+        buf: Vec<u8>,
+        id: Option<u64>,
+    },
+    TrackRequest {
+        buf: Vec<u8>,
+    },
+    FetchRequest {
+        buf: Vec<u8>,
+    },
+    /// Responses to our announce request.
+    OurAnnounce {
+        buf: Vec<u8>,
+        started: bool,
+        hop: u64,
+    },
+    /// Responses to our SUBSCRIBE.
+    OurSubscribe {
+        buf: Vec<u8>,
+        up: u64,
+    },
+    /// Read and drop (probe, goaway, finished requests).
+    Discard,
+}
+
+struct GroupIn {
+    reader: GroupReader,
+    track: Option<u64>,
+    seq: u64,
+    frame: Option<Frame>,
+}
+
+struct DownGroup {
+    seq: u64,
+    stream: StreamId,
+    sent: usize,
+    writer: GroupWriter,
+}
+
+/// A peer's subscription to a track of ours.
+struct Down {
+    stream: StreamId,
+    track: u64,
+    priority: u8,
+    started: bool,
+    groups: VecDeque<DownGroup>,
+}
+
+/// A peer's announce request we keep answering.
+struct AnnounceOut {
+    stream: StreamId,
+    prefix: String,
+    exclude: u64,
+    active: HashSet<Arc<str>>,
+}
+
+struct Session {
+    version: Option<Version>,
+    legacy: bool,
+    server: bool,
+    root: String,
+    ready: bool,
+    session_stream: Option<StreamId>,
+    ins: HashMap<StreamId, In>,
+    outs: HashMap<StreamId, Out>,
+    downs: HashMap<u64, Down>,
+    ups: HashMap<u64, (StreamId, u64)>,
+    next_up: u64,
+    announce_outs: Vec<AnnounceOut>,
+    published: HashSet<Arc<str>>,
+}
+
+impl Session {
+    fn version(&self) -> Version {
+        self.version.unwrap_or(Version::Lite02)
+    }
+}
+
+/// Everything a session operation may touch besides the session itself.
+pub struct Node {
+    core: usize,
+    registry: Arc<Registry>,
+    inbox: Receiver<CoreMsg>,
+    limits: Limits,
+    app: Option<App>,
+    dial: Option<Dial>,
+    upstream: Option<ConnectionHandle>,
+    sessions: HashMap<ConnectionHandle, Session>,
+    tracks: HashMap<u64, TrackState>,
+    by_name: HashMap<(Arc<str>, Arc<str>), u64>,
+    remote_index: HashMap<(usize, u64), u64>,
+    app_subs: HashMap<u64, (u64, HashMap<u64, usize>)>,
+    next_track: u64,
+    /// This core's view of every active broadcast and who publishes it.
+    active: BTreeMap<Arc<str>, Owner>,
+}
+
+impl Node {
+    pub fn new(
+        core: usize,
+        registry: Arc<Registry>,
+        inbox: Receiver<CoreMsg>,
+        limits: Limits,
+        app: Option<App>,
+        dial: Option<Dial>,
+    ) -> Self {
+        let active = registry.snapshot().into_iter().collect();
+        Self {
+            core,
+            registry,
+            inbox,
+            limits,
+            app,
+            dial,
+            upstream: None,
+            sessions: HashMap::new(),
+            tracks: HashMap::new(),
+            by_name: HashMap::new(),
+            remote_index: HashMap::new(),
+            app_subs: HashMap::new(),
+            next_track: 1,
+            active,
+        }
+    }
+
+    fn emit(&self, event: AppEvent) {
+        if let Some(app) = &self.app {
+            let _ = app.events.send(event);
+        }
+    }
+
+    // ----- stream I/O -------------------------------------------------------------------
+
+    /// Queue `chunks` (and FIN) on a stream and hand quinn what flow control allows.
+    fn write(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        ch: ConnectionHandle,
+        id: StreamId,
+        chunks: Vec<Bytes>,
+        fin: bool,
+    ) {
+        let Some(session) = self.sessions.get_mut(&ch) else {
+            return;
+        };
+        let Some(conn) = ctx.conn(ch) else { return };
+        let out = session.outs.entry(id).or_default();
+        out.queue
+            .extend(chunks.into_iter().filter(|c| !c.is_empty()));
+        out.fin |= fin;
+        if flush(conn, id, out) {
+            session.outs.remove(&id);
+        }
+    }
+
+    fn write_msg(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        ch: ConnectionHandle,
+        id: StreamId,
+        encode: impl FnOnce(Version, &mut BytesMut) -> Result<(), lite::EncodeError>,
+        fin: bool,
+    ) {
+        let Some(version) = self.sessions.get(&ch).map(Session::version) else {
+            return;
+        };
+        let mut buf = BytesMut::new();
+        match encode(version, &mut buf) {
+            Ok(()) => self.write(ctx, ch, id, vec![buf.freeze()], fin),
+            Err(e) => {
+                tracing::warn!(core = self.core, error = ?e, "encode failed");
+                self.reset(ctx, ch, id, ErrorCode::ENCODE);
+            }
+        }
+    }
+
+    fn reset(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, id: StreamId, code: ErrorCode) {
+        if let Some(s) = self.sessions.get_mut(&ch) {
+            s.outs.remove(&id);
+        }
+        if let Some(conn) = ctx.conn(ch) {
+            let _ = conn.send_stream(id).reset(stream_code(code));
+        }
+    }
+
+    /// Stop reading and reset our half: the stream is refused.
+    fn refuse(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, id: StreamId, code: ErrorCode) {
+        tracing::debug!(core = self.core, stream = %id, code = code.0, "refusing stream");
+        if let Some(s) = self.sessions.get_mut(&ch) {
+            s.ins.remove(&id);
+        }
+        if let Some(conn) = ctx.conn(ch) {
+            let _ = conn.recv_stream(id).stop(stream_code(code));
+        }
+        if id.dir() == Dir::Bi
+            || id.initiator() == ctx.peek(ch).map_or(quinn_proto::Side::Server, |c| c.side())
+        {
+            self.reset(ctx, ch, id, code);
+        }
+    }
+
+    fn close(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, code: ErrorCode, reason: &str) {
+        tracing::debug!(core = self.core, code = code.0, reason, "closing session");
+        ctx.close(ch, code.0, reason.as_bytes());
+    }
+
+    fn open(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, dir: Dir) -> Option<StreamId> {
+        ctx.conn(ch)?.streams().open(dir)
+    }
+
+    // ----- session life -----------------------------------------------------------------
+
+    fn connected(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle) {
+        let (alpn, _) = ctx.handshake(ch).unwrap_or_default();
+        let alpn = alpn
+            .map(|a| String::from_utf8_lossy(&a).into_owned())
+            .unwrap_or_default();
+        let server = ctx.peek(ch).is_some_and(|c| c.side().is_server());
+        let version = Version::from_alpn(&alpn);
+        let legacy = alpn == Version::LEGACY_ALPN;
+        if version.is_none() && !legacy {
+            self.close(ctx, ch, ErrorCode::UNKNOWN_ALPN, "unsupported ALPN");
+            return;
+        }
+        // A client's root travels in SETUP; inside the node its paths are relative to it.
+        let root = if server {
+            String::new()
+        } else {
+            self.dial
+                .as_ref()
+                .map(|d| d.path.clone())
+                .unwrap_or_default()
+        };
+        let session = Session {
+            version,
+            legacy,
+            server,
+            root: String::new(),
+            ready: false,
+            session_stream: None,
+            ins: HashMap::new(),
+            outs: HashMap::new(),
+            downs: HashMap::new(),
+            ups: HashMap::new(),
+            next_up: 0,
+            announce_outs: Vec::new(),
+            published: HashSet::new(),
+        };
+        self.sessions.insert(ch, session);
+        match version {
+            Some(Version::Lite05) => {
+                let setup = Setup {
+                    probe: ProbeLevel::None,
+                    path: (!server && !root.is_empty()).then_some(root),
+                    role: Role::Both,
+                    cost: None,
+                    origin: self.registry.origin,
+                };
+                if let Some(id) = self.open(ctx, ch, Dir::Uni) {
+                    self.write_msg(
+                        ctx,
+                        ch,
+                        id,
+                        |v, b| {
+                            DataType::Setup.encode(v, b)?;
+                            setup.encode(v, b)
+                        },
+                        true,
+                    );
+                }
+                // A client need not wait for the server's SETUP; a server waits for the
+                // client's, which carries the root.
+                if !server {
+                    self.ready(ctx, ch);
+                }
+            }
+            Some(_) => self.ready(ctx, ch),
+            None if !server => {
+                let Some(id) = self.open(ctx, ch, Dir::Bi) else {
+                    return;
+                };
+                let versions = self.dial.as_ref().map_or_else(
+                    || vec![Version::Lite02, Version::Lite01],
+                    |d| d.setup_versions.clone(),
+                );
+                let setup = ClientSetup {
+                    versions: versions.iter().map(|v| v.code()).collect(),
+                    parameters: Vec::new(),
+                };
+                if let Some(s) = self.sessions.get_mut(&ch) {
+                    s.session_stream = Some(id);
+                    s.ins.insert(
+                        id,
+                        In::SessionStream {
+                            buf: Vec::new(),
+                            setup_done: false,
+                        },
+                    );
+                }
+                self.write_msg(ctx, ch, id, |v, b| setup.encode(v, b), false);
+            }
+            None => {}
+        }
+        self.accept(ctx, ch);
+    }
+
+    /// Setup is complete: requests may flow. Ask the peer what it publishes.
+    fn ready(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle) {
+        let Some(s) = self.sessions.get_mut(&ch) else {
+            return;
+        };
+        if s.ready {
+            return;
+        }
+        s.ready = true;
+        let version = s.version();
+        let server = s.server;
+        if !server && self.upstream.is_none() {
+            self.upstream = Some(ch);
+        }
+        if let Some(id) = self.open(ctx, ch, Dir::Bi) {
+            let req = AnnounceRequest {
+                prefix: String::new(),
+                exclude_hop: self.registry.origin,
+            };
+            if let Some(s) = self.sessions.get_mut(&ch) {
+                s.ins.insert(
+                    id,
+                    In::OurAnnounce {
+                        buf: Vec::new(),
+                        started: false,
+                        hop: 0,
+                    },
+                );
+            }
+            if let Some(c) = ctx.conn(ch) {
+                let _ = c.send_stream(id).set_priority(CONTROL_PRIORITY);
+            }
+            self.write_msg(
+                ctx,
+                ch,
+                id,
+                |v, b| {
+                    ControlType::Announce.encode(v, b)?;
+                    req.encode(v, b)
+                },
+                false,
+            );
+        }
+        if !server {
+            self.emit(AppEvent::Ready { version });
+        }
+        self.accept(ctx, ch);
+    }
+
+    /// Take the peer's new streams that the session is ready for.
+    fn accept(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle) {
+        loop {
+            let Some(s) = self.sessions.get(&ch) else {
+                return;
+            };
+            let uni_ok = s.ready || s.version == Some(Version::Lite05);
+            let bi_ok = s.ready || (s.legacy && s.server && s.session_stream.is_none());
+            let legacy_first = !s.ready && s.legacy && s.server;
+            let Some(conn) = ctx.conn(ch) else { return };
+            let id = if uni_ok {
+                conn.streams().accept(Dir::Uni)
+            } else {
+                None
+            };
+            let id = id.or_else(|| {
+                if bi_ok {
+                    conn.streams().accept(Dir::Bi)
+                } else {
+                    None
+                }
+            });
+            let Some(id) = id else { return };
+            let s = self.sessions.get_mut(&ch).expect("checked");
+            let state = if id.dir() == Dir::Bi && legacy_first {
+                s.session_stream = Some(id);
+                In::SessionStream {
+                    buf: Vec::new(),
+                    setup_done: false,
+                }
+            } else {
+                In::Type {
+                    bidi: id.dir() == Dir::Bi,
+                    buf: Vec::new(),
+                }
+            };
+            s.ins.insert(id, state);
+            self.read(ctx, ch, id);
+        }
+    }
+
+    fn lost(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, reason: String) {
+        let Some(s) = self.sessions.remove(&ch) else {
+            return;
+        };
+        if self.upstream == Some(ch) {
+            self.upstream = None;
+            self.emit(AppEvent::Closed { reason });
+        }
+        for path in &s.published {
+            self.registry.unpublish(path, self.core, Some(ch));
+        }
+        for (id, down) in s.downs {
+            self.detach(ctx, down.track, SubRef::Down { conn: ch, id });
+        }
+        let sourced: Vec<u64> = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| matches!(t.source, Source::Session { conn, .. } if conn == ch))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in sourced {
+            self.end_track(ctx, id, ErrorCode::DROPPED);
+        }
+    }
+
+    // ----- reading ----------------------------------------------------------------------
+
+    fn read(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, id: StreamId) {
+        let Some(conn) = ctx.conn(ch) else { return };
+        let (chunks, end) = read_chunks(conn, id);
+        let Some(s) = self.sessions.get_mut(&ch) else {
+            return;
+        };
+        let Some(state) = s.ins.remove(&id) else {
+            return;
+        };
+        let state = match self.consume(ctx, ch, id, state, chunks, end) {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::debug!(core = self.core, stream = %id, error = %e, "stream error");
+                self.stream_failed(ctx, ch, id, e.code());
+                None
+            }
+        };
+        if let (Some(state), Some(s)) = (state, self.sessions.get_mut(&ch))
+            && end == End::Open
+        {
+            s.ins.insert(id, state);
+        }
+    }
+
+    /// A stream failed to decode: stream-scoped unless it is what holds the session together.
+    fn stream_failed(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        ch: ConnectionHandle,
+        id: StreamId,
+        code: ErrorCode,
+    ) {
+        let fatal = self
+            .sessions
+            .get(&ch)
+            .is_some_and(|s| s.session_stream == Some(id) || !s.ready);
+        if fatal {
+            self.close(ctx, ch, code, "protocol error");
+        } else {
+            self.drop_down_stream(ctx, ch, id);
+            self.refuse(ctx, ch, id, code);
+        }
+    }
+
+    /// Run one stream's state machine over newly read bytes. `None`: the stream is done.
+    fn consume(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        ch: ConnectionHandle,
+        id: StreamId,
+        state: In,
+        chunks: Vec<Bytes>,
+        end: End,
+    ) -> Result<Option<In>, DecodeError> {
+        let version = self
+            .sessions
+            .get(&ch)
+            .map(Session::version)
+            .unwrap_or(Version::Lite02);
+        let max = self.limits.max_message;
+        match state {
+            In::Type { bidi, mut buf } => {
+                extend(&mut buf, &chunks, max)?;
+                let mut cursor = &buf[..];
+                let next = if bidi {
+                    match ControlType::decode(&mut cursor, version) {
+                        Err(DecodeError::Short) => return self.short(end, In::Type { bidi, buf }),
+                        Err(DecodeError::UnexpectedStream(_)) => {
+                            self.refuse(ctx, ch, id, ErrorCode::CANCEL);
+                            return Ok(None);
+                        }
+                        Err(e) => return Err(e),
+                        Ok(ControlType::Announce) => In::AnnounceRequest { buf: Vec::new() },
+                        Ok(ControlType::Subscribe) => In::Subscribe {
+                            buf: Vec::new(),
+                            id: None,
+                        },
+                        Ok(ControlType::Track) => In::TrackRequest { buf: Vec::new() },
+                        Ok(ControlType::Fetch) => In::FetchRequest { buf: Vec::new() },
+                        Ok(ControlType::Probe) | Ok(ControlType::Goaway) => In::Discard,
+                    }
+                } else {
+                    match DataType::decode(&mut cursor, version) {
+                        Err(DecodeError::Short) => return self.short(end, In::Type { bidi, buf }),
+                        Err(DecodeError::UnexpectedStream(_)) => {
+                            self.refuse(ctx, ch, id, ErrorCode::UNEXPECTED_STREAM);
+                            return Ok(None);
+                        }
+                        Err(e) => return Err(e),
+                        Ok(DataType::Group) => In::Group(GroupIn {
+                            reader: GroupReader::new(version, self.limits.max_frame),
+                            track: None,
+                            seq: 0,
+                            frame: None,
+                        }),
+                        Ok(DataType::Setup) => In::Setup { buf: Vec::new() },
+                    }
+                };
+                let rest = Bytes::copy_from_slice(cursor);
+                self.consume(ctx, ch, id, next, vec![rest], end)
+            }
+            In::Group(mut g) => {
+                for c in chunks {
+                    g.reader.push(c);
+                }
+                self.group_events(ctx, ch, id, &mut g)?;
+                match end {
+                    End::Open => Ok(Some(In::Group(g))),
+                    End::Fin => {
+                        g.reader.finish()?;
+                        if let Some(track) = g.track {
+                            self.group_done(ctx, track, g.seq);
+                        }
+                        Ok(None)
+                    }
+                    End::Reset => Ok(None),
+                }
+            }
+            In::Discard => Ok(Some(In::Discard)),
+            In::SessionStream {
+                mut buf,
+                setup_done,
+            } => {
+                extend(&mut buf, &chunks, max)?;
+                let mut setup_done = setup_done;
+                let server = self.sessions.get(&ch).is_some_and(|s| s.server);
+                if !setup_done {
+                    if server {
+                        let Some((setup, used)) =
+                            lite::decode_framed::<ClientSetup>(&buf, Version::Lite02, max)?
+                        else {
+                            return self.short(end, In::SessionStream { buf, setup_done });
+                        };
+                        buf.drain(..used);
+                        let Some(v) =
+                            Version::select(&setup.versions, &[Version::Lite02, Version::Lite01])
+                        else {
+                            self.close(ctx, ch, ErrorCode::VERSION, "no common version");
+                            return Ok(None);
+                        };
+                        if let Some(s) = self.sessions.get_mut(&ch) {
+                            s.version = Some(v);
+                        }
+                        let reply = ServerSetup {
+                            version: v.code(),
+                            parameters: Vec::new(),
+                        };
+                        self.write_msg(ctx, ch, id, |v, b| reply.encode(v, b), false);
+                    } else {
+                        let Some((setup, used)) =
+                            lite::decode_framed::<ServerSetup>(&buf, Version::Lite02, max)?
+                        else {
+                            return self.short(end, In::SessionStream { buf, setup_done });
+                        };
+                        buf.drain(..used);
+                        let Some(v) =
+                            Version::from_code(setup.version).filter(|v| *v <= Version::Lite02)
+                        else {
+                            self.close(
+                                ctx,
+                                ch,
+                                ErrorCode::VERSION,
+                                "server chose an unknown version",
+                            );
+                            return Ok(None);
+                        };
+                        if let Some(s) = self.sessions.get_mut(&ch) {
+                            s.version = Some(v);
+                        }
+                    }
+                    setup_done = true;
+                    self.ready(ctx, ch);
+                }
+                // SESSION_INFO messages: read and ignore.
+                while let Some((_, used)) = lite::decode_framed::<lite::SessionInfo>(
+                    &buf,
+                    self.sessions
+                        .get(&ch)
+                        .map_or(Version::Lite02, Session::version),
+                    max,
+                )? {
+                    buf.drain(..used);
+                }
+                if end != End::Open {
+                    self.close(ctx, ch, ErrorCode::CANCEL, "cancelled");
+                    return Ok(None);
+                }
+                Ok(Some(In::SessionStream { buf, setup_done }))
+            }
+            In::Setup { mut buf } => {
+                extend(&mut buf, &chunks, max)?;
+                let Some((setup, used)) = lite::decode_framed::<Setup>(&buf, version, max)? else {
+                    return self.short(end, In::Setup { buf });
+                };
+                buf.drain(..used);
+                let server = self.sessions.get(&ch).is_some_and(|s| s.server);
+                if server {
+                    let raw = setup.path.unwrap_or_default();
+                    let raw = raw.split('?').next().unwrap_or_default();
+                    let root = path::normalize(raw, self.limits.max_path)?;
+                    if let Some(s) = self.sessions.get_mut(&ch) {
+                        s.root = root;
+                    }
+                    self.ready(ctx, ch);
+                }
+                Ok(Some(In::Discard))
+            }
+            In::AnnounceRequest { mut buf } => {
+                extend(&mut buf, &chunks, max)?;
+                let Some((req, _)) = lite::decode_framed::<AnnounceRequest>(&buf, version, max)?
+                else {
+                    return self.short(end, In::AnnounceRequest { buf });
+                };
+                self.serve_announce(ctx, ch, id, req)?;
+                Ok(Some(In::Discard))
+            }
+            In::Subscribe { mut buf, id: sub } => {
+                extend(&mut buf, &chunks, max)?;
+                let mut sub = sub;
+                loop {
+                    if sub.is_none() {
+                        let Some((req, used)) =
+                            lite::decode_framed::<Subscribe>(&buf, version, max)?
+                        else {
+                            break;
+                        };
+                        buf.drain(..used);
+                        sub = Some(req.id);
+                        if !self.serve_subscribe(ctx, ch, id, req)? {
+                            return Ok(None);
+                        }
+                    } else {
+                        let Some((update, used)) =
+                            lite::decode_framed::<SubscribeUpdate>(&buf, version, max)?
+                        else {
+                            break;
+                        };
+                        buf.drain(..used);
+                        if let (Some(sid), Some(s)) = (sub, self.sessions.get_mut(&ch))
+                            && let Some(d) = s.downs.get_mut(&sid)
+                        {
+                            d.priority = update.options.priority;
+                        }
+                    }
+                }
+                if end != End::Open {
+                    // The subscriber left: FIN our half, cancel its groups.
+                    self.drop_down_stream(ctx, ch, id);
+                    self.write(ctx, ch, id, Vec::new(), true);
+                    return Ok(None);
+                }
+                Ok(Some(In::Subscribe { buf, id: sub }))
+            }
+            In::TrackRequest { mut buf } => {
+                extend(&mut buf, &chunks, max)?;
+                let Some((_req, _)) = lite::decode_framed::<TrackReq>(&buf, version, max)? else {
+                    return self.short(end, In::TrackRequest { buf });
+                };
+                let info = TrackInfo::default();
+                self.write_msg(ctx, ch, id, |v, b| info.encode(v, b), true);
+                Ok(Some(In::Discard))
+            }
+            In::FetchRequest { mut buf } => {
+                extend(&mut buf, &chunks, max)?;
+                let Some((req, _)) = lite::decode_framed::<Fetch>(&buf, version, max)? else {
+                    return self.short(end, In::FetchRequest { buf });
+                };
+                self.serve_fetch(ctx, ch, id, req)?;
+                Ok(Some(In::Discard))
+            }
+            In::OurAnnounce {
+                mut buf,
+                started,
+                hop,
+            } => {
+                extend(&mut buf, &chunks, max)?;
+                let (mut started, mut hop) = (started, hop);
+                loop {
+                    if !started && version < Version::Lite03 {
+                        let Some((init, used)) =
+                            lite::decode_framed::<AnnounceInit>(&buf, version, max)?
+                        else {
+                            break;
+                        };
+                        buf.drain(..used);
+                        started = true;
+                        for suffix in init.suffixes {
+                            self.learned(ctx, ch, &suffix, true, Vec::new())?;
+                        }
+                    } else if !started && version == Version::Lite05 {
+                        let Some((ok, used)) =
+                            lite::decode_framed::<AnnounceOk>(&buf, version, max)?
+                        else {
+                            break;
+                        };
+                        buf.drain(..used);
+                        started = true;
+                        hop = ok.hop;
+                    } else {
+                        let Some((a, used)) = lite::decode_framed::<Announce>(&buf, version, max)?
+                        else {
+                            break;
+                        };
+                        buf.drain(..used);
+                        started = true;
+                        let mut hops = a.hops;
+                        if version == Version::Lite05 && hop != 0 {
+                            hops.push(hop);
+                        }
+                        self.learned(ctx, ch, &a.suffix, a.status == AnnounceStatus::Active, hops)?;
+                    }
+                }
+                if end != End::Open {
+                    return Ok(None);
+                }
+                Ok(Some(In::OurAnnounce { buf, started, hop }))
+            }
+            In::OurSubscribe { mut buf, up } => {
+                extend(&mut buf, &chunks, max)?;
+                while let Some((_resp, used)) =
+                    lite::decode_framed::<SubscribeResponse>(&buf, version, max)?
+                {
+                    buf.drain(..used);
+                }
+                if end != End::Open {
+                    let track = self
+                        .sessions
+                        .get_mut(&ch)
+                        .and_then(|s| s.ups.remove(&up))
+                        .map(|(_, t)| t);
+                    if let Some(track) = track {
+                        let code = if end == End::Fin {
+                            ErrorCode::CANCEL
+                        } else {
+                            ErrorCode::DROPPED
+                        };
+                        self.end_track(ctx, track, code);
+                    }
+                    return Ok(None);
+                }
+                Ok(Some(In::OurSubscribe { buf, up }))
+            }
+        }
+    }
+
+    /// Incomplete message: fine while the stream is open, an error at its end.
+    fn short(&self, end: End, state: In) -> Result<Option<In>, DecodeError> {
+        match end {
+            End::Open => Ok(Some(state)),
+            End::Fin => Err(DecodeError::Short),
+            End::Reset => Ok(None),
+        }
+    }
+
+    fn group_events(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        ch: ConnectionHandle,
+        id: StreamId,
+        g: &mut GroupIn,
+    ) -> Result<(), DecodeError> {
+        while let Some(ev) = g.reader.poll()? {
+            match ev {
+                GroupEvent::Header(GroupHeader {
+                    subscribe_id,
+                    sequence,
+                }) => {
+                    let track = self
+                        .sessions
+                        .get(&ch)
+                        .and_then(|s| s.ups.get(&subscribe_id))
+                        .map(|(_, t)| *t);
+                    let Some(track) = track else {
+                        self.refuse(ctx, ch, id, ErrorCode::CANCEL);
+                        return Ok(());
+                    };
+                    let Some(t) = self.tracks.get_mut(&track) else {
+                        return Ok(());
+                    };
+                    if !t.cache.open(sequence, ctx.now, self.limits.cache) {
+                        self.refuse(ctx, ch, id, ErrorCode::OLD);
+                        return Ok(());
+                    }
+                    g.track = Some(track);
+                    g.seq = sequence;
+                }
+                GroupEvent::Frame { timestamp, .. } => {
+                    let ts = if self
+                        .sessions
+                        .get(&ch)
+                        .is_some_and(|s| s.version() == Version::Lite05)
+                    {
+                        timestamp
+                    } else {
+                        now_ms()
+                    };
+                    g.frame = Some(Frame {
+                        timestamp: ts,
+                        chunks: Vec::new(),
+                    });
+                }
+                GroupEvent::Payload(b) => {
+                    if let Some(f) = &mut g.frame {
+                        f.chunks.push(b);
+                    }
+                }
+                GroupEvent::FrameEnd => {
+                    if let (Some(track), Some(f)) = (g.track, g.frame.take()) {
+                        self.append(ctx, track, g.seq, Arc::new(f));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // ----- announcements ----------------------------------------------------------------
+
+    /// The peer announced (or ended) `suffix` under our request.
+    fn learned(
+        &mut self,
+        _ctx: &mut Ctx<'_>,
+        ch: ConnectionHandle,
+        suffix: &str,
+        active: bool,
+        hops: Vec<u64>,
+    ) -> Result<(), DecodeError> {
+        let Some(s) = self.sessions.get_mut(&ch) else {
+            return Ok(());
+        };
+        let abs: Arc<str> = path::join(&s.root, suffix, self.limits.max_path)?.into();
+        if active {
+            if hops.contains(&self.registry.origin) || hops.len() >= lite::MAX_HOPS {
+                return Ok(());
+            }
+            if s.published.len() >= self.limits.max_announces.max(1) * 16
+                && !s.published.contains(&abs)
+            {
+                return Err(DecodeError::TooLarge);
+            }
+            s.published.insert(abs.clone());
+            self.registry.publish(
+                &abs,
+                Owner {
+                    core: self.core,
+                    conn: Some(ch),
+                    hops,
+                },
+            );
+        } else if s.published.remove(&abs) {
+            self.registry.unpublish(&abs, self.core, Some(ch));
+        }
+        Ok(())
+    }
+
+    fn serve_announce(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        ch: ConnectionHandle,
+        id: StreamId,
+        req: AnnounceRequest,
+    ) -> Result<(), DecodeError> {
+        let Some(s) = self.sessions.get_mut(&ch) else {
+            return Ok(());
+        };
+        if s.announce_outs.len() >= self.limits.max_announces {
+            return Err(DecodeError::TooLarge);
+        }
+        let prefix = path::join(&s.root, &req.prefix, self.limits.max_path)?;
+        let version = s.version();
+        let client = self.app.is_some();
+        let matches: Vec<(Arc<str>, Vec<u64>)> = self
+            .active
+            .iter()
+            .filter(|(p, o)| {
+                path::has_prefix(p, &prefix)
+                    && !(req.exclude_hop != 0 && o.hops.contains(&req.exclude_hop))
+                    && advertise(self.core, client, ch, o)
+            })
+            .map(|(p, o)| (p.clone(), o.hops.clone()))
+            .collect();
+        let mut buf = BytesMut::new();
+        let origin = self.registry.origin;
+        let mut out = AnnounceOut {
+            stream: id,
+            prefix: prefix.clone(),
+            exclude: req.exclude_hop,
+            active: HashSet::new(),
+        };
+        let res = (|| {
+            match version {
+                Version::Lite01 | Version::Lite02 => AnnounceInit {
+                    suffixes: matches.iter().map(|(p, _)| suffix_of(p, &prefix)).collect(),
+                }
+                .encode(version, &mut buf)?,
+                Version::Lite05 => AnnounceOk {
+                    hop: origin,
+                    active_count: matches.len() as u64,
+                }
+                .encode(version, &mut buf)?,
+                _ => {}
+            }
+            if version >= Version::Lite03 {
+                for (p, hops) in &matches {
+                    announce_msg(version, origin, &prefix, p, hops, true)
+                        .encode(version, &mut buf)?;
+                }
+            }
+            Ok::<_, lite::EncodeError>(())
+        })();
+        if res.is_err() {
+            return Err(DecodeError::InvalidValue);
+        }
+        out.active.extend(matches.into_iter().map(|(p, _)| p));
+        s.announce_outs.push(out);
+        if let Some(c) = ctx.conn(ch) {
+            let _ = c.send_stream(id).set_priority(CONTROL_PRIORITY);
+        }
+        self.write(ctx, ch, id, vec![buf.freeze()], false);
+        Ok(())
+    }
+
+    /// A broadcast became active or ended somewhere: tell every announce request that covers it.
+    fn announced(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        path_: Arc<str>,
+        owner: Option<Owner>,
+        active: bool,
+    ) {
+        let owner = match owner {
+            Some(o) if active => {
+                self.active.insert(path_.clone(), o.clone());
+                o
+            }
+            _ => match self.active.remove(&path_) {
+                Some(o) => o,
+                None => return,
+            },
+        };
+        let hops = owner.hops.clone();
+        if self.app.is_some() {
+            self.emit(AppEvent::Announced {
+                path: path_.to_string(),
+                active,
+            });
+        }
+        let origin = self.registry.origin;
+        let mut writes = Vec::new();
+        let client = self.app.is_some();
+        for (ch, s) in &mut self.sessions {
+            if !advertise(self.core, client, *ch, &owner) {
+                continue;
+            }
+            let version = s.version();
+            for out in &mut s.announce_outs {
+                if !path::has_prefix(&path_, &out.prefix) {
+                    continue;
+                }
+                if active {
+                    if (out.exclude != 0 && hops.contains(&out.exclude))
+                        || !out.active.insert(path_.clone())
+                    {
+                        continue;
+                    }
+                } else if !out.active.remove(&path_) {
+                    continue;
+                }
+                let mut buf = BytesMut::new();
+                if announce_msg(version, origin, &out.prefix, &path_, &hops, active)
+                    .encode(version, &mut buf)
+                    .is_ok()
+                {
+                    writes.push((*ch, out.stream, buf.freeze()));
+                }
+            }
+        }
+        for (ch, id, bytes) in writes {
+            self.write(ctx, ch, id, vec![bytes], false);
+        }
+    }
+
+    // ----- subscriptions ----------------------------------------------------------------
+
+    /// Find or create this core's track for `(path, name)`, wiring its source. `None` when
+    /// nobody publishes the broadcast.
+    fn resolve(&mut self, ctx: &mut Ctx<'_>, path_: &str, name: &str) -> Option<u64> {
+        if let Some(id) = self.by_name.get(&(Arc::from(path_), Arc::from(name))) {
+            return Some(*id);
+        }
+        let owner = self.registry.lookup(path_).or_else(|| {
+            self.upstream.map(|conn| Owner {
+                core: self.core,
+                conn: Some(conn),
+                hops: Vec::new(),
+            })
+        })?;
+        let id = self.next_track;
+        self.next_track += 1;
+        let source = if owner.core != self.core {
+            self.registry.send(
+                owner.core,
+                CoreMsg::Subscribe {
+                    path: path_.into(),
+                    track: name.into(),
+                    from: self.core,
+                    replica: id,
+                },
+            );
+            Source::Core { core: owner.core }
+        } else if let Some(conn) = owner.conn {
+            let up = self.subscribe_upstream(ctx, conn, path_, name, id)?;
+            Source::Session { conn, up }
+        } else {
+            Source::App
+        };
+        self.insert_track(id, path_, name, source);
+        Some(id)
+    }
+
+    fn insert_track(&mut self, id: u64, path_: &str, name: &str, source: Source) {
+        let (p, n): (Arc<str>, Arc<str>) = (path_.into(), name.into());
+        self.by_name.insert((p.clone(), n.clone()), id);
+        self.tracks.insert(
+            id,
+            TrackState {
+                path: p,
+                name: n,
+                source,
+                cache: GroupCache::default(),
+                subs: Vec::new(),
+                remotes: Vec::new(),
+            },
+        );
+    }
+
+    fn subscribe_upstream(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        conn: ConnectionHandle,
+        path_: &str,
+        name: &str,
+        track: u64,
+    ) -> Option<u64> {
+        let s = self.sessions.get(&conn)?;
+        let rel = path::strip_prefix(path_, &s.root)?.to_string();
+        let id = self.open(ctx, conn, Dir::Bi)?;
+        let s = self.sessions.get_mut(&conn)?;
+        let up = s.next_up;
+        s.next_up += 1;
+        s.ups.insert(up, (id, track));
+        s.ins.insert(
+            id,
+            In::OurSubscribe {
+                buf: Vec::new(),
+                up,
+            },
+        );
+        let req = Subscribe {
+            id: up,
+            broadcast: rel,
+            track: name.to_string(),
+            options: SubscribeOptions {
+                priority: 0,
+                ordered: false,
+                max_latency: std::time::Duration::ZERO,
+                start_group: None,
+                end_group: None,
+            },
+        };
+        if let Some(c) = ctx.conn(conn) {
+            let _ = c.send_stream(id).set_priority(CONTROL_PRIORITY);
+        }
+        self.write_msg(
+            ctx,
+            conn,
+            id,
+            |v, b| {
+                ControlType::Subscribe.encode(v, b)?;
+                req.encode(v, b)
+            },
+            false,
+        );
+        Some(up)
+    }
+
+    /// A peer's SUBSCRIBE. False when the stream was refused.
+    fn serve_subscribe(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        ch: ConnectionHandle,
+        id: StreamId,
+        req: Subscribe,
+    ) -> Result<bool, DecodeError> {
+        let Some(s) = self.sessions.get(&ch) else {
+            return Ok(false);
+        };
+        if s.downs.contains_key(&req.id) {
+            self.refuse(ctx, ch, id, ErrorCode::DUPLICATE);
+            return Ok(false);
+        }
+        if s.downs.len() >= self.limits.max_subscriptions {
+            self.refuse(ctx, ch, id, ErrorCode::BOUNDS_EXCEEDED);
+            return Ok(false);
+        }
+        let version = s.version();
+        let abs = path::join(&s.root, &req.broadcast, self.limits.max_path)?;
+        tracing::debug!(core = self.core, broadcast = %abs, track = %req.track, id = req.id, "subscribe");
+        let Some(track) = self.resolve(ctx, &abs, &req.track) else {
+            self.refuse(ctx, ch, id, ErrorCode::UNROUTABLE);
+            return Ok(false);
+        };
+        let s = self.sessions.get_mut(&ch).expect("checked");
+        s.downs.insert(
+            req.id,
+            Down {
+                stream: id,
+                track,
+                priority: req.options.priority,
+                started: false,
+                groups: VecDeque::new(),
+            },
+        );
+        if let Some(c) = ctx.conn(ch) {
+            let _ = c.send_stream(id).set_priority(CONTROL_PRIORITY);
+        }
+        if version < Version::Lite05 {
+            let ok = SubscribeResponse::Ok(SubscribeOptions {
+                priority: req.options.priority,
+                ordered: false,
+                max_latency: std::time::Duration::ZERO,
+                start_group: None,
+                end_group: None,
+            });
+            self.write_msg(ctx, ch, id, |v, b| ok.encode(v, b), false);
+        }
+        let sub = SubRef::Down {
+            conn: ch,
+            id: req.id,
+        };
+        self.attach(ctx, track, sub, req.options.start_group);
+        Ok(true)
+    }
+
+    /// Add a subscriber to a track and give it the cache: the latest group from frame 0, or
+    /// every cached group from `start`.
+    fn attach(&mut self, ctx: &mut Ctx<'_>, track: u64, sub: SubRef, start: Option<u64>) {
+        let Some(t) = self.tracks.get_mut(&track) else {
+            return;
+        };
+        t.subs.push(sub);
+        let seqs: Vec<u64> = match start {
+            Some(s) => t
+                .cache
+                .groups
+                .iter()
+                .filter(|g| g.seq >= s)
+                .map(|g| g.seq)
+                .collect(),
+            None => t.cache.latest.into_iter().collect(),
+        };
+        for seq in seqs {
+            self.sync(ctx, track, sub, seq);
+        }
+    }
+
+    /// Remove a subscriber; a track nobody wants any more is released upstream.
+    fn detach(&mut self, ctx: &mut Ctx<'_>, track: u64, sub: SubRef) {
+        let Some(t) = self.tracks.get_mut(&track) else {
+            return;
+        };
+        t.subs.retain(|s| *s != sub);
+        self.maybe_release(ctx, track);
+    }
+
+    fn maybe_release(&mut self, ctx: &mut Ctx<'_>, track: u64) {
+        let Some(t) = self.tracks.get(&track) else {
+            return;
+        };
+        if !t.subs.is_empty() || !t.remotes.is_empty() || matches!(t.source, Source::App) {
+            return;
+        }
+        let t = self.tracks.remove(&track).expect("present");
+        self.by_name.remove(&(t.path.clone(), t.name.clone()));
+        match t.source {
+            Source::Session { conn, up } => {
+                if let Some((stream, _)) =
+                    self.sessions.get_mut(&conn).and_then(|s| s.ups.remove(&up))
+                {
+                    if let Some(s) = self.sessions.get_mut(&conn) {
+                        s.ins.remove(&stream);
+                    }
+                    self.write(ctx, conn, stream, Vec::new(), true);
+                    if let Some(c) = ctx.conn(conn) {
+                        let _ = c.recv_stream(stream).stop(stream_code(ErrorCode::CANCEL));
+                    }
+                }
+            }
+            Source::Core { core } => self.registry.send(
+                core,
+                CoreMsg::Unsubscribe {
+                    from: self.core,
+                    replica: track,
+                },
+            ),
+            Source::App => {}
+        }
+    }
+
+    /// The subscribe stream `id` of session `ch` is gone: cancel that subscription's groups.
+    fn drop_down_stream(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, id: StreamId) {
+        let Some(s) = self.sessions.get_mut(&ch) else {
+            return;
+        };
+        let Some(sub) = s
+            .downs
+            .iter()
+            .find(|(_, d)| d.stream == id)
+            .map(|(k, _)| *k)
+        else {
+            return;
+        };
+        let down = s.downs.remove(&sub).expect("found");
+        for g in down.groups {
+            self.reset(ctx, ch, g.stream, ErrorCode::CANCEL);
+        }
+        self.detach(ctx, down.track, SubRef::Down { conn: ch, id: sub });
+    }
+
+    fn serve_fetch(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        ch: ConnectionHandle,
+        id: StreamId,
+        req: Fetch,
+    ) -> Result<(), DecodeError> {
+        let Some(s) = self.sessions.get(&ch) else {
+            return Ok(());
+        };
+        let version = s.version();
+        let abs = path::join(&s.root, &req.broadcast, self.limits.max_path)?;
+        let frames = self
+            .by_name
+            .get(&(Arc::from(abs.as_str()), Arc::from(req.track.as_str())))
+            .and_then(|t| self.tracks.get(t))
+            .and_then(|t| t.cache.get(req.group))
+            .map(|g| g.frames.clone());
+        let Some(frames) = frames else {
+            self.refuse(ctx, ch, id, ErrorCode::NOT_FOUND);
+            return Ok(());
+        };
+        let mut writer = GroupWriter::new(version);
+        let mut chunks = Vec::new();
+        for f in frames {
+            let mut hdr = BytesMut::new();
+            if writer.frame(f.size(), f.timestamp, &mut hdr).is_err() {
+                return Err(DecodeError::InvalidValue);
+            }
+            chunks.push(hdr.freeze());
+            chunks.extend(f.chunks.iter().cloned());
+        }
+        self.write(ctx, ch, id, chunks, true);
+        Ok(())
+    }
+
+    // ----- fan-out ----------------------------------------------------------------------
+
+    /// A frame for group `seq` of `track`: cache it, hand it to every other core with
+    /// subscribers once, and write it to this core's subscribers.
+    fn append(&mut self, ctx: &mut Ctx<'_>, track: u64, seq: u64, frame: Arc<Frame>) {
+        let Some(t) = self.tracks.get_mut(&track) else {
+            return;
+        };
+        if !t.cache.open(seq, ctx.now, self.limits.cache) {
+            return;
+        }
+        let group = t.cache.get_mut(seq).expect("opened");
+        if group.done {
+            return;
+        }
+        group.frames.push(frame.clone());
+        for (core, replica) in &t.remotes {
+            self.registry.send(
+                *core,
+                CoreMsg::Frame {
+                    replica: *replica,
+                    seq,
+                    frame: frame.clone(),
+                },
+            );
+        }
+        let subs = t.subs.clone();
+        for sub in subs {
+            self.sync(ctx, track, sub, seq);
+        }
+    }
+
+    fn group_done(&mut self, ctx: &mut Ctx<'_>, track: u64, seq: u64) {
+        let Some(t) = self.tracks.get_mut(&track) else {
+            return;
+        };
+        let Some(group) = t.cache.get_mut(seq) else {
+            return;
+        };
+        group.done = true;
+        for (core, replica) in &t.remotes {
+            self.registry.send(
+                *core,
+                CoreMsg::GroupDone {
+                    replica: *replica,
+                    seq,
+                },
+            );
+        }
+        let subs = t.subs.clone();
+        for sub in subs {
+            self.sync(ctx, track, sub, seq);
+        }
+    }
+
+    /// Bring one subscriber up to date with group `seq`: open its stream if new, write the
+    /// frames it has not had, FIN when the group is done.
+    fn sync(&mut self, ctx: &mut Ctx<'_>, track: u64, sub: SubRef, seq: u64) {
+        let Some(group) = self.tracks.get(&track).and_then(|t| t.cache.get(seq)) else {
+            return;
+        };
+        let frames = group.frames.clone();
+        let done = group.done;
+        match sub {
+            SubRef::App { id } => {
+                let Some((_, sent)) = self.app_subs.get_mut(&id) else {
+                    return;
+                };
+                let from = *sent.get(&seq).unwrap_or(&0);
+                sent.insert(seq, frames.len());
+                if done {
+                    sent.remove(&seq);
+                }
+                for (index, f) in frames.iter().enumerate().skip(from) {
+                    self.emit(AppEvent::Frame {
+                        id,
+                        seq,
+                        index,
+                        timestamp: f.timestamp,
+                        payload: f.chunks.clone(),
+                    });
+                }
+                if done {
+                    self.emit(AppEvent::GroupDone { id, seq });
+                }
+            }
+            SubRef::Down { conn, id } => self.sync_down(ctx, conn, id, seq, &frames, done),
+        }
+    }
+
+    fn sync_down(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        ch: ConnectionHandle,
+        sub: u64,
+        seq: u64,
+        frames: &[Arc<Frame>],
+        done: bool,
+    ) {
+        let Some(s) = self.sessions.get_mut(&ch) else {
+            return;
+        };
+        let version = s.version();
+        let Some(down) = s.downs.get_mut(&sub) else {
+            return;
+        };
+        let mut resets = Vec::new();
+        let mut pre = Vec::new();
+        if !down.groups.iter().any(|g| g.seq == seq) {
+            // A new group: make room by resetting the oldest unfinished ones.
+            while down.groups.len() >= self.limits.max_groups_in_flight.max(1) {
+                let old = down.groups.pop_front().expect("non-empty");
+                resets.push(old.stream);
+            }
+            let Some(conn) = ctx.conn(ch) else { return };
+            let Some(stream) = conn.streams().open(Dir::Uni) else {
+                return;
+            };
+            let priority = ((down.priority as i32) << 23) | (seq & 0x7f_ffff) as i32;
+            let _ = conn.send_stream(stream).set_priority(priority);
+            if version == Version::Lite05 && !down.started {
+                down.started = true;
+                let mut b = BytesMut::new();
+                if SubscribeResponse::Start(seq)
+                    .encode(version, &mut b)
+                    .is_ok()
+                {
+                    pre.push((down.stream, b.freeze()));
+                }
+            }
+            let writer = GroupWriter::new(version);
+            let mut hdr = BytesMut::new();
+            let _ = writer.header(
+                &GroupHeader {
+                    subscribe_id: sub,
+                    sequence: seq,
+                },
+                &mut hdr,
+            );
+            pre.push((stream, hdr.freeze()));
+            down.groups.push_back(DownGroup {
+                seq,
+                stream,
+                sent: 0,
+                writer,
+            });
+        }
+        let g = down
+            .groups
+            .iter_mut()
+            .find(|g| g.seq == seq)
+            .expect("present");
+        let stream = g.stream;
+        let mut chunks = Vec::new();
+        for f in &frames[g.sent.min(frames.len())..] {
+            let mut hdr = BytesMut::with_capacity(16);
+            if g.writer.frame(f.size(), f.timestamp, &mut hdr).is_err() {
+                break;
+            }
+            chunks.push(hdr.freeze());
+            chunks.extend(f.chunks.iter().cloned());
+            g.sent += 1;
+        }
+        if done {
+            down.groups.retain(|g| g.seq != seq);
+        }
+        for old in resets {
+            self.reset(ctx, ch, old, ErrorCode::CANCEL);
+        }
+        for (id, bytes) in pre {
+            self.write(ctx, ch, id, vec![bytes], false);
+        }
+        self.write(ctx, ch, stream, chunks, done);
+    }
+
+    /// The source of a track is gone: end every subscription to it.
+    fn end_track(&mut self, ctx: &mut Ctx<'_>, track: u64, code: ErrorCode) {
+        let Some(t) = self.tracks.remove(&track) else {
+            return;
+        };
+        self.by_name.remove(&(t.path.clone(), t.name.clone()));
+        for (core, replica) in &t.remotes {
+            self.registry.send(
+                *core,
+                CoreMsg::TrackEnd {
+                    replica: *replica,
+                    code: code.0,
+                },
+            );
+            self.remote_index.remove(&(*core, *replica));
+        }
+        for sub in t.subs {
+            match sub {
+                SubRef::App { id } => {
+                    self.app_subs.remove(&id);
+                    self.emit(AppEvent::Ended { id, code: code.0 });
+                }
+                SubRef::Down { conn, id } => {
+                    let Some(s) = self.sessions.get_mut(&conn) else {
+                        continue;
+                    };
+                    let version = s.version();
+                    let Some(down) = s.downs.remove(&id) else {
+                        continue;
+                    };
+                    if code == ErrorCode::CANCEL {
+                        if version == Version::Lite05 {
+                            let end = t.cache.latest.map_or(0, |l| l + 1);
+                            self.write_msg(
+                                ctx,
+                                conn,
+                                down.stream,
+                                |v, b| SubscribeResponse::End(end).encode(v, b),
+                                false,
+                            );
+                        }
+                        self.write(ctx, conn, down.stream, Vec::new(), true);
+                    } else {
+                        for g in &down.groups {
+                            self.reset(ctx, conn, g.stream, code);
+                        }
+                        self.reset(ctx, conn, down.stream, code);
+                    }
+                }
+            }
+        }
+    }
+
+    // ----- cross-core and application --------------------------------------------------
+
+    fn on_core_msg(&mut self, ctx: &mut Ctx<'_>, msg: CoreMsg) {
+        match msg {
+            CoreMsg::Announce {
+                path,
+                hops,
+                owner,
+                active,
+            } => {
+                let owner = owner.map(|(core, conn)| Owner { core, conn, hops });
+                self.announced(ctx, path, owner, active)
+            }
+            CoreMsg::Subscribe {
+                path,
+                track,
+                from,
+                replica,
+            } => {
+                let local = self
+                    .registry
+                    .lookup(&path)
+                    .is_some_and(|o| o.core == self.core);
+                let id = if local {
+                    self.resolve(ctx, &path, &track)
+                } else {
+                    None
+                };
+                let Some(id) = id else {
+                    self.registry.send(
+                        from,
+                        CoreMsg::TrackEnd {
+                            replica,
+                            code: ErrorCode::UNROUTABLE.0,
+                        },
+                    );
+                    return;
+                };
+                self.remote_index.insert((from, replica), id);
+                let t = self.tracks.get_mut(&id).expect("resolved");
+                t.remotes.push((from, replica));
+                if let Some(g) = t.cache.latest_group() {
+                    for frame in &g.frames {
+                        self.registry.send(
+                            from,
+                            CoreMsg::Frame {
+                                replica,
+                                seq: g.seq,
+                                frame: frame.clone(),
+                            },
+                        );
+                    }
+                    if g.done {
+                        self.registry.send(
+                            from,
+                            CoreMsg::GroupDone {
+                                replica,
+                                seq: g.seq,
+                            },
+                        );
+                    }
+                }
+            }
+            CoreMsg::Unsubscribe { from, replica } => {
+                if let Some(id) = self.remote_index.remove(&(from, replica))
+                    && let Some(t) = self.tracks.get_mut(&id)
+                {
+                    t.remotes.retain(|r| *r != (from, replica));
+                    self.maybe_release(ctx, id);
+                }
+            }
+            CoreMsg::Frame {
+                replica,
+                seq,
+                frame,
+            } => self.append(ctx, replica, seq, frame),
+            CoreMsg::GroupDone { replica, seq } => self.group_done(ctx, replica, seq),
+            CoreMsg::TrackEnd { replica, code } => self.end_track(ctx, replica, ErrorCode(code)),
+        }
+    }
+
+    fn on_app(&mut self, ctx: &mut Ctx<'_>, cmd: AppCmd) {
+        match cmd {
+            AppCmd::Publish { path: p } => {
+                if let Ok(p) = path::normalize(&p, self.limits.max_path) {
+                    self.registry.publish(
+                        &p,
+                        Owner {
+                            core: self.core,
+                            conn: None,
+                            hops: Vec::new(),
+                        },
+                    );
+                }
+            }
+            AppCmd::Unpublish { path: p } => {
+                if let Ok(p) = path::normalize(&p, self.limits.max_path) {
+                    self.registry.unpublish(&p, self.core, None);
+                    let ids: Vec<u64> = self
+                        .tracks
+                        .iter()
+                        .filter(|(_, t)| *t.path == *p && matches!(t.source, Source::App))
+                        .map(|(id, _)| *id)
+                        .collect();
+                    for id in ids {
+                        self.end_track(ctx, id, ErrorCode::CANCEL);
+                    }
+                }
+            }
+            AppCmd::Frame {
+                path: p,
+                track,
+                seq,
+                timestamp,
+                payload,
+            } => {
+                let id = self.app_track(&p, &track);
+                self.append(
+                    ctx,
+                    id,
+                    seq,
+                    Arc::new(Frame::from_bytes(timestamp, payload)),
+                );
+            }
+            AppCmd::GroupDone {
+                path: p,
+                track,
+                seq,
+            } => {
+                let id = self.app_track(&p, &track);
+                if let Some(t) = self.tracks.get_mut(&id) {
+                    t.cache.open(seq, ctx.now, self.limits.cache);
+                }
+                self.group_done(ctx, id, seq);
+            }
+            AppCmd::TrackDone { path: p, track } => {
+                let id = self.app_track(&p, &track);
+                self.end_track(ctx, id, ErrorCode::CANCEL);
+            }
+            AppCmd::Subscribe { id, path: p, track } => {
+                let Some(t) = path::normalize(&p, self.limits.max_path)
+                    .ok()
+                    .and_then(|p| self.resolve(ctx, &p, &track))
+                else {
+                    self.emit(AppEvent::Ended {
+                        id,
+                        code: ErrorCode::UNROUTABLE.0,
+                    });
+                    return;
+                };
+                self.app_subs.insert(id, (t, HashMap::new()));
+                self.attach(ctx, t, SubRef::App { id }, None);
+            }
+            AppCmd::Unsubscribe { id } => {
+                if let Some((t, _)) = self.app_subs.remove(&id) {
+                    self.detach(ctx, t, SubRef::App { id });
+                }
+            }
+        }
+    }
+
+    fn app_track(&mut self, p: &str, track: &str) -> u64 {
+        let p = path::normalize(p, self.limits.max_path).unwrap_or_default();
+        if let Some(id) = self.by_name.get(&(Arc::from(p.as_str()), Arc::from(track))) {
+            return *id;
+        }
+        let id = self.next_track;
+        self.next_track += 1;
+        self.insert_track(id, &p, track, Source::App);
+        id
+    }
+}
+
+impl Handler for Node {
+    fn on_start(&mut self, ctx: &mut Ctx<'_>) {
+        if let Some(dial) = self.dial.clone()
+            && let Err(e) = ctx.connect(dial.addr, &dial.server_name, None)
+        {
+            self.emit(AppEvent::Closed {
+                reason: format!("connect: {e}"),
+            });
+        }
+    }
+
+    fn on_event(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, event: Event) {
+        match event {
+            Event::Connected => self.connected(ctx, ch),
+            Event::ConnectionLost { reason } => self.lost(ctx, ch, reason.to_string()),
+            Event::Stream(StreamEvent::Opened { .. }) => self.accept(ctx, ch),
+            Event::Stream(StreamEvent::Readable { id }) => self.read(ctx, ch, id),
+            Event::Stream(StreamEvent::Writable { id }) => {
+                let Some(s) = self.sessions.get_mut(&ch) else {
+                    return;
+                };
+                let Some(out) = s.outs.get_mut(&id) else {
+                    return;
+                };
+                let Some(conn) = ctx.conn(ch) else { return };
+                if flush(conn, id, out) {
+                    s.outs.remove(&id);
+                }
+            }
+            Event::Stream(StreamEvent::Stopped { id, .. }) => {
+                if let Some(s) = self.sessions.get_mut(&ch) {
+                    s.outs.remove(&id);
+                    for d in s.downs.values_mut() {
+                        d.groups.retain(|g| g.stream != id);
+                    }
+                }
+                let _ = ctx
+                    .conn(ch)
+                    .map(|c| c.send_stream(id).reset(stream_code(ErrorCode::CANCEL)));
+            }
+            _ => {}
+        }
+    }
+
+    fn on_wake(&mut self, ctx: &mut Ctx<'_>) {
+        while let Ok(msg) = self.inbox.try_recv() {
+            self.on_core_msg(ctx, msg);
+        }
+        let cmds: Vec<AppCmd> = self
+            .app
+            .as_ref()
+            .map(|a| a.commands.try_iter().collect())
+            .unwrap_or_default();
+        for cmd in cmds {
+            self.on_app(ctx, cmd);
+        }
+    }
+
+    fn on_shutdown(&mut self, ctx: &mut Ctx<'_>) {
+        let handles: Vec<_> = self.sessions.keys().copied().collect();
+        for ch in handles {
+            self.close(ctx, ch, ErrorCode::CANCEL, "shutdown");
+        }
+    }
+}
+
+/// Whether a broadcast owned by `owner` may be announced to session `ch` of `core`: never back
+/// to the session it came from (split horizon), and a client only announces what its own
+/// application publishes.
+fn advertise(core: usize, client: bool, ch: ConnectionHandle, owner: &Owner) -> bool {
+    if owner.core == core && owner.conn == Some(ch) {
+        return false;
+    }
+    !client || owner.conn.is_none()
+}
+
+/// The announce message for `path` as seen under `prefix`, with the hop list each version
+/// carries (§5.1).
+fn announce_msg(
+    version: Version,
+    origin: u64,
+    prefix: &str,
+    path_: &str,
+    hops: &[u64],
+    active: bool,
+) -> Announce {
+    let hops = match (active, version) {
+        (false, _) | (true, Version::Lite01 | Version::Lite02 | Version::Lite05) => {
+            if active {
+                hops.to_vec()
+            } else {
+                Vec::new()
+            }
+        }
+        (true, _) => hops.iter().copied().chain([origin]).collect(),
+    };
+    let hops = if version < Version::Lite03 {
+        Vec::new()
+    } else {
+        hops
+    };
+    Announce {
+        status: if active {
+            AnnounceStatus::Active
+        } else {
+            AnnounceStatus::Ended
+        },
+        suffix: suffix_of(path_, prefix),
+        hops,
+    }
+}
+
+fn suffix_of(path_: &str, prefix: &str) -> String {
+    path::strip_prefix(path_, prefix)
+        .unwrap_or(path_)
+        .to_string()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    Open,
+    Fin,
+    Reset,
+}
+
+/// Everything readable now on `id`, in order, as the received `Bytes`.
+fn read_chunks(conn: &mut Connection, id: StreamId) -> (Vec<Bytes>, End) {
+    let mut out = Vec::new();
+    let mut stream = conn.recv_stream(id);
+    let Ok(mut chunks) = stream.read(true) else {
+        return (out, End::Reset);
+    };
+    let end = loop {
+        match chunks.next(usize::MAX) {
+            Ok(Some(c)) => out.push(c.bytes),
+            Ok(None) => break End::Fin,
+            Err(quinn_proto::ReadError::Blocked) => break End::Open,
+            Err(quinn_proto::ReadError::Reset(_)) => break End::Reset,
+        }
+    };
+    let _ = chunks.finalize();
+    (out, end)
+}
+
+/// Hand quinn what it will take; true when everything including FIN is gone.
+fn flush(conn: &mut Connection, id: StreamId, out: &mut Out) -> bool {
+    let mut send = conn.send_stream(id);
+    while !out.queue.is_empty() {
+        let (front, _) = out.queue.as_mut_slices();
+        let offered = front.len();
+        match send.write_chunks(front) {
+            Ok(_) => {}
+            Err(quinn_proto::WriteError::Blocked) => return false,
+            Err(_) => return true,
+        }
+        let mut written = 0;
+        while out.queue.front().is_some_and(Bytes::is_empty) {
+            out.queue.pop_front();
+            written += 1;
+        }
+        if written < offered {
+            // Flow control took only part of what was offered.
+            return false;
+        }
+    }
+    if out.fin {
+        let _ = send.finish();
+    }
+    true
+}
+
+fn extend(buf: &mut Vec<u8>, chunks: &[Bytes], max: usize) -> Result<(), DecodeError> {
+    for c in chunks {
+        if buf.len() + c.len() > max.saturating_mul(4) {
+            return Err(DecodeError::TooLarge);
+        }
+        buf.extend_from_slice(c);
+    }
+    Ok(())
+}

@@ -1,0 +1,153 @@
+//! The one piece of state all cores share: which core and session publish each broadcast.
+//! Touched only by control events (announce, unannounce, subscribe lookups), never per frame.
+//! Changes are pushed to every core as messages so each keeps its own announce view.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crossbeam_channel::Sender;
+
+use super::model::Frame;
+use crate::net::Doorbell;
+use crate::quic::ConnectionHandle;
+
+/// Who publishes a broadcast: a session on some core, or the local application of a core.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub core: usize,
+    /// `None`: the application on that core (a client node publishing).
+    pub conn: Option<ConnectionHandle>,
+    /// The hop chain of origin ids the announcement came through, for loop avoidance.
+    pub hops: Vec<u64>,
+}
+
+/// A message from one core to another. Each core's inbox is FIFO per sender, which keeps a
+/// track's frames in order.
+pub enum CoreMsg {
+    /// A broadcast became active or ended.
+    Announce {
+        path: Arc<str>,
+        hops: Vec<u64>,
+        /// Who publishes it, so that it is never announced back to where it came from.
+        owner: Option<(usize, Option<ConnectionHandle>)>,
+        active: bool,
+    },
+    /// Core `from` wants `track` of `path` for its replica `replica`.
+    Subscribe {
+        path: Arc<str>,
+        track: Arc<str>,
+        from: usize,
+        replica: u64,
+    },
+    /// Core `from` no longer wants anything for its replica `replica`.
+    Unsubscribe { from: usize, replica: u64 },
+    /// A frame appended to group `seq`, sent once per core that has subscribers.
+    Frame {
+        replica: u64,
+        seq: u64,
+        frame: Arc<Frame>,
+    },
+    /// Group `seq` has all its frames.
+    GroupDone { replica: u64, seq: u64 },
+    /// The track ended; `code` 0 is a clean end.
+    TrackEnd { replica: u64, code: u32 },
+}
+
+pub struct Link {
+    pub tx: Sender<CoreMsg>,
+    pub doorbell: Arc<Doorbell>,
+}
+
+/// Shared by every core of one process.
+pub struct Registry {
+    owners: Mutex<HashMap<Arc<str>, Owner>>,
+    links: Vec<Link>,
+    /// This node's origin (hop) id, non-zero and below 2^53 as the reference advises.
+    pub origin: u64,
+}
+
+impl Registry {
+    pub fn new(links: Vec<Link>, origin: u64) -> Self {
+        Self {
+            owners: Mutex::new(HashMap::new()),
+            links,
+            origin,
+        }
+    }
+
+    pub fn cores(&self) -> usize {
+        self.links.len()
+    }
+
+    /// Queue a message for `core` and ring its doorbell (coalesced, so cheap per message).
+    pub fn send(&self, core: usize, msg: CoreMsg) {
+        let link = &self.links[core];
+        if link.tx.send(msg).is_ok() {
+            link.doorbell.ring();
+        }
+    }
+
+    fn announce_all(&self, path: &Arc<str>, owner: Option<&Owner>, active: bool) {
+        for core in 0..self.links.len() {
+            self.send(
+                core,
+                CoreMsg::Announce {
+                    path: path.clone(),
+                    hops: owner.map(|o| o.hops.clone()).unwrap_or_default(),
+                    owner: owner.map(|o| (o.core, o.conn)),
+                    active,
+                },
+            );
+        }
+    }
+
+    /// Record `owner` as the publisher of `path`; a newer publisher takes over an older one,
+    /// except that a broadcast the local application publishes stays its own.
+    pub fn publish(&self, path: &str, owner: Owner) {
+        let path: Arc<str> = path.into();
+        let mut owners = self.owners.lock().expect("registry lock");
+        let fresh = match owners.get(&path) {
+            Some(old) if old.conn.is_none() && owner.conn.is_some() => return,
+            Some(_) => false,
+            None => true,
+        };
+        owners.insert(path.clone(), owner.clone());
+        drop(owners);
+        if fresh {
+            self.announce_all(&path, Some(&owner), true);
+        }
+    }
+
+    /// Remove `path` if `core`/`conn` still owns it.
+    pub fn unpublish(&self, path: &str, core: usize, conn: Option<ConnectionHandle>) {
+        let mut owners = self.owners.lock().expect("registry lock");
+        let Some((key, owner)) = owners.get_key_value(path) else {
+            return;
+        };
+        if owner.core != core || owner.conn != conn {
+            return;
+        }
+        let key = key.clone();
+        owners.remove(&key);
+        drop(owners);
+        self.announce_all(&key, None, false);
+    }
+
+    pub fn lookup(&self, path: &str) -> Option<Owner> {
+        self.owners
+            .lock()
+            .expect("registry lock")
+            .get(path)
+            .cloned()
+    }
+
+    /// Every active broadcast with its owner (for a core that starts late).
+    pub fn snapshot(&self) -> Vec<(Arc<str>, Owner)> {
+        self.owners
+            .lock()
+            .expect("registry lock")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
