@@ -6,7 +6,9 @@ use anyhow::Context as _;
 use crate::config::Config;
 use crate::quic::tls::{self, ServerCerts};
 use crate::quic::{ClientRole, Engine, EngineConfig, ServerRole, TransportLimits};
-use crate::relay::{Limits, NodeFactory};
+use std::sync::Arc;
+
+use crate::relay::{Limits, NodeFactory, RelayStats};
 
 /// ALPNs the relay offers, in its own preference order (rustls picks the first the client
 /// also offers).
@@ -14,6 +16,7 @@ pub const ALPNS: &[&[u8]] = &[b"moq-lite-05", b"moq-lite-04", b"moq-lite-03", b"
 
 pub struct Server {
     engine: Engine,
+    nodes: Arc<NodeFactory>,
     fingerprints: Vec<String>,
 }
 
@@ -41,7 +44,8 @@ impl Server {
             }),
         };
         let nodes = NodeFactory::new(engine_config.cores(), Limits::default());
-        let engine = Engine::start(engine_config, move |info| nodes.node(&info, None, None))
+        let factory = nodes.clone();
+        let engine = Engine::start(engine_config, move |info| factory.node(&info, None, None))
             .with_context(|| format!("starting on {}", config.bind))?;
         tracing::info!(
             addr = %engine.local_addr().expect("server role"),
@@ -54,6 +58,7 @@ impl Server {
         }
         Ok(Self {
             engine,
+            nodes,
             fingerprints,
         })
     }
@@ -69,6 +74,11 @@ impl Server {
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// Data-path counters of the relay.
+    pub fn stats(&self) -> &RelayStats {
+        &self.nodes.registry().expect("cores started").stats
     }
 
     /// Close every connection and wait for the cores to exit.

@@ -94,7 +94,9 @@ impl GroupCache {
         self.get(seq).is_some()
     }
 
-    /// Drop groups over the count or age bound, never the latest.
+    /// Drop groups past the age bound, and the oldest finished groups past the count bound;
+    /// never the latest. A group still being written is only dropped by age: its frames are
+    /// still arriving and subscribers are mid-way through it.
     pub fn evict(&mut self, now: Instant, limits: CacheLimits) {
         let latest = self.latest;
         let mut excess = self.groups.len().saturating_sub(limits.groups.max(1));
@@ -102,13 +104,15 @@ impl GroupCache {
             if Some(g.seq) == latest {
                 return true;
             }
-            let old = now.duration_since(g.created) > limits.age;
-            if excess > 0 || old {
+            if now.duration_since(g.created) > limits.age {
                 excess = excess.saturating_sub(1);
-                false
-            } else {
-                true
+                return false;
             }
+            if excess > 0 && g.done {
+                excess -= 1;
+                return false;
+            }
+            true
         });
     }
 
@@ -131,11 +135,13 @@ mod tests {
         let mut c = GroupCache::default();
         for seq in 0..10 {
             assert!(c.open(seq, now, limits));
+            c.get_mut(seq).unwrap().done = seq != 3;
         }
-        assert_eq!(c.groups.len(), 2);
+        // Group 3 is unfinished, so count eviction spares it; of the rest only the latest fits.
+        let seqs: Vec<u64> = c.groups.iter().map(|g| g.seq).collect();
+        assert_eq!(seqs, vec![3, 9]);
         assert_eq!(c.latest, Some(9));
-        assert!(c.get(8).is_some() && c.get(9).is_some());
-        // Age: only the latest survives.
+        // Age: only the latest survives, finished or not.
         c.evict(now + Duration::from_secs(2), limits);
         assert_eq!(c.groups.iter().map(|g| g.seq).collect::<Vec<_>>(), vec![9]);
         // A late older group is kept while it fits.

@@ -245,6 +245,8 @@ struct DownGroup {
     seq: u64,
     stream: StreamId,
     sent: usize,
+    /// FIN queued; the group leaves the in-flight set once its queue has drained.
+    done: bool,
     writer: GroupWriter,
 }
 
@@ -694,44 +696,57 @@ impl Node {
         let max = self.limits.max_message;
         match state {
             In::Type { bidi, mut buf } => {
-                extend(&mut buf, &chunks, max)?;
-                let mut cursor = &buf[..];
-                let next = if bidi {
-                    match ControlType::decode(&mut cursor, version) {
-                        Err(DecodeError::Short) => return self.short(end, In::Type { bidi, buf }),
+                // Take only the type varint's bytes; the rest stays in the received chunks.
+                let mut rest = VecDeque::from(chunks);
+                let kind = loop {
+                    let mut cursor = &buf[..];
+                    let r = if bidi {
+                        ControlType::decode(&mut cursor, version).map(Ok)
+                    } else {
+                        DataType::decode(&mut cursor, version).map(Err)
+                    };
+                    match r {
+                        Ok(kind) => break kind,
+                        Err(DecodeError::Short) => {}
                         Err(DecodeError::UnexpectedStream(_)) => {
-                            self.refuse(ctx, ch, id, ErrorCode::CANCEL);
+                            let code = if bidi {
+                                ErrorCode::CANCEL
+                            } else {
+                                ErrorCode::UNEXPECTED_STREAM
+                            };
+                            self.refuse(ctx, ch, id, code);
                             return Ok(None);
                         }
                         Err(e) => return Err(e),
-                        Ok(ControlType::Announce) => In::AnnounceRequest { buf: Vec::new() },
-                        Ok(ControlType::Subscribe) => In::Subscribe {
-                            buf: Vec::new(),
-                            id: None,
-                        },
-                        Ok(ControlType::Track) => In::TrackRequest { buf: Vec::new() },
-                        Ok(ControlType::Fetch) => In::FetchRequest { buf: Vec::new() },
-                        Ok(ControlType::Probe) | Ok(ControlType::Goaway) => In::Discard,
                     }
-                } else {
-                    match DataType::decode(&mut cursor, version) {
-                        Err(DecodeError::Short) => return self.short(end, In::Type { bidi, buf }),
-                        Err(DecodeError::UnexpectedStream(_)) => {
-                            self.refuse(ctx, ch, id, ErrorCode::UNEXPECTED_STREAM);
-                            return Ok(None);
-                        }
-                        Err(e) => return Err(e),
-                        Ok(DataType::Group) => In::Group(GroupIn {
-                            reader: GroupReader::new(version, self.limits.max_frame),
-                            track: None,
-                            seq: 0,
-                            frame: None,
-                        }),
-                        Ok(DataType::Setup) => In::Setup { buf: Vec::new() },
+                    let Some(front) = rest.front_mut() else {
+                        return self.short(end, In::Type { bidi, buf });
+                    };
+                    if front.is_empty() {
+                        rest.pop_front();
+                        continue;
                     }
+                    buf.push(front[0]);
+                    bytes::Buf::advance(front, 1);
                 };
-                let rest = Bytes::copy_from_slice(cursor);
-                self.consume(ctx, ch, id, next, vec![rest], end)
+                let next = match kind {
+                    Ok(ControlType::Announce) => In::AnnounceRequest { buf: Vec::new() },
+                    Ok(ControlType::Subscribe) => In::Subscribe {
+                        buf: Vec::new(),
+                        id: None,
+                    },
+                    Ok(ControlType::Track) => In::TrackRequest { buf: Vec::new() },
+                    Ok(ControlType::Fetch) => In::FetchRequest { buf: Vec::new() },
+                    Ok(ControlType::Probe) | Ok(ControlType::Goaway) => In::Discard,
+                    Err(DataType::Group) => In::Group(GroupIn {
+                        reader: GroupReader::new(version, self.limits.max_frame),
+                        track: None,
+                        seq: 0,
+                        frame: None,
+                    }),
+                    Err(DataType::Setup) => In::Setup { buf: Vec::new() },
+                };
+                self.consume(ctx, ch, id, next, rest.into(), end)
             }
             In::Group(mut g) => {
                 for c in chunks {
@@ -876,6 +891,9 @@ impl Node {
                             d.priority = update.options.priority;
                         }
                     }
+                }
+                if end == End::Fin && !buf.is_empty() {
+                    return Err(DecodeError::Short);
                 }
                 if end != End::Open {
                     // The subscriber left: FIN our half, cancel its groups.
@@ -1513,6 +1531,14 @@ impl Node {
             return;
         }
         group.frames.push(frame.clone());
+        tracing::trace!(
+            core = self.core,
+            track,
+            seq,
+            subs = t.subs.len(),
+            remotes = t.remotes.len(),
+            "append"
+        );
         for (core, replica) in &t.remotes {
             self.registry.send(
                 *core,
@@ -1603,13 +1629,28 @@ impl Node {
         let Some(down) = s.downs.get_mut(&sub) else {
             return;
         };
+        let outs = &s.outs;
+        down.groups
+            .retain(|g| !g.done || outs.contains_key(&g.stream));
         let mut resets = Vec::new();
         let mut pre = Vec::new();
         if !down.groups.iter().any(|g| g.seq == seq) {
-            // A new group: make room by resetting the oldest unfinished ones.
-            while down.groups.len() >= self.limits.max_groups_in_flight.max(1) {
-                let old = down.groups.pop_front().expect("non-empty");
+            // A new group: if the subscriber is behind (data stuck behind its flow control),
+            // reset its oldest backlogged groups. Groups that only wait on upstream cost no
+            // payload memory here and are left alone.
+            let max = self.limits.max_groups_in_flight.max(1);
+            while down.groups.len() >= max {
+                let backlogged = down
+                    .groups
+                    .iter()
+                    .position(|g| s.outs.get(&g.stream).is_some_and(|o| !o.queue.is_empty()));
+                let Some(victim) = backlogged else { break };
+                let old = down.groups.remove(victim).expect("in range");
                 resets.push(old.stream);
+                self.registry
+                    .stats
+                    .groups_reset
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             let Some(conn) = ctx.conn(ch) else { return };
             let Some(stream) = conn.streams().open(Dir::Uni) else {
@@ -1641,14 +1682,16 @@ impl Node {
                 seq,
                 stream,
                 sent: 0,
+                done: false,
                 writer,
             });
         }
-        let g = down
-            .groups
-            .iter_mut()
-            .find(|g| g.seq == seq)
-            .expect("present");
+        let Some(g) = down.groups.iter_mut().find(|g| g.seq == seq) else {
+            return;
+        };
+        if g.done {
+            return;
+        }
         let stream = g.stream;
         let mut chunks = Vec::new();
         for f in &frames[g.sent.min(frames.len())..] {
@@ -1659,10 +1702,12 @@ impl Node {
             chunks.push(hdr.freeze());
             chunks.extend(f.chunks.iter().cloned());
             g.sent += 1;
+            self.registry
+                .stats
+                .frames_delivered
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        if done {
-            down.groups.retain(|g| g.seq != seq);
-        }
+        g.done |= done;
         for old in resets {
             self.reset(ctx, ch, old, ErrorCode::CANCEL);
         }

@@ -3,6 +3,7 @@
 //! Changes are pushed to every core as messages so each keeps its own announce view.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::Sender;
@@ -58,8 +59,20 @@ pub struct Link {
     pub doorbell: Arc<Doorbell>,
 }
 
+/// Counters of the relay's data path, summed over cores.
+#[derive(Default, Debug)]
+pub struct RelayStats {
+    /// Frames handed to another core (one per frame per core with subscribers).
+    pub cross_core_frames: AtomicU64,
+    /// Group streams reset because a subscriber fell more than the bound behind.
+    pub groups_reset: AtomicU64,
+    /// Frames written to downstream subscriptions.
+    pub frames_delivered: AtomicU64,
+}
+
 /// Shared by every core of one process.
 pub struct Registry {
+    pub stats: RelayStats,
     owners: Mutex<HashMap<Arc<str>, Owner>>,
     links: Vec<Link>,
     /// This node's origin (hop) id, non-zero and below 2^53 as the reference advises.
@@ -69,6 +82,7 @@ pub struct Registry {
 impl Registry {
     pub fn new(links: Vec<Link>, origin: u64) -> Self {
         Self {
+            stats: RelayStats::default(),
             owners: Mutex::new(HashMap::new()),
             links,
             origin,
@@ -81,6 +95,9 @@ impl Registry {
 
     /// Queue a message for `core` and ring its doorbell (coalesced, so cheap per message).
     pub fn send(&self, core: usize, msg: CoreMsg) {
+        if let CoreMsg::Frame { .. } = msg {
+            self.stats.cross_core_frames.fetch_add(1, Ordering::Relaxed);
+        }
         let link = &self.links[core];
         if link.tx.send(msg).is_ok() {
             link.doorbell.ring();

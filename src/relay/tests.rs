@@ -97,7 +97,14 @@ fn group_done(p: &Client, seq: u64) {
 fn frames(c: &Client, id: u64, count: usize) -> Vec<(u64, usize, Vec<u8>)> {
     let mut got = Vec::new();
     while got.len() < count {
-        let f = wait(c, "frame", |e| match e {
+        let what = format!(
+            "frame {} of {count} (have {:?})",
+            got.len(),
+            got.iter()
+                .map(|f: &(u64, usize, Vec<u8>)| (f.0, f.1))
+                .collect::<Vec<_>>()
+        );
+        let f = wait(c, &what, |e| match e {
             AppEvent::Frame {
                 id: i,
                 seq,
@@ -221,4 +228,346 @@ fn lite04_publish_subscribe() {
 #[test]
 fn lite05_publish_subscribe() {
     publish_subscribe(Version::Lite05);
+}
+
+/// With two relay cores and subscribers on both, every subscriber gets every frame and the
+/// publisher's core hands each frame to the other core once, not once per subscriber.
+#[test]
+fn fan_out_across_cores_sends_each_frame_once() {
+    use std::sync::atomic::Ordering;
+    let server = relay(2);
+    let publisher = connect(&server, Version::Lite05);
+    publisher.send(AppCmd::Publish {
+        path: "demo".into(),
+    });
+    let subs: Vec<Client> = (0..8).map(|_| connect(&server, Version::Lite05)).collect();
+    let accepted: Vec<u64> = server
+        .engine()
+        .stats()
+        .iter()
+        .map(|s| s.accepted.load(Ordering::Relaxed))
+        .collect();
+    assert!(
+        accepted.iter().all(|&n| n > 0),
+        "sessions on both cores: {accepted:?}"
+    );
+    for s in &subs {
+        wait(s, "announce", |e| {
+            matches!(e, AppEvent::Announced { active: true, .. }).then_some(())
+        });
+        s.send(AppCmd::Subscribe {
+            id: 1,
+            path: "demo".into(),
+            track: "video".into(),
+        });
+    }
+    // A first group proves every subscription is wired before counting.
+    frame(&publisher, 0, 0, 10);
+    group_done(&publisher, 0);
+    for s in &subs {
+        frames(s, 1, 1);
+    }
+    let before = server.stats().cross_core_frames.load(Ordering::Relaxed);
+    let groups = 5;
+    let per_group = 4;
+    for g in 1..=groups {
+        for i in 0..per_group {
+            frame(&publisher, g, i, 3000);
+        }
+        group_done(&publisher, g);
+    }
+    for s in &subs {
+        let mut got = frames(s, 1, (groups as usize) * per_group);
+        got.sort_by_key(|f| (f.0, f.1));
+        for (k, (seq, index, bytes)) in got.iter().enumerate() {
+            let (g, i) = (1 + (k / per_group) as u64, k % per_group);
+            assert_eq!((*seq, *index), (g, i));
+            assert_eq!(bytes[..], payload(g, i, 3000)[..]);
+        }
+    }
+    let crossed = server.stats().cross_core_frames.load(Ordering::Relaxed) - before;
+    assert_eq!(
+        crossed,
+        groups * per_group as u64,
+        "each frame crosses to the other core once"
+    );
+    for s in subs {
+        s.close();
+    }
+    publisher.close();
+    server.stop().unwrap();
+}
+
+/// A raw moq-lite-03 peer for tests: opens streams with given bytes, never reads data streams,
+/// and reports what the relay did to it.
+mod raw {
+    use std::sync::mpsc;
+
+    use crate::quic::{ConnectionHandle, Ctx, Dir, Event, Handler, StreamEvent, StreamId};
+
+    #[derive(Debug, PartialEq)]
+    pub enum Seen {
+        Connected,
+        /// The relay reset or stopped one of our streams (index in the script).
+        Refused(usize),
+        Lost(String),
+    }
+
+    pub struct Raw {
+        pub target: std::net::SocketAddr,
+        pub script: Vec<(Dir, Vec<u8>, bool)>,
+        pub seen: mpsc::Sender<Seen>,
+        pub streams: Vec<StreamId>,
+    }
+
+    impl Handler for Raw {
+        fn on_start(&mut self, ctx: &mut Ctx<'_>) {
+            ctx.connect(self.target, "localhost", None)
+                .expect("connect");
+        }
+
+        fn on_event(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, event: Event) {
+            match event {
+                Event::Connected => {
+                    let _ = self.seen.send(Seen::Connected);
+                    for (dir, bytes, fin) in &self.script {
+                        let conn = ctx.conn(ch).unwrap();
+                        let id = conn.streams().open(*dir).unwrap();
+                        conn.send_stream(id).write(bytes).unwrap();
+                        if *fin {
+                            conn.send_stream(id).finish().unwrap();
+                        }
+                        self.streams.push(id);
+                    }
+                }
+                Event::Stream(StreamEvent::Stopped { id, .. }) => {
+                    if let Some(i) = self.streams.iter().position(|s| *s == id) {
+                        let _ = self.seen.send(Seen::Refused(i));
+                    }
+                }
+                Event::Stream(StreamEvent::Readable { id }) => {
+                    // Only our bidi streams: read to see a reset.
+                    let Some(i) = self.streams.iter().position(|s| *s == id) else {
+                        return;
+                    };
+                    let conn = ctx.conn(ch).unwrap();
+                    let mut rs = conn.recv_stream(id);
+                    let Ok(mut chunks) = rs.read(true) else {
+                        return;
+                    };
+                    let mut reset = false;
+                    while let Ok(Some(_)) | Err(quinn_proto::ReadError::Reset(_)) =
+                        chunks.next(usize::MAX).map_err(|e| {
+                            reset |= matches!(e, quinn_proto::ReadError::Reset(_));
+                            e
+                        })
+                    {
+                        if reset {
+                            break;
+                        }
+                    }
+                    let _ = chunks.finalize();
+                    if reset {
+                        let _ = self.seen.send(Seen::Refused(i));
+                    }
+                }
+                Event::ConnectionLost { reason } => {
+                    let _ = self.seen.send(Seen::Lost(reason.to_string()));
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn raw_peer(
+    server: &Server,
+    script: Vec<(crate::quic::Dir, Vec<u8>, bool)>,
+    limits: crate::quic::TransportLimits,
+) -> (crate::quic::Engine, std::sync::mpsc::Receiver<raw::Seen>) {
+    use crate::quic::{ClientRole, Engine, EngineConfig, client_config, tls};
+    let tls = tls::client_config(&ClientVerify::Disabled, &[b"moq-lite-03"]).unwrap();
+    let config = EngineConfig {
+        threads: 1,
+        pin: false,
+        client: Some(ClientRole {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            config: Some(client_config(tls, &limits).unwrap()),
+        }),
+        ..Default::default()
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let target = server.local_addr();
+    let engine = Engine::start(config, move |_| raw::Raw {
+        target,
+        script: script.clone(),
+        seen: tx.clone(),
+        streams: Vec::new(),
+    })
+    .unwrap();
+    assert_eq!(rx.recv_timeout(WAIT).unwrap(), raw::Seen::Connected);
+    (engine, rx)
+}
+
+fn encode(f: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let mut b = Vec::new();
+    f(&mut b);
+    b
+}
+
+fn subscribe_bytes(version: Version, id: u64, broadcast: &str) -> Vec<u8> {
+    use crate::lite::{ControlType, Message, Subscribe, SubscribeOptions};
+    encode(|b| {
+        ControlType::Subscribe.encode(version, b).unwrap();
+        Subscribe {
+            id,
+            broadcast: broadcast.into(),
+            track: "video".into(),
+            options: SubscribeOptions {
+                priority: 1,
+                ordered: false,
+                max_latency: Duration::ZERO,
+                start_group: None,
+                end_group: None,
+            },
+        }
+        .encode(version, b)
+        .unwrap();
+    })
+}
+
+/// A subscriber that never reads: its groups beyond the in-flight bound are reset, and the
+/// other subscriber still gets every frame promptly.
+#[test]
+fn slow_subscriber_is_bounded_and_does_not_delay_others() {
+    use std::sync::atomic::Ordering;
+    let server = relay(1);
+    let publisher = connect(&server, Version::Lite03);
+    publisher.send(AppCmd::Publish {
+        path: "demo".into(),
+    });
+    let fast = connect(&server, Version::Lite03);
+    wait(&fast, "announce", |e| {
+        matches!(e, AppEvent::Announced { active: true, .. }).then_some(())
+    });
+    fast.send(AppCmd::Subscribe {
+        id: 1,
+        path: "demo".into(),
+        track: "video".into(),
+    });
+    let tiny = crate::quic::TransportLimits {
+        stream_window: 16 * 1024,
+        connection_window: 32 * 1024,
+        ..Default::default()
+    };
+    let (slow, _seen) = raw_peer(
+        &server,
+        vec![(
+            crate::quic::Dir::Bi,
+            subscribe_bytes(Version::Lite03, 0, "demo"),
+            false,
+        )],
+        tiny,
+    );
+    std::thread::sleep(Duration::from_millis(200));
+
+    let groups = 40u64;
+    let per_group = 4;
+    let start = Instant::now();
+    for g in 0..groups {
+        for i in 0..per_group {
+            frame(&publisher, g, i, 16 * 1024);
+        }
+        group_done(&publisher, g);
+    }
+    let got = frames(&fast, 1, groups as usize * per_group);
+    let elapsed = start.elapsed();
+    assert_eq!(got.len(), groups as usize * per_group);
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "the fast subscriber was held up: {elapsed:?}"
+    );
+    let reset = server.stats().groups_reset.load(Ordering::Relaxed);
+    assert!(
+        reset >= groups - 4 - 2,
+        "only {reset} of the slow subscriber's groups were reset"
+    );
+    slow.shutdown();
+    slow.join().unwrap();
+    fast.close();
+    publisher.close();
+    server.stop().unwrap();
+}
+
+/// Malformed input on each stream type gets that stream refused; the session and the relay
+/// keep serving.
+#[test]
+fn malformed_streams_are_refused_without_killing_sessions() {
+    use crate::quic::Dir;
+    let v = Version::Lite03;
+    let server = relay(1);
+    let truncated = {
+        let mut b = subscribe_bytes(v, 0, "demo");
+        b.truncate(b.len() - 3);
+        b
+    };
+    let oversize = vec![0x02, 0x80, 0x10, 0x00, 0x00, 0x00]; // SUBSCRIBE claiming 1 MiB
+    let bad_utf8 = vec![0x01, 0x03, 0x02, 0xff, 0xfe]; // ANNOUNCE_INTEREST prefix "\xff\xfe"
+    let unknown_bidi = vec![0x3f, 0x00];
+    let unknown_uni = vec![0x2a, 0x01, 0x02];
+    let stray_group = vec![0x00, 0x02, 0x09, 0x00, 0x03, b'a', b'b', b'c']; // unknown subscribe id 9
+    let setup_on_03 = vec![0x01, 0x00];
+    let script = vec![
+        (Dir::Bi, truncated, true),
+        (Dir::Bi, oversize, false),
+        (Dir::Bi, bad_utf8, false),
+        (Dir::Bi, unknown_bidi, false),
+        (Dir::Uni, unknown_uni, false),
+        (Dir::Uni, stray_group, false),
+        (Dir::Uni, setup_on_03, false),
+        (Dir::Bi, subscribe_bytes(v, 5, "nowhere"), false),
+    ];
+    let n = script.len();
+    let (peer, seen) = raw_peer(&server, script, Default::default());
+    let mut refused = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + WAIT;
+    while refused.len() < n && Instant::now() < deadline {
+        match seen.recv_timeout(Duration::from_millis(200)) {
+            Ok(raw::Seen::Refused(i)) => {
+                refused.insert(i);
+            }
+            Ok(raw::Seen::Lost(why)) => panic!("the session was closed: {why}"),
+            _ => {}
+        }
+    }
+    assert_eq!(
+        refused,
+        (0..n).collect(),
+        "every malformed stream is refused"
+    );
+
+    // The relay still serves: a fresh pair works end to end.
+    let publisher = connect(&server, v);
+    publisher.send(AppCmd::Publish {
+        path: "demo".into(),
+    });
+    let sub = connect(&server, v);
+    wait(&sub, "announce", |e| {
+        matches!(e, AppEvent::Announced { active: true, .. }).then_some(())
+    });
+    sub.send(AppCmd::Subscribe {
+        id: 1,
+        path: "demo".into(),
+        track: "video".into(),
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    frame(&publisher, 0, 0, 500);
+    assert_eq!(frames(&sub, 1, 1)[0].2, payload(0, 0, 500)[..]);
+    // The malformed peer's session is still up.
+    assert!(!seen.try_iter().any(|s| matches!(s, raw::Seen::Lost(_))));
+    peer.shutdown();
+    peer.join().unwrap();
+    sub.close();
+    publisher.close();
+    server.stop().unwrap();
 }
