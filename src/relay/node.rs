@@ -421,6 +421,34 @@ impl Node {
         ctx.conn(ch)?.streams().open(dir)
     }
 
+    /// Open a control stream toward the peer, send its type and request, and read its
+    /// responses as `state`.
+    fn request<M: Message>(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        ch: ConnectionHandle,
+        kind: ControlType,
+        msg: &M,
+        state: In,
+    ) -> Option<StreamId> {
+        let id = self.open(ctx, ch, Dir::Bi)?;
+        self.sessions.get_mut(&ch)?.ins.insert(id, state);
+        if let Some(c) = ctx.conn(ch) {
+            let _ = c.send_stream(id).set_priority(CONTROL_PRIORITY);
+        }
+        self.write_msg(
+            ctx,
+            ch,
+            id,
+            |v, b| {
+                kind.encode(v, b)?;
+                msg.encode(v, b)
+            },
+            false,
+        );
+        Some(id)
+    }
+
     // ----- session life -----------------------------------------------------------------
 
     fn connected(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle) {
@@ -531,35 +559,21 @@ impl Node {
         if !server && self.upstream.is_none() {
             self.upstream = Some(ch);
         }
-        if let Some(id) = self.open(ctx, ch, Dir::Bi) {
-            let req = AnnounceRequest {
-                prefix: String::new(),
-                exclude_hop: self.registry.origin,
-            };
-            if let Some(s) = self.sessions.get_mut(&ch) {
-                s.ins.insert(
-                    id,
-                    In::OurAnnounce {
-                        buf: Vec::new(),
-                        started: false,
-                        hop: 0,
-                    },
-                );
-            }
-            if let Some(c) = ctx.conn(ch) {
-                let _ = c.send_stream(id).set_priority(CONTROL_PRIORITY);
-            }
-            self.write_msg(
-                ctx,
-                ch,
-                id,
-                |v, b| {
-                    ControlType::Announce.encode(v, b)?;
-                    req.encode(v, b)
-                },
-                false,
-            );
-        }
+        let req = AnnounceRequest {
+            prefix: String::new(),
+            exclude_hop: self.registry.origin,
+        };
+        self.request(
+            ctx,
+            ch,
+            ControlType::Announce,
+            &req,
+            In::OurAnnounce {
+                buf: Vec::new(),
+                started: false,
+                hop: 0,
+            },
+        );
         if !server {
             self.emit(AppEvent::Ready { version });
         }
@@ -1296,18 +1310,9 @@ impl Node {
     ) -> Option<u64> {
         let s = self.sessions.get(&conn)?;
         let rel = path::strip_prefix(path_, &s.root)?.to_string();
-        let id = self.open(ctx, conn, Dir::Bi)?;
         let s = self.sessions.get_mut(&conn)?;
         let up = s.next_up;
         s.next_up += 1;
-        s.ups.insert(up, (id, track));
-        s.ins.insert(
-            id,
-            In::OurSubscribe {
-                buf: Vec::new(),
-                up,
-            },
-        );
         let req = Subscribe {
             id: up,
             broadcast: rel,
@@ -1320,19 +1325,17 @@ impl Node {
                 end_group: None,
             },
         };
-        if let Some(c) = ctx.conn(conn) {
-            let _ = c.send_stream(id).set_priority(CONTROL_PRIORITY);
-        }
-        self.write_msg(
+        let id = self.request(
             ctx,
             conn,
-            id,
-            |v, b| {
-                ControlType::Subscribe.encode(v, b)?;
-                req.encode(v, b)
+            ControlType::Subscribe,
+            &req,
+            In::OurSubscribe {
+                buf: Vec::new(),
+                up,
             },
-            false,
-        );
+        )?;
+        self.sessions.get_mut(&conn)?.ups.insert(up, (id, track));
         Some(up)
     }
 
