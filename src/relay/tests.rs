@@ -571,3 +571,43 @@ fn malformed_streams_are_refused_without_killing_sessions() {
     publisher.close();
     server.stop().unwrap();
 }
+
+/// lite-05 SETUP Path is the session root: a publisher at `room` publishing `demo` is
+/// `room/demo` to a subscriber at the root, and plain `demo` to one at `room`.
+#[test]
+fn lite05_setup_path_is_the_session_root() {
+    let server = relay(1);
+    let at = |path: &str| {
+        let mut opts = ClientOptions::new(server.local_addr(), Version::Lite05);
+        opts.path = path.into();
+        let c = Client::connect(opts).unwrap();
+        wait(&c, "setup", |e| {
+            matches!(e, AppEvent::Ready { .. }).then_some(())
+        });
+        c
+    };
+    let publisher = at("/room/");
+    publisher.send(AppCmd::Publish {
+        path: "demo".into(),
+    });
+    frame(&publisher, 0, 0, 42);
+    let root = at("");
+    let room = at("room");
+    for (c, expect) in [(&root, "room/demo"), (&room, "demo")] {
+        let path = wait(c, "announce", |e| match e {
+            AppEvent::Announced { path, active: true } => Some(path),
+            _ => None,
+        });
+        assert_eq!(path, expect);
+        c.send(AppCmd::Subscribe {
+            id: 3,
+            path: expect.into(),
+            track: "video".into(),
+        });
+        assert_eq!(frames(c, 3, 1)[0].2, payload(0, 0, 42)[..]);
+    }
+    for c in [publisher, root, room] {
+        c.close();
+    }
+    server.stop().unwrap();
+}
