@@ -186,12 +186,16 @@ pub(crate) struct Driver<H: Handler> {
     endpoint: Endpoint,
     sockets: Vec<Socket>,
     client_socket: usize,
+    /// The client socket is IPv6, so IPv4 targets are dialled as v4-mapped.
+    client_v6: bool,
     client_config: Option<ClientConfig>,
     conns: HashMap<ConnectionHandle, Conn>,
     dirty: Vec<ConnectionHandle>,
     timers: BinaryHeap<Reverse<(Instant, ConnectionHandle)>>,
     wake_at: Option<Instant>,
     buf: Vec<u8>,
+    /// Reused across receive calls so the hot path does not allocate the list.
+    batch: Vec<Batch>,
     blocked: Option<Blocked>,
     stopping: Option<Instant>,
     handler: H,
@@ -213,6 +217,9 @@ impl<H: Handler> Driver<H> {
             .into_iter()
             .map(|(s, o)| Socket::new(s, &o))
             .collect::<io::Result<Vec<_>>>()?;
+        let client_v6 = sockets
+            .get(client_socket)
+            .is_some_and(|s| s.local_addr().is_ipv6());
         Ok(Self {
             core,
             cores,
@@ -220,12 +227,14 @@ impl<H: Handler> Driver<H> {
             endpoint,
             sockets,
             client_socket,
+            client_v6,
             client_config,
             conns: HashMap::new(),
             dirty: Vec::new(),
             timers: BinaryHeap::new(),
             wake_at: None,
             buf: Vec::with_capacity(MAX_GSO_BYTES),
+            batch: Vec::new(),
             blocked: None,
             stopping: None,
             handler,
@@ -233,10 +242,6 @@ impl<H: Handler> Driver<H> {
     }
 
     fn ctx_call(&mut self, now: Instant, f: impl FnOnce(&mut H, &mut Ctx<'_>)) {
-        let client_v6 = self
-            .sockets
-            .get(self.client_socket)
-            .is_some_and(|s| s.local_addr().is_ipv6());
         let mut ctx = Ctx {
             core: self.core,
             now,
@@ -244,7 +249,7 @@ impl<H: Handler> Driver<H> {
             dirty: &mut self.dirty,
             endpoint: &mut self.endpoint,
             client_socket: self.client_socket,
-            client_v6,
+            client_v6: self.client_v6,
             client_config: self.client_config.as_ref(),
             wake_at: &mut self.wake_at,
             stopping: self.stopping.is_some(),
@@ -404,7 +409,7 @@ impl<H: Handler> Driver<H> {
     /// Drain up to a budget of receive batches; true when the socket may have more.
     fn recv(&mut self, now: Instant, socket: usize) -> bool {
         for _ in 0..RECV_BUDGET {
-            let mut batch: Vec<Batch> = Vec::new();
+            let mut batch = std::mem::take(&mut self.batch);
             let result = self.sockets[socket].recv_batch(|r| {
                 // One fresh buffer per GRO batch: quinn-proto keeps slices of it in stream
                 // reassembly, so it must not pin a shared arena.
@@ -418,7 +423,10 @@ impl<H: Handler> Driver<H> {
             });
             match result {
                 Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.batch = batch;
+                    return false;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // ICMP-triggered errors and the like: nothing to do but carry on.
@@ -426,13 +434,14 @@ impl<H: Handler> Driver<H> {
                     continue;
                 }
             }
-            for (mut data, stride, remote, local_ip, ecn) in batch {
+            for (mut data, stride, remote, local_ip, ecn) in batch.drain(..) {
                 self.shared.stats.rx_batches.fetch_add(1, Ordering::Relaxed);
                 while !data.is_empty() {
                     let seg = data.split_to(stride.min(data.len()));
                     self.on_datagram(now, socket, seg, remote, local_ip, ecn);
                 }
             }
+            self.batch = batch;
         }
         true
     }

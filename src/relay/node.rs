@@ -300,7 +300,8 @@ pub struct Node {
     upstream: Option<ConnectionHandle>,
     sessions: HashMap<ConnectionHandle, Session>,
     tracks: HashMap<u64, TrackState>,
-    by_name: HashMap<(Arc<str>, Arc<str>), u64>,
+    /// path -> track name -> track id; nested so lookups by `&str` allocate nothing.
+    by_name: HashMap<Arc<str>, HashMap<Arc<str>, u64>>,
     remote_index: HashMap<(usize, u64), u64>,
     app_subs: HashMap<u64, (u64, HashMap<u64, usize>)>,
     next_track: u64,
@@ -1251,8 +1252,8 @@ impl Node {
     /// Find or create this core's track for `(path, name)`, wiring its source. `None` when
     /// nobody publishes the broadcast.
     fn resolve(&mut self, ctx: &mut Ctx<'_>, path_: &str, name: &str) -> Option<u64> {
-        if let Some(id) = self.by_name.get(&(Arc::from(path_), Arc::from(name))) {
-            return Some(*id);
+        if let Some(id) = self.track_id(path_, name) {
+            return Some(id);
         }
         let owner = self.registry.lookup(path_).or_else(|| {
             self.upstream.map(|conn| Owner {
@@ -1284,9 +1285,26 @@ impl Node {
         Some(id)
     }
 
+    fn track_id(&self, path_: &str, name: &str) -> Option<u64> {
+        self.by_name.get(path_)?.get(name).copied()
+    }
+
+    /// Forget the name of a track that is going away.
+    fn unindex(&mut self, t: &TrackState) {
+        if let Some(names) = self.by_name.get_mut(&t.path) {
+            names.remove(&t.name);
+            if names.is_empty() {
+                self.by_name.remove(&t.path);
+            }
+        }
+    }
+
     fn insert_track(&mut self, id: u64, path_: &str, name: &str, source: Source) {
         let (p, n): (Arc<str>, Arc<str>) = (path_.into(), name.into());
-        self.by_name.insert((p.clone(), n.clone()), id);
+        self.by_name
+            .entry(p.clone())
+            .or_default()
+            .insert(n.clone(), id);
         self.tracks.insert(
             id,
             TrackState {
@@ -1317,13 +1335,7 @@ impl Node {
             id: up,
             broadcast: rel,
             track: name.to_string(),
-            options: SubscribeOptions {
-                priority: 0,
-                ordered: false,
-                max_latency: std::time::Duration::ZERO,
-                start_group: None,
-                end_group: None,
-            },
+            options: SubscribeOptions::default(),
         };
         let id = self.request(
             ctx,
@@ -1382,10 +1394,7 @@ impl Node {
         if version < Version::Lite05 {
             let ok = SubscribeResponse::Ok(SubscribeOptions {
                 priority: req.options.priority,
-                ordered: false,
-                max_latency: std::time::Duration::ZERO,
-                start_group: None,
-                end_group: None,
+                ..Default::default()
             });
             self.write_msg(ctx, ch, id, |v, b| ok.encode(v, b), false);
         }
@@ -1436,7 +1445,7 @@ impl Node {
             return;
         }
         let t = self.tracks.remove(&track).expect("present");
-        self.by_name.remove(&(t.path.clone(), t.name.clone()));
+        self.unindex(&t);
         match t.source {
             Source::Session { conn, up } => {
                 if let Some((stream, _)) =
@@ -1495,9 +1504,8 @@ impl Node {
         let version = s.version();
         let abs = path::join(&s.root, &req.broadcast, self.limits.max_path)?;
         let frames = self
-            .by_name
-            .get(&(Arc::from(abs.as_str()), Arc::from(req.track.as_str())))
-            .and_then(|t| self.tracks.get(t))
+            .track_id(&abs, &req.track)
+            .and_then(|t| self.tracks.get(&t))
             .and_then(|t| t.cache.get(req.group))
             .map(|g| g.frames.clone());
         let Some(frames) = frames else {
@@ -1725,7 +1733,7 @@ impl Node {
         let Some(t) = self.tracks.remove(&track) else {
             return;
         };
-        self.by_name.remove(&(t.path.clone(), t.name.clone()));
+        self.unindex(&t);
         for (core, replica) in &t.remotes {
             self.registry.send(
                 *core,
@@ -1936,8 +1944,8 @@ impl Node {
 
     fn app_track(&mut self, p: &str, track: &str) -> u64 {
         let p = path::normalize(p, self.limits.max_path).unwrap_or_default();
-        if let Some(id) = self.by_name.get(&(Arc::from(p.as_str()), Arc::from(track))) {
-            return *id;
+        if let Some(id) = self.track_id(&p, track) {
+            return id;
         }
         let id = self.next_track;
         self.next_track += 1;
