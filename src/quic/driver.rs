@@ -282,7 +282,7 @@ impl<H: Handler> Driver<H> {
                     )
                 });
             }
-            let shared = self.shared.clone();
+            let shared = &self.shared;
             // Connections left with sends over budget go again without waiting for I/O.
             let backlog = !self.dirty.is_empty() && self.blocked.is_none();
             let (rung, timer_fired) = poll_fn(|cx| {
