@@ -6,6 +6,7 @@
 pub mod client;
 pub mod config;
 pub mod lite;
+pub mod load;
 pub mod net;
 pub mod quic;
 pub mod relay;
