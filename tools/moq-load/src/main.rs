@@ -239,7 +239,7 @@ impl Live {
         let mut err = std::io::stderr().lock();
         if self.tty {
             let _ = write!(err, "\r\x1b[2K{line}");
-        } else if (p.elapsed.as_secs() % 5 == 0) || load.phase() == Phase::Draining {
+        } else if p.elapsed.as_secs().is_multiple_of(5) || load.phase() == Phase::Draining {
             let _ = writeln!(err, "{line}");
         }
         let _ = err.flush();
