@@ -1,0 +1,140 @@
+//! Fan-out throughput: the relay in this process on 127.0.0.1 (one core thread), the load
+//! generator on one client thread, one publisher and N = 1, 10, 100, 1000 subscriber sessions
+//! on one track. Each iteration publishes one group of 10 kB frames and waits until every
+//! subscriber has every frame, so criterion's bytes/s is delivered payload (frames x size x N)
+//! per second.
+//!
+//! Relay CPU: the relay's core threads are named `moq-core-*` and the load generator renames
+//! its own to `moq-load-*`, so the relay's CPU is the sum of `/proc/self/task/*/stat` over the
+//! `moq-core-*` threads, read before and after the measurement. It is printed after each N as
+//! relay CPU-seconds per delivered GB and delivered bytes per relay CPU-second.
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use moq_relay::config::{Cli, Config};
+use moq_relay::load::{Load, LoadConfig, Pacing, Scenario, Target, TargetOptions, procfs};
+use moq_relay::server::Server;
+
+const FRAME: usize = 10_000;
+/// Delivered bytes per iteration to aim for; fewer frames as N grows.
+const ITERATION_BYTES: usize = 16 << 20;
+const WAIT: Duration = Duration::from_secs(60);
+
+fn relay() -> Server {
+    let cli = Cli::try_parse_from([
+        "moq-relay",
+        "--server-bind",
+        "127.0.0.1:0",
+        "--client-bind",
+        "127.0.0.1:0",
+        "--threads",
+        "1",
+        "--server-pin=false",
+        "--tls-generate",
+        "localhost",
+        "--log-level",
+        "warn",
+    ])
+    .expect("relay flags");
+    Server::start(&Config::from_cli(cli).expect("relay config")).expect("relay start")
+}
+
+fn relay_cpu() -> Duration {
+    procfs::threads_cpu(std::process::id(), "moq-core").unwrap_or_default()
+}
+
+fn wait_for(load: &Load, what: &str, mut done: impl FnMut(&Load) -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done(load) {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {:?} ({:?})",
+            load.progress(),
+            load.first_error()
+        );
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+fn fanout(c: &mut Criterion) {
+    let mut group = c.benchmark_group("fanout");
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(5));
+    for n in [1usize, 10, 100, 1000] {
+        let frames = (ITERATION_BYTES / (FRAME * n)).clamp(1, 256) as u64;
+        let server = relay();
+        let mut options = TargetOptions::new(&format!(
+            "https://127.0.0.1:{}/bench",
+            server.local_addr().port()
+        ));
+        options.tls_disable_verify = true;
+        let target = Target::resolve(&options).expect("target");
+        let scenario = Scenario {
+            preset: None,
+            broadcasts: 1,
+            tracks: 1,
+            subscribers: n,
+            frame_size: FRAME,
+            fps: 30.0,
+            burst: 1,
+            frames_per_group: frames,
+            duration: Duration::from_secs(1),
+            ramp_up: Duration::ZERO,
+            connections_per_thread: None,
+        };
+        let mut config = LoadConfig::new(scenario, target);
+        config.threads = 1;
+        config.pacing = Pacing::Manual;
+        config.connect_timeout = WAIT;
+        let mut load = Load::start(config).expect("load start");
+        wait_for(&load, "subscriptions", |l| {
+            l.progress().subscriptions == n as u64
+        });
+        // A first group wires every subscription end to end (late joiners get it from frame 0).
+        load.burst(frames);
+        let want = frames * n as u64;
+        wait_for(&load, "the first group", |l| {
+            l.progress().frames_received >= want
+        });
+
+        let cpu_before = relay_cpu();
+        let bytes_before = load.progress().bytes_received;
+        let busy_before = Instant::now();
+        group.throughput(Throughput::Bytes(frames * FRAME as u64 * n as u64));
+        group.bench_function(BenchmarkId::new("subscribers", n), |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let target = load.progress().frames_received + frames * n as u64;
+                    load.burst(frames);
+                    wait_for(&load, "a group", |l| l.progress().frames_received >= target);
+                }
+                start.elapsed()
+            })
+        });
+        let cpu = relay_cpu().saturating_sub(cpu_before).as_secs_f64();
+        let wall = busy_before.elapsed().as_secs_f64();
+        let bytes = (load.progress().bytes_received - bytes_before) as f64;
+
+        load.stop_publishing();
+        wait_for(&load, "drain", Load::drained);
+        let report = load.finish();
+        assert!(report.clean(), "{}", report.summary());
+        server.stop().expect("relay stop");
+        println!(
+            "fanout/subscribers/{n}: relay {cpu:.2} CPU-s over {wall:.1} s ({:.0}% of a core) for {:.2} GB delivered: {:.2} relay CPU-s per GB, {:.0} MB delivered per relay CPU-second; {} frames, 0 lost",
+            100.0 * cpu / wall,
+            bytes / 1e9,
+            cpu / (bytes / 1e9),
+            bytes / 1e6 / cpu.max(1e-9),
+            report.delivery.delivered,
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, fanout);
+criterion_main!(benches);
