@@ -1,13 +1,14 @@
 //! Fan-out throughput: the relay in this process on 127.0.0.1 (one core thread), the load
 //! generator on one client thread, one publisher and N = 1, 10, 100, 1000 subscriber sessions
-//! on one track. Each iteration publishes one group of 10 kB frames and waits until every
-//! subscriber has every frame, so criterion's bytes/s is delivered payload (frames x size x N)
-//! per second.
+//! on one track. Each iteration publishes one group of 10 kB frames and then waits until every
+//! subscriber has every frame of the previous group (two groups in flight keep both sides busy),
+//! so criterion's bytes/s is delivered payload (frames x size x N) per second.
 //!
 //! Relay CPU: the relay's core threads are named `moq-core-*` and the load generator renames
 //! its own to `moq-load-*`, so the relay's CPU is the sum of `/proc/self/task/*/stat` over the
 //! `moq-core-*` threads, read before and after the measurement. It is printed after each N as
-//! relay CPU-seconds per delivered GB and delivered bytes per relay CPU-second.
+//! relay CPU-seconds per delivered GB and delivered bytes per relay CPU-second, next to the load
+//! generator's own CPU, which shows which side was the bottleneck.
 
 use std::time::{Duration, Instant};
 
@@ -45,6 +46,10 @@ fn relay_cpu() -> Duration {
     procfs::threads_cpu(std::process::id(), "moq-core").unwrap_or_default()
 }
 
+fn load_cpu() -> Duration {
+    procfs::threads_cpu(std::process::id(), "moq-load").unwrap_or_default()
+}
+
 fn wait_for(load: &Load, what: &str, mut done: impl FnMut(&Load) -> bool) {
     let deadline = Instant::now() + WAIT;
     while !done(load) {
@@ -63,7 +68,14 @@ fn fanout(c: &mut Criterion) {
     group.sample_size(10);
     group.warm_up_time(Duration::from_secs(1));
     group.measurement_time(Duration::from_secs(5));
+    // Criterion's filter (`cargo bench --bench fanout -- subscribers/100`) would still set up
+    // every relay; skip the ones it cannot match.
+    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     for n in [1usize, 10, 100, 1000] {
+        let name = format!("fanout/subscribers/{n}");
+        if filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {
+            continue;
+        }
         let frames = (ITERATION_BYTES / (FRAME * n)).clamp(1, 256) as u64;
         let server = relay();
         let mut options = TargetOptions::new(&format!(
@@ -101,21 +113,32 @@ fn fanout(c: &mut Criterion) {
         });
 
         let cpu_before = relay_cpu();
+        let load_cpu_before = load_cpu();
         let bytes_before = load.progress().bytes_received;
         let busy_before = Instant::now();
+        let per_group = frames * n as u64;
+        // Frames every subscriber has had once all groups published so far are delivered.
+        let mut published = load.progress().frames_received;
         group.throughput(Throughput::Bytes(frames * FRAME as u64 * n as u64));
         group.bench_function(BenchmarkId::new("subscribers", n), |b| {
             b.iter_custom(|iters| {
                 let start = Instant::now();
                 for _ in 0..iters {
-                    let target = load.progress().frames_received + frames * n as u64;
+                    let previous = published;
+                    published += per_group;
                     load.burst(frames);
-                    wait_for(&load, "a group", |l| l.progress().frames_received >= target);
+                    wait_for(&load, "a group", |l| {
+                        l.progress().frames_received >= previous
+                    });
                 }
+                wait_for(&load, "the last group", |l| {
+                    l.progress().frames_received >= published
+                });
                 start.elapsed()
             })
         });
         let cpu = relay_cpu().saturating_sub(cpu_before).as_secs_f64();
+        let client_cpu = load_cpu().saturating_sub(load_cpu_before).as_secs_f64();
         let wall = busy_before.elapsed().as_secs_f64();
         let bytes = (load.progress().bytes_received - bytes_before) as f64;
 
@@ -125,8 +148,9 @@ fn fanout(c: &mut Criterion) {
         assert!(report.clean(), "{}", report.summary());
         server.stop().expect("relay stop");
         println!(
-            "fanout/subscribers/{n}: relay {cpu:.2} CPU-s over {wall:.1} s ({:.0}% of a core) for {:.2} GB delivered: {:.2} relay CPU-s per GB, {:.0} MB delivered per relay CPU-second; {} frames, 0 lost",
+            "fanout/subscribers/{n}: relay {cpu:.2} CPU-s over {wall:.1} s ({:.0}% of a core; load generator {:.0}%) for {:.2} GB delivered: {:.2} relay CPU-s per GB, {:.0} MB delivered per relay CPU-second; {} frames, 0 lost",
             100.0 * cpu / wall,
+            100.0 * client_cpu / wall,
             bytes / 1e9,
             cpu / (bytes / 1e9),
             bytes / 1e6 / cpu.max(1e-9),

@@ -105,6 +105,8 @@ pub struct Plan {
     pub stats: Vec<WorkerStats>,
     /// The first connection or session error, for the user.
     pub first_error: Mutex<Option<String>>,
+    /// The wire code of the version the last session to come up speaks.
+    pub negotiated: AtomicU64,
 }
 
 impl Plan {
@@ -182,6 +184,7 @@ impl Plan {
             filler,
             stats: (0..threads).map(|_| WorkerStats::default()).collect(),
             first_error: Mutex::new(None),
+            negotiated: AtomicU64::new(0),
         }
     }
 

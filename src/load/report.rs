@@ -62,6 +62,8 @@ pub struct Report {
     pub url: String,
     pub transport: Transport,
     pub alpns: Vec<String>,
+    /// The moq-lite version the sessions spoke, as `lite-0N`.
+    pub version: Option<String>,
     pub scenario: Scenario,
     pub threads: usize,
     /// How long publishers published.
@@ -119,6 +121,10 @@ impl Report {
             url: plan.target.url.clone(),
             transport: plan.target.transport,
             alpns: plan.target.alpns.clone(),
+            version: match plan.negotiated.load(std::sync::atomic::Ordering::Relaxed) {
+                0 => None,
+                code => Some(format!("lite-{:02x}", code & 0xff)),
+            },
             scenario: plan.scenario.clone(),
             threads: plan.threads,
             publish_seconds: secs,
@@ -219,9 +225,10 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "target:      {} (ALPN {}, raw QUIC), {} client thread(s)",
+            "target:      {} (ALPN {}, {}, raw QUIC), {} client thread(s)",
             self.url,
             self.alpns.join(","),
+            self.version.as_deref().unwrap_or("no session"),
             self.threads
         );
         let c = &self.connections;

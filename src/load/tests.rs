@@ -96,6 +96,7 @@ fn lite05_every_frame_reaches_every_subscriber() {
         report.frames_published
     );
     assert_eq!(report.connections.ready, 4);
+    assert_eq!(report.version.as_deref(), Some("lite-05"));
     assert_eq!(report.subscriptions, 6);
     assert!(ticks >= 2, "progress is reported while running");
     let relay = report.relay.as_ref().unwrap();
@@ -131,6 +132,11 @@ fn older_versions_and_packed_connections() {
         config.threads = 1;
         let report = run(config, None, |_, _| {}).unwrap();
         assert_complete(&report, 4);
+        let expected = match version {
+            None => "lite-02",
+            Some(v) => v,
+        };
+        assert_eq!(report.version.as_deref(), Some(expected));
         let subscriber_conns = packed.unwrap_or(4) as u64;
         assert_eq!(
             report.connections.ready,

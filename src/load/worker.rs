@@ -504,6 +504,9 @@ impl Worker {
         }
         s.ready = true;
         let index = s.plan_index;
+        self.plan
+            .negotiated
+            .store(s.version.code(), Ordering::Relaxed);
         self.stats().sessions_ready.fetch_add(1, Ordering::Relaxed);
         match self.plan.conns[index].clone() {
             ConnPlan::Publisher { broadcast } => {
