@@ -335,7 +335,7 @@ pub fn run(
         if let Some(w) = &mut watch {
             w.sample();
             if cpu_at_publish.is_none() && now >= publish_at {
-                cpu_at_publish = procfs::process_cpu(w.pid);
+                cpu_at_publish = procfs::process_cpu(w.pid).map(|c| (c, now));
             }
         }
         if now.duration_since(last_progress) >= Duration::from_secs(1) {
@@ -353,7 +353,12 @@ pub fn run(
         && let Some((cpu_total, memory)) = w.finish()
     {
         let cpu_end = procfs::process_cpu(w.pid).unwrap_or_default();
-        let cpu_publish = cpu_at_publish.map(|c| cpu_end.saturating_sub(c));
+        let cpu_publish = cpu_at_publish.map(|(c, at)| {
+            (
+                cpu_end.saturating_sub(c),
+                Instant::now().saturating_duration_since(at),
+            )
+        });
         report.attach_relay(w, cpu_total, cpu_publish, memory);
     }
     Ok(report)

@@ -45,6 +45,8 @@ pub struct RelayUsage {
     pub cpu_seconds: f64,
     /// CPU from the start of publishing to the end of the drain.
     pub cpu_seconds_publishing: Option<f64>,
+    /// Wall time of that window.
+    pub publishing_window_seconds: Option<f64>,
     /// Publishing CPU (or whole-run CPU) per 10^9 delivered payload bytes.
     pub cpu_seconds_per_gb: Option<f64>,
     pub rss_start_kb: u64,
@@ -55,6 +57,11 @@ pub struct RelayUsage {
     pub vm_hwm_kb: u64,
     /// `(rss_peak - rss_start) / subscribers`.
     pub rss_per_subscriber_kb: f64,
+    /// `(rss_peak - rss_start) / sessions` (publishers and subscriber connections).
+    pub rss_per_session_kb: f64,
+    /// Publishing CPU per delivered frame, in microseconds: the figure that matters for small
+    /// frames, where per-packet work dominates.
+    pub cpu_us_per_frame: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -86,6 +93,9 @@ pub struct Report {
     pub load_cpu_seconds: f64,
     pub relay: Option<RelayUsage>,
     pub first_error: Option<String>,
+    /// The machine's 1-minute load average at the end: on a shared machine, how much else was
+    /// competing for the CPUs.
+    pub host_load_1m: Option<f64>,
 }
 
 fn mbps(bytes: u64, secs: f64) -> f64 {
@@ -157,6 +167,9 @@ impl Report {
             load_cpu_seconds: load_cpu.as_secs_f64(),
             relay: None,
             first_error,
+            host_load_1m: std::fs::read_to_string("/proc/loadavg")
+                .ok()
+                .and_then(|l| l.split_whitespace().next()?.parse().ok()),
         }
     }
 
@@ -164,23 +177,30 @@ impl Report {
         &mut self,
         watch: &ProcessWatch,
         cpu_total: Duration,
-        cpu_publishing: Option<Duration>,
+        cpu_publishing: Option<(Duration, Duration)>,
         memory: Memory,
     ) {
+        let window = cpu_publishing.map(|(_, w)| w.as_secs_f64());
+        let cpu_publishing = cpu_publishing.map(|(c, _)| c);
         let gb = self.delivery.bytes as f64 / 1e9;
         let cpu = cpu_publishing.unwrap_or(cpu_total).as_secs_f64();
         let viewers = self.scenario.viewers().max(1) as f64;
+        let sessions = self.connections.planned.max(1) as f64;
+        let growth = watch.rss_peak_kb.saturating_sub(watch.rss_start_kb) as f64;
+        let frames = self.delivery.delivered;
         self.relay = Some(RelayUsage {
             pid: watch.pid,
             cpu_seconds: cpu_total.as_secs_f64(),
             cpu_seconds_publishing: cpu_publishing.map(|d| d.as_secs_f64()),
+            publishing_window_seconds: window,
             cpu_seconds_per_gb: (gb > 0.0).then(|| cpu / gb),
             rss_start_kb: watch.rss_start_kb,
             rss_peak_kb: watch.rss_peak_kb,
             rss_end_kb: memory.rss_kb,
             vm_hwm_kb: memory.hwm_kb,
-            rss_per_subscriber_kb: watch.rss_peak_kb.saturating_sub(watch.rss_start_kb) as f64
-                / viewers,
+            rss_per_subscriber_kb: growth / viewers,
+            rss_per_session_kb: growth / sessions,
+            cpu_us_per_frame: (frames > 0).then(|| cpu * 1e6 / frames as f64),
         });
     }
 
@@ -287,12 +307,15 @@ impl Report {
                 .map_or("n/a".into(), |v| format!("{v:.2}"));
             let _ = writeln!(
                 out,
-                "relay:       pid {}: {:.2} CPU-s in all, {} CPU-s while publishing, {} CPU-s per delivered GB; RSS {:.1} MB at start, {:.1} MB peak, {:.1} KB per subscriber",
+                "relay:       pid {}: {:.2} CPU-s in all, {} CPU-s while publishing ({:.0}% of a core), {} CPU-s per delivered GB, {} µs per delivered frame; RSS {:.1} MB at start, {:.1} MB peak, {:.1} KB per subscriber",
                 r.pid,
                 r.cpu_seconds,
                 r.cpu_seconds_publishing
                     .map_or("n/a".into(), |v| format!("{v:.2}")),
+                100.0 * r.cpu_seconds_publishing.unwrap_or(0.0) / (self.publish_seconds + 1e-9),
                 per_gb,
+                r.cpu_us_per_frame
+                    .map_or("n/a".into(), |v| format!("{v:.2}")),
                 r.rss_start_kb as f64 / 1024.0,
                 r.rss_peak_kb as f64 / 1024.0,
                 r.rss_per_subscriber_kb
@@ -300,8 +323,10 @@ impl Report {
         }
         let _ = writeln!(
             out,
-            "load gen:    {:.2} CPU-s on its threads",
-            self.load_cpu_seconds
+            "load gen:    {:.2} CPU-s on its threads; host load average {}",
+            self.load_cpu_seconds,
+            self.host_load_1m
+                .map_or("n/a".into(), |l| format!("{l:.2}"))
         );
         if let Some(e) = &self.first_error {
             let _ = writeln!(out, "first error: {e}");
