@@ -91,6 +91,18 @@ pub enum AppCmd {
     Unsubscribe {
         id: u64,
     },
+    /// Declare the TRACK_INFO of a track this application publishes (else the defaults).
+    TrackInfo {
+        path: String,
+        track: String,
+        info: TrackInfo,
+    },
+    /// Ask for a track's TRACK_INFO; answered with [`AppEvent::TrackInfo`] tagged `id`.
+    Info {
+        id: u64,
+        path: String,
+        track: String,
+    },
 }
 
 /// What a client application hears from its node.
@@ -122,6 +134,11 @@ pub enum AppEvent {
     },
     Closed {
         reason: String,
+    },
+    /// The answer to [`AppCmd::Info`]: the publisher's TRACK_INFO, or the reset code.
+    TrackInfo {
+        id: u64,
+        result: Result<TrackInfo, u32>,
     },
 }
 
@@ -230,6 +247,12 @@ enum In {
         buf: Vec<u8>,
         up: u64,
     },
+    /// The publisher's TRACK_INFO for `(path, name)`, which others wait for.
+    OurTrack {
+        buf: Vec<u8>,
+        path: Arc<str>,
+        name: Arc<str>,
+    },
     /// Read and drop (probe, goaway, finished requests).
     Discard,
 }
@@ -307,6 +330,21 @@ pub struct Node {
     next_track: u64,
     /// This core's view of every active broadcast and who publishes it.
     active: BTreeMap<Arc<str>, Owner>,
+    /// Publishers' TRACK_INFO by path and track name, kept while the broadcast is active.
+    infos: HashMap<Arc<str>, HashMap<Arc<str>, TrackInfo>>,
+    /// Who waits for a TRACK_INFO being asked for upstream or on the owning core.
+    info_waits: HashMap<(Arc<str>, Arc<str>), Vec<InfoWaiter>>,
+}
+
+/// Someone who asked for a track's TRACK_INFO.
+#[derive(Clone, Copy, Debug)]
+enum InfoWaiter {
+    /// A peer's TRACK stream on this core.
+    Stream(ConnectionHandle, StreamId),
+    /// Another core, on behalf of its own waiters.
+    Core(usize),
+    /// The local application's [`AppCmd::Info`].
+    App(u64),
 }
 
 impl Node {
@@ -334,6 +372,8 @@ impl Node {
             app_subs: HashMap::new(),
             next_track: 1,
             active,
+            infos: HashMap::new(),
+            info_waits: HashMap::new(),
         }
     }
 
@@ -633,6 +673,11 @@ impl Node {
         for path in &s.published {
             self.registry.unpublish(path, self.core, Some(ch));
         }
+        for state in s.ins.values() {
+            if let In::OurTrack { path: p, name, .. } = state {
+                self.info_known(ctx, p.clone(), name.clone(), Err(ErrorCode::DROPPED));
+            }
+        }
         for (id, down) in s.downs {
             self.detach(ctx, down.track, SubRef::Down { conn: ch, id });
         }
@@ -777,7 +822,7 @@ impl Node {
                         }
                         Ok(None)
                     }
-                    End::Reset => Ok(None),
+                    End::Reset(_) => Ok(None),
                 }
             }
             In::Discard => Ok(Some(In::Discard)),
@@ -920,11 +965,21 @@ impl Node {
             }
             In::TrackRequest { mut buf } => {
                 extend(&mut buf, &chunks, max)?;
-                let Some((_req, _)) = lite::decode_framed::<TrackReq>(&buf, version, max)? else {
+                let Some((req, _)) = lite::decode_framed::<TrackReq>(&buf, version, max)? else {
                     return self.short(end, In::TrackRequest { buf });
                 };
-                let info = TrackInfo::default();
-                self.write_msg(ctx, ch, id, |v, b| info.encode(v, b), true);
+                let root = self
+                    .sessions
+                    .get(&ch)
+                    .map(|s| s.root.clone())
+                    .unwrap_or_default();
+                let abs = path::join(&root, &req.broadcast, self.limits.max_path)?;
+                self.want_info(
+                    ctx,
+                    abs.into(),
+                    req.track.into(),
+                    InfoWaiter::Stream(ch, id),
+                );
                 Ok(Some(In::Discard))
             }
             In::FetchRequest { mut buf } => {
@@ -1007,6 +1062,27 @@ impl Node {
                 }
                 Ok(Some(In::OurSubscribe { buf, up }))
             }
+            In::OurTrack {
+                mut buf,
+                path: p,
+                name,
+            } => {
+                extend(&mut buf, &chunks, max)?;
+                if let Some((info, _)) = lite::decode_framed::<TrackInfo>(&buf, version, max)? {
+                    self.write(ctx, ch, id, Vec::new(), true);
+                    self.info_known(ctx, p, name, Ok(info));
+                    return Ok(Some(In::Discard));
+                }
+                if end != End::Open {
+                    let code = match end {
+                        End::Reset(code) => code,
+                        _ => ErrorCode::NOT_FOUND,
+                    };
+                    self.info_known(ctx, p, name, Err(code));
+                    return Ok(None);
+                }
+                Ok(Some(In::OurTrack { buf, path: p, name }))
+            }
         }
     }
 
@@ -1015,7 +1091,7 @@ impl Node {
         match end {
             End::Open => Ok(Some(state)),
             End::Fin => Err(DecodeError::Short),
-            End::Reset => Ok(None),
+            End::Reset(_) => Ok(None),
         }
     }
 
@@ -1201,7 +1277,10 @@ impl Node {
                 o
             }
             _ => match self.active.remove(&path_) {
-                Some(o) => o,
+                Some(o) => {
+                    self.infos.remove(&path_);
+                    o
+                }
                 None => return,
             },
         };
@@ -1244,6 +1323,125 @@ impl Node {
         }
         for (ch, id, bytes) in writes {
             self.write(ctx, ch, id, vec![bytes], false);
+        }
+    }
+
+    // ----- track info -------------------------------------------------------------------
+
+    /// Answer `waiter` with the TRACK_INFO of `(path, name)`: from this core's cache, from a
+    /// lite-05 publisher (asked once however many wait), from the owning core, or the reference
+    /// defaults when the publisher's version has no TRACK_INFO.
+    fn want_info(&mut self, ctx: &mut Ctx<'_>, p: Arc<str>, name: Arc<str>, waiter: InfoWaiter) {
+        if let Some(info) = self.infos.get(&p).and_then(|m| m.get(&name)).copied() {
+            self.give_info(ctx, &p, &name, waiter, Ok(info));
+            return;
+        }
+        let key = (p.clone(), name.clone());
+        if let Some(waiters) = self.info_waits.get_mut(&key) {
+            waiters.push(waiter);
+            return;
+        }
+        let owner = self.registry.lookup(&p).or_else(|| {
+            self.upstream.map(|conn| Owner {
+                core: self.core,
+                conn: Some(conn),
+                hops: Vec::new(),
+            })
+        });
+        let Some(owner) = owner else {
+            self.give_info(ctx, &p, &name, waiter, Err(ErrorCode::UNROUTABLE));
+            return;
+        };
+        if owner.core != self.core {
+            self.info_waits.insert(key, vec![waiter]);
+            self.registry.send(
+                owner.core,
+                CoreMsg::TrackInfo {
+                    path: p,
+                    track: name,
+                    from: self.core,
+                },
+            );
+            return;
+        }
+        let upstream = owner.conn.and_then(|conn| {
+            let s = self.sessions.get(&conn)?;
+            (s.version() >= Version::Lite05).then_some(())?;
+            let rel = path::strip_prefix(&p, &s.root)?.to_string();
+            Some((conn, rel))
+        });
+        self.info_waits.insert(key, vec![waiter]);
+        let Some((conn, rel)) = upstream else {
+            self.info_known(ctx, p, name, Ok(TrackInfo::default()));
+            return;
+        };
+        let req = TrackReq {
+            broadcast: rel,
+            track: name.to_string(),
+        };
+        let state = In::OurTrack {
+            buf: Vec::new(),
+            path: p.clone(),
+            name: name.clone(),
+        };
+        if self
+            .request(ctx, conn, ControlType::Track, &req, state)
+            .is_none()
+        {
+            self.info_known(ctx, p, name, Err(ErrorCode::DROPPED));
+        }
+    }
+
+    /// The TRACK_INFO of `(path, name)` is known (or cannot be): cache it and answer everyone.
+    fn info_known(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        p: Arc<str>,
+        name: Arc<str>,
+        result: Result<TrackInfo, ErrorCode>,
+    ) {
+        if let Ok(info) = result
+            && self.active.contains_key(&p)
+        {
+            self.infos
+                .entry(p.clone())
+                .or_default()
+                .insert(name.clone(), info);
+        }
+        let waiters = self
+            .info_waits
+            .remove(&(p.clone(), name.clone()))
+            .unwrap_or_default();
+        for w in waiters {
+            self.give_info(ctx, &p, &name, w, result);
+        }
+    }
+
+    fn give_info(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        p: &Arc<str>,
+        name: &Arc<str>,
+        waiter: InfoWaiter,
+        result: Result<TrackInfo, ErrorCode>,
+    ) {
+        match (waiter, result) {
+            (InfoWaiter::Stream(ch, id), Ok(info)) => {
+                self.write_msg(ctx, ch, id, |v, b| info.encode(v, b), true)
+            }
+            (InfoWaiter::Stream(ch, id), Err(code)) => self.refuse(ctx, ch, id, code),
+            (InfoWaiter::App(id), result) => self.emit(AppEvent::TrackInfo {
+                id,
+                result: result.map_err(|c| c.0),
+            }),
+            (InfoWaiter::Core(core), result) => self.registry.send(
+                core,
+                CoreMsg::TrackInfoReply {
+                    path: p.clone(),
+                    track: name.clone(),
+                    result: result.map_err(|c| c.0),
+                },
+            ),
         }
     }
 
@@ -1859,6 +2057,14 @@ impl Node {
             } => self.append(ctx, replica, seq, frame),
             CoreMsg::GroupDone { replica, seq } => self.group_done(ctx, replica, seq),
             CoreMsg::TrackEnd { replica, code } => self.end_track(ctx, replica, ErrorCode(code)),
+            CoreMsg::TrackInfo { path, track, from } => {
+                self.want_info(ctx, path, track, InfoWaiter::Core(from))
+            }
+            CoreMsg::TrackInfoReply {
+                path,
+                track,
+                result,
+            } => self.info_known(ctx, path, track, result.map_err(ErrorCode)),
         }
     }
 
@@ -1937,6 +2143,27 @@ impl Node {
             AppCmd::Unsubscribe { id } => {
                 if let Some((t, _)) = self.app_subs.remove(&id) {
                     self.detach(ctx, t, SubRef::App { id });
+                }
+            }
+            AppCmd::TrackInfo {
+                path: p,
+                track,
+                info,
+            } => {
+                if let Ok(p) = path::normalize(&p, self.limits.max_path) {
+                    self.infos
+                        .entry(p.into())
+                        .or_default()
+                        .insert(track.into(), info);
+                }
+            }
+            AppCmd::Info { id, path: p, track } => {
+                match path::normalize(&p, self.limits.max_path) {
+                    Ok(p) => self.want_info(ctx, p.into(), track.into(), InfoWaiter::App(id)),
+                    Err(_) => self.emit(AppEvent::TrackInfo {
+                        id,
+                        result: Err(ErrorCode::UNROUTABLE.0),
+                    }),
                 }
             }
         }
@@ -2076,7 +2303,8 @@ fn suffix_of(path_: &str, prefix: &str) -> String {
 enum End {
     Open,
     Fin,
-    Reset,
+    /// Reset by the peer with this moq code (CANCEL when it is outside the mapped range).
+    Reset(ErrorCode),
 }
 
 /// Everything readable now on `id`, in order, as the received `Bytes`.
@@ -2084,14 +2312,18 @@ fn read_chunks(conn: &mut Connection, id: StreamId) -> (Vec<Bytes>, End) {
     let mut out = Vec::new();
     let mut stream = conn.recv_stream(id);
     let Ok(mut chunks) = stream.read(true) else {
-        return (out, End::Reset);
+        return (out, End::Reset(ErrorCode::CANCEL));
     };
     let end = loop {
         match chunks.next(usize::MAX) {
             Ok(Some(c)) => out.push(c.bytes),
             Ok(None) => break End::Fin,
             Err(quinn_proto::ReadError::Blocked) => break End::Open,
-            Err(quinn_proto::ReadError::Reset(_)) => break End::Reset,
+            Err(quinn_proto::ReadError::Reset(code)) => {
+                break End::Reset(
+                    ErrorCode::from_stream_code(code.into_inner()).unwrap_or(ErrorCode::CANCEL),
+                );
+            }
         }
     };
     let _ = chunks.finalize();

@@ -611,3 +611,63 @@ fn lite05_setup_path_is_the_session_root() {
     }
     server.stop().unwrap();
 }
+
+/// A lite-05 subscriber gets the publisher's own TRACK_INFO through the relay, whichever core
+/// each lands on; an older publisher's tracks get the reference defaults; an unknown broadcast
+/// is unroutable.
+#[test]
+fn track_info_is_forwarded_from_the_publisher() {
+    use crate::lite::{ErrorCode, TrackInfo};
+
+    let server = relay(2);
+    let info = TrackInfo {
+        priority: 3,
+        ordered: true,
+        max_latency: Duration::from_millis(2500),
+        timescale: 1_000_000,
+    };
+    let publisher = connect(&server, Version::Lite05);
+    publisher.send(AppCmd::TrackInfo {
+        path: "demo".into(),
+        track: "video".into(),
+        info,
+    });
+    publisher.send(AppCmd::Publish {
+        path: "demo".into(),
+    });
+    let old = connect(&server, Version::Lite03);
+    old.send(AppCmd::Publish { path: "old".into() });
+
+    let subscribers: Vec<Client> = (0..4).map(|_| connect(&server, Version::Lite05)).collect();
+    for s in &subscribers {
+        for p in ["demo", "old"] {
+            wait(s, "announce", |e| match e {
+                AppEvent::Announced { path, active: true } if path == p => Some(()),
+                _ => None,
+            });
+        }
+    }
+    let ask = |c: &Client, id: u64, p: &str| {
+        c.send(AppCmd::Info {
+            id,
+            path: p.into(),
+            track: "video".into(),
+        });
+        wait(c, "track info", |e| match e {
+            AppEvent::TrackInfo { id: i, result } if i == id => Some(result),
+            _ => None,
+        })
+    };
+    for (n, s) in subscribers.iter().enumerate() {
+        // Twice: the second answer comes from the relay's cache.
+        for round in 0..2 {
+            let id = (n * 10 + round) as u64;
+            assert_eq!(ask(s, id, "demo"), Ok(info), "subscriber {n} round {round}");
+        }
+        assert_eq!(ask(s, 100 + n as u64, "old"), Ok(TrackInfo::default()));
+        assert_eq!(
+            ask(s, 200 + n as u64, "nobody"),
+            Err(ErrorCode::UNROUTABLE.0)
+        );
+    }
+}
