@@ -8,7 +8,7 @@ use crate::quic::tls::{self, ServerCerts};
 use crate::quic::{ClientRole, Engine, EngineConfig, ServerRole, TransportLimits};
 use std::sync::Arc;
 
-use crate::relay::{Limits, NodeFactory, RelayStats};
+use crate::relay::{NodeFactory, RelayStats};
 
 /// ALPNs the relay offers, in its own preference order (rustls picks the first the client
 /// also offers).
@@ -43,7 +43,7 @@ impl Server {
                 config: Some(client),
             }),
         };
-        let nodes = NodeFactory::new(engine_config.cores(), Limits::default());
+        let nodes = NodeFactory::new(engine_config.cores(), config.limits.clone());
         let factory = nodes.clone();
         let engine = Engine::start(engine_config, move |info| factory.node(&info, None, None))
             .with_context(|| format!("starting on {}", config.bind))?;
