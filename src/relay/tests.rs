@@ -32,6 +32,7 @@ pub(crate) fn relay(threads: usize) -> Server {
         client_bind: "127.0.0.1:0".parse().unwrap(),
         client_verify: ClientVerify::Disabled,
         log_level: "info".into(),
+        web: Default::default(),
     };
     Server::start(&config).unwrap()
 }
