@@ -49,6 +49,13 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long [`HttpServer::stop`] lets in-flight requests finish.
 const DRAIN: Duration = Duration::from_secs(2);
 
+/// Connections served at once per listener; more are closed on accept, so that a flood of idle
+/// clients cannot take every descriptor the relay has.
+const MAX_CONNECTIONS: usize = 1024;
+
+/// Threads for fetches blocked in the origin; more fetches queue.
+const FETCH_THREADS: usize = 16;
+
 /// One bound listener: plain HTTP, or HTTPS when given a TLS config.
 pub struct Listener {
     socket: StdListener,
@@ -81,6 +88,7 @@ impl HttpServer {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .enable_time()
+            .max_blocking_threads(FETCH_THREADS)
             .thread_name("moq-http")
             .build()?;
         let (stop, stopped) = watch::channel(false);
@@ -171,6 +179,10 @@ async fn accept_loop(
                 continue;
             }
         };
+        if conns.len() >= MAX_CONNECTIONS {
+            tracing::debug!(%peer, "http: too many connections");
+            continue;
+        }
         let _ = stream.set_nodelay(true);
         let origin = origin.clone();
         let stopped = stopped.clone();
