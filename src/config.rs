@@ -89,6 +89,31 @@ pub struct Cli {
     #[arg(long = "client-tls-disable-verify", alias = "tls-disable-verify", env = "MOQ_CLIENT_TLS_DISABLE_VERIFY", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     pub client_tls_disable_verify: Option<bool>,
 
+    /// TCP address to serve HTTP on (`/certificate.sha256`, `/announced`, `/fetch`); use the
+    /// QUIC port number, as browser clients derive one from the other [default: off].
+    #[arg(long = "web-http-listen", env = "MOQ_WEB_HTTP_LISTEN")]
+    pub web_http_listen: Option<String>,
+
+    /// TCP address to serve the same endpoints over HTTPS on [default: off].
+    #[arg(long = "web-https-listen", env = "MOQ_WEB_HTTPS_LISTEN")]
+    pub web_https_listen: Option<String>,
+
+    /// PEM certificate chain for HTTPS [default: the relay's --tls-cert/--tls-generate ones].
+    #[arg(
+        long = "web-https-cert",
+        env = "MOQ_WEB_HTTPS_CERT",
+        value_delimiter = ','
+    )]
+    pub web_https_cert: Vec<PathBuf>,
+
+    /// PEM private key for the --web-https-cert at the same position.
+    #[arg(
+        long = "web-https-key",
+        env = "MOQ_WEB_HTTPS_KEY",
+        value_delimiter = ','
+    )]
+    pub web_https_key: Vec<PathBuf>,
+
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it [default: info].
     #[arg(long = "log-level", env = "MOQ_LOG_LEVEL")]
     pub log_level: Option<String>,
@@ -156,6 +181,8 @@ pub struct File {
     pub log: FileLog,
     #[serde(default)]
     pub relay: FileRelay,
+    #[serde(default)]
+    pub web: FileWeb,
 }
 
 /// `[relay]`: the bounds of what the relay holds per track and per session.
@@ -221,11 +248,50 @@ pub struct FileLog {
     pub level: Option<String>,
 }
 
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileWeb {
+    #[serde(default)]
+    pub http: FileWebHttp,
+    #[serde(default)]
+    pub https: FileWebHttps,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileWebHttp {
+    pub listen: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileWebHttps {
+    pub listen: Option<String>,
+    #[serde(default)]
+    pub cert: OneOrMany<PathBuf>,
+    #[serde(default)]
+    pub key: OneOrMany<PathBuf>,
+}
+
 /// Where the server's certificates come from.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ServerTls {
     pub pairs: Vec<(PathBuf, PathBuf)>,
     pub generate: Vec<String>,
+}
+
+/// The HTTP endpoints over TCP; each listener is off when `None`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WebConfig {
+    pub http: Option<SocketAddr>,
+    pub https: Option<WebHttps>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct WebHttps {
+    pub listen: SocketAddr,
+    /// `(chain, key)` PEM pairs; empty: serve the relay's own certificates.
+    pub pairs: Vec<(PathBuf, PathBuf)>,
 }
 
 /// The resolved, validated configuration.
@@ -242,6 +308,7 @@ pub struct Config {
     pub client_verify: ClientVerify,
     pub log_level: String,
     pub limits: Limits,
+    pub web: WebConfig,
 }
 
 /// A configuration error that names the offending key.
@@ -371,6 +438,13 @@ impl Config {
         }
 
         let limits = relay_limits(&cli_relay, file.relay)?;
+        let web = Self::web(
+            &cli.web_http_listen,
+            &cli.web_https_listen,
+            cli.web_https_cert,
+            cli.web_https_key,
+            file.web,
+        )?;
 
         Ok(Config {
             bind,
@@ -391,7 +465,48 @@ impl Config {
             client_verify,
             log_level,
             limits,
+            web,
         })
+    }
+
+    fn web(
+        http: &Option<String>,
+        https: &Option<String>,
+        certs: Vec<PathBuf>,
+        keys: Vec<PathBuf>,
+        file: FileWeb,
+    ) -> Result<WebConfig, ConfigError> {
+        let http = http.clone().or(file.http.listen);
+        let http = match http {
+            Some(a) => Some(resolve("web.http.listen (--web-http-listen)", &a)?),
+            None => None,
+        };
+        let certs = pick_list(certs, file.https.cert);
+        let keys = pick_list(keys, file.https.key);
+        if certs.len() != keys.len() {
+            return Err(bad(
+                "web.https.cert/key (--web-https-cert/--web-https-key)",
+                format!(
+                    "{} certificates but {} keys; give them in pairs",
+                    certs.len(),
+                    keys.len()
+                ),
+            ));
+        }
+        let https = match https.clone().or(file.https.listen) {
+            Some(a) => Some(WebHttps {
+                listen: resolve("web.https.listen (--web-https-listen)", &a)?,
+                pairs: certs.into_iter().zip(keys).collect(),
+            }),
+            None if !certs.is_empty() => {
+                return Err(bad(
+                    "web.https.cert (--web-https-cert)",
+                    "given without web.https.listen",
+                ));
+            }
+            None => None,
+        };
+        Ok(WebConfig { http, https })
     }
 }
 
@@ -596,6 +711,68 @@ mod tests {
         assert!(e.0.contains("server.tls.cert"), "{e}");
         let e = Config::merge(cli(&[]), File::default()).unwrap_err();
         assert!(e.0.contains("server.tls"), "{e}");
+    }
+
+    #[test]
+    fn web_listeners() {
+        let generate = ["--tls-generate", "localhost"];
+        let c = Config::merge(cli(&generate), File::default()).unwrap();
+        assert_eq!(c.web, WebConfig::default());
+
+        let f = file(
+            r#"
+            [web.http]
+            listen = "127.0.0.1:4443"
+            [web.https]
+            listen = "127.0.0.1:8443"
+            cert = "web.pem"
+            key = "web.key"
+            "#,
+        )
+        .unwrap();
+        let c = Config::merge(cli(&generate), f).unwrap();
+        assert_eq!(c.web.http, Some("127.0.0.1:4443".parse().unwrap()));
+        let https = c.web.https.unwrap();
+        assert_eq!(https.listen, "127.0.0.1:8443".parse().unwrap());
+        assert_eq!(https.pairs, vec![("web.pem".into(), "web.key".into())]);
+
+        let f = file("[web.http]\nlisten = \"127.0.0.1:1\"").unwrap();
+        let mut args = generate.to_vec();
+        args.extend_from_slice(&[
+            "--web-http-listen",
+            "127.0.0.1:2",
+            "--web-https-listen",
+            "[::1]:3",
+        ]);
+        let c = Config::merge(cli(&args), f).unwrap();
+        assert_eq!(c.web.http.unwrap().port(), 2);
+        assert_eq!(c.web.https.unwrap().pairs, Vec::new());
+
+        let cases: &[(&[&str], &str)] = &[
+            (&["--web-http-listen", "nonsense"], "web.http.listen"),
+            (&["--web-https-listen", "127.0.0.1"], "web.https.listen"),
+            (
+                &[
+                    "--web-https-listen",
+                    "127.0.0.1:0",
+                    "--web-https-cert",
+                    "a.pem",
+                ],
+                "web.https.cert/key",
+            ),
+            (
+                &["--web-https-cert", "a.pem", "--web-https-key", "a.key"],
+                "web.https.cert",
+            ),
+        ];
+        for (args, key) in cases {
+            let mut all = args.to_vec();
+            all.extend_from_slice(&generate);
+            let e = Config::merge(cli(&all), File::default()).unwrap_err();
+            assert!(e.0.contains(key), "{args:?}: {e}");
+        }
+        let e = file("[web.http]\nport = 1").unwrap_err();
+        assert!(e.contains("port"), "{e}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod config;
+pub mod http;
 pub mod lite;
 pub mod net;
 pub mod quic;

@@ -33,6 +33,7 @@ pub(crate) fn relay(threads: usize) -> Server {
         client_verify: ClientVerify::Disabled,
         log_level: "info".into(),
         limits: super::Limits::default(),
+        web: Default::default(),
     };
     Server::start(&config).unwrap()
 }
