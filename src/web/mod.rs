@@ -37,7 +37,7 @@ pub use connect::{
     response,
 };
 pub use error::*;
-pub use settings::{ControlReader, MAX_FIELD_SECTION_SIZE, control_stream};
+pub use settings::{ControlReader, MAX_FIELD_SECTION_SIZE, control_stream, goaway_frame};
 pub use stream::{
     BidiStream, PeerStreams, UniStream, bidi_header, bidi_prefix, datagram_prefix, split_datagram,
     uni_header, uni_prefix,

@@ -67,6 +67,18 @@ pub fn control_stream(server: bool) -> Bytes {
     out.freeze()
 }
 
+/// A GOAWAY frame for our control stream (RFC 9114 §5.2). A server names the first request
+/// stream it will not process (a client-initiated bidi id, e.g. the session id + 4); pair it
+/// with [`super::drain_capsule`] to ask a WebTransport client to move on.
+pub fn goaway_frame(id: u64) -> Bytes {
+    let mut out = BytesMut::with_capacity(10);
+    let mut payload = BytesMut::with_capacity(8);
+    put_varint(&mut payload, id);
+    put_frame_header(&mut out, GOAWAY, payload.len());
+    out.extend_from_slice(&payload);
+    out.freeze()
+}
+
 /// Reads the peer's control stream after its type byte.
 #[derive(Debug)]
 pub struct ControlReader {

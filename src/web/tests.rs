@@ -357,6 +357,20 @@ fn goaway_is_tracked_and_may_only_shrink() {
 }
 
 #[test]
+fn goaway_frame_bytes() {
+    assert_eq!(goaway_frame(4)[..], [0x07, 0x01, 0x04]);
+    assert_eq!(
+        goaway_frame(1 << 20)[..],
+        [0x07, 0x04, 0x80, 0x10, 0x00, 0x00]
+    );
+    let mut client = ControlReader::new(false);
+    let mut bytes = control_stream(true)[1..].to_vec();
+    bytes.extend_from_slice(&goaway_frame(8));
+    assert_eq!(client.feed(&bytes), Ok(bytes.len()));
+    assert_eq!(client.goaway(), Some(8));
+}
+
+#[test]
 fn huge_unknown_control_frame_streams_past() {
     let mut reader = ControlReader::new(true);
     reader.feed(&frame(0x04, &[])).unwrap();
@@ -1454,4 +1468,100 @@ fn errors_display_scope_and_code() {
     assert_eq!(err.to_string(), "no settings (connection error 0x10a)");
     assert_eq!(Error::stream(H3_MESSAGE_ERROR, "x").scope, Scope::Stream);
     assert_eq!(ALPN, b"h3");
+}
+
+/// Both ends of a session through the public API, the way the relay and the load generator
+/// drive it: SETTINGS both ways, CONNECT on stream 0, streams, datagrams, close both ways.
+#[test]
+fn client_and_server_end_to_end() {
+    // Client to server: control stream, then the CONNECT on bidi stream 0.
+    let client_control = control_stream(false);
+    let connect = connect_request("relay.example", "/demo/?jwt=tok", &["moq-lite-05", "moql"]);
+
+    let mut peer = PeerStreams::default();
+    let (kind, n) = uni_header(&client_control).unwrap().unwrap();
+    peer.accept(kind).unwrap();
+    let mut server_control = ControlReader::new(true);
+    assert_eq!(
+        server_control.feed(&client_control[n..]),
+        Ok(client_control.len() - n)
+    );
+    assert!(server_control.supports_webtransport());
+
+    assert_eq!(bidi_header(&connect), Ok(Some((BidiStream::Request, 0))));
+    let mut server = ConnectReader::new();
+    let (used, ConnectProgress::Request(request)) = server.feed(&connect).unwrap() else {
+        panic!("no request");
+    };
+    assert_eq!(used, connect.len());
+    assert_eq!(
+        (request.root.as_str(), request.jwt.as_deref()),
+        ("demo", Some("tok"))
+    );
+    let chosen = choose_protocol(&request.protocols, &Version::ALPNS);
+    let answer = response(200, chosen.as_deref());
+
+    // Server to client: control stream and the answer.
+    let server_control_bytes = control_stream(true);
+    let (kind, n) = uni_header(&server_control_bytes).unwrap().unwrap();
+    assert_eq!(kind, UniStream::Control);
+    let mut client_control_reader = ControlReader::new(false);
+    client_control_reader
+        .feed(&server_control_bytes[n..])
+        .unwrap();
+    assert!(client_control_reader.enable_connect_protocol());
+    assert!(client_control_reader.supports_webtransport());
+    let mut client = ResponseReader::new();
+    let (_, ResponseProgress::Response(answer)) = client.feed(&answer).unwrap() else {
+        panic!("no response");
+    };
+    assert!(answer.is_success());
+    assert_eq!(answer.protocol.as_deref(), Some("moq-lite-05"));
+
+    // Session 0: streams and datagrams both ways.
+    let session = 0;
+    let uni = [&uni_prefix(session)[..], b"group"].concat();
+    let (kind, n) = uni_header(&uni).unwrap().unwrap();
+    assert_eq!(
+        (kind, &uni[n..]),
+        (UniStream::WebTransport { session }, &b"group"[..])
+    );
+    let bidi = [&bidi_prefix(session)[..], b"setup"].concat();
+    let (kind, n) = bidi_header(&bidi).unwrap().unwrap();
+    assert_eq!(
+        (kind, &bidi[n..]),
+        (BidiStream::WebTransport { session }, &b"setup"[..])
+    );
+    let datagram = [&datagram_prefix(session)[..], b"obj"].concat();
+    assert_eq!(split_datagram(&datagram), Ok((session, &b"obj"[..])));
+
+    // The server drains, then closes; the client sees both and the clean FIN.
+    let mut tail = drain_capsule().to_vec();
+    tail.extend_from_slice(&close_capsule(13, "not found"));
+    let (events, left) = run_response(&mut client, &tail, 3).unwrap();
+    assert_eq!(
+        events,
+        [
+            ResponseProgress::Capsule(Capsule::DrainWebTransportSession),
+            ResponseProgress::Capsule(Capsule::CloseWebTransportSession {
+                code: 13,
+                reason: "not found".into()
+            }),
+        ]
+    );
+    client.finish(left).unwrap();
+
+    // The client's own close reaches the server the same way.
+    let close = close_capsule(0, "");
+    let (events, left) = run_connect(&mut server, &close, 1).unwrap();
+    assert_eq!(
+        events,
+        [ConnectProgress::Capsule(
+            Capsule::CloseWebTransportSession {
+                code: 0,
+                reason: String::new()
+            }
+        )]
+    );
+    server.finish(left).unwrap();
 }
