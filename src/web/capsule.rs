@@ -1,4 +1,4 @@
-//! Capsules on the CONNECT stream (RFC 9297 §3, WebTransport over HTTP/3 §5-6).
+//! Capsules on the CONNECT stream (RFC 9297 §3, draft-ietf-webtrans-http3 session termination).
 //!
 //! In HTTP/3 the capsules ride in DATA frames: the capsule stream is the concatenation of
 //! DATA payloads, and one capsule may span frames. web-transport-proto 0.6.3's sync

@@ -43,7 +43,7 @@ pub struct Request {
 }
 
 /// A refused request: reply with [`Rejection::response`], FIN the stream and stop reading it
-/// with STOP_SENDING(H3_NO_ERROR) (RFC 9114 §4.1.1).
+/// with STOP_SENDING(H3_NO_ERROR) (RFC 9114 §4.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rejection {
     pub status: u16,
@@ -260,7 +260,7 @@ impl MessageFrames {
                 return Ok(Step::NeedMore);
             }
             if self.phase == Phase::Closed && *pos < buf.len() {
-                // WebTransport over HTTP/3 §6: data after the close capsule.
+                // draft-ietf-webtrans-http3: data after the close capsule resets the stream.
                 return Err(Error::stream(
                     H3_MESSAGE_ERROR,
                     "data after CLOSE_WEBTRANSPORT_SESSION",

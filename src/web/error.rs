@@ -27,7 +27,7 @@ pub const H3_VERSION_FALLBACK: u64 = 0x110;
 pub const QPACK_DECOMPRESSION_FAILED: u64 = 0x200;
 pub const QPACK_ENCODER_STREAM_ERROR: u64 = 0x201;
 pub const QPACK_DECODER_STREAM_ERROR: u64 = 0x202;
-/// RFC 9297 §5.2: a malformed HTTP datagram.
+/// RFC 9297: a malformed HTTP datagram.
 pub const H3_DATAGRAM_ERROR: u64 = 0x33;
 /// WebTransport: a stream or datagram for a session that is gone (reset code for WT streams).
 pub const WT_SESSION_GONE: u64 = 0x170d_7b68;

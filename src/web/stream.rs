@@ -80,7 +80,7 @@ pub fn bidi_header(buf: &[u8]) -> Result<Option<(BidiStream, usize)>, Error> {
 }
 
 /// A session id is the id of the client-initiated bidi stream that carried the CONNECT; any
-/// other value is H3_ID_ERROR (WebTransport over HTTP/3 §4.1, §4.2).
+/// other value is H3_ID_ERROR (draft-ietf-webtrans-http3, stream and datagram framing).
 fn check_session(session: u64) -> Result<(), Error> {
     if !session.is_multiple_of(4) {
         return Err(Error::connection(

@@ -1223,6 +1223,15 @@ fn capsules_across_frames_at_every_chunk_size() {
         let (_, events) = session_events(&stream, chunk).unwrap();
         assert_eq!(events, expected, "chunk {chunk}");
     }
+    // Every place a DATA frame boundary can fall, headers of capsules included.
+    for split in 0..capsules.len() {
+        let mut stream = frame(0x00, &capsules[..split]);
+        stream.extend(frame(0x00, &capsules[split..]));
+        for chunk in [1, usize::MAX] {
+            let (_, events) = session_events(&stream, chunk).unwrap();
+            assert_eq!(events, expected, "split {split} chunk {chunk}");
+        }
+    }
 }
 
 #[test]
