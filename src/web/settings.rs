@@ -37,8 +37,9 @@ const WEBTRANSPORT_MAX_SESSIONS: u64 = 0xc671_706a;
 /// The dynamic table stays at capacity 0 (sent explicitly, and the default), so the peer never
 /// references it and neither side needs QPACK encoder/decoder streams (RFC 9204 §3.2.3).
 /// Only a server advertises ENABLE_CONNECT_PROTOCOL (RFC 9220 §3). Both sides send every
-/// WebTransport and datagram code point still in use, the same set web-transport-proto's
-/// `enable_webtransport(1)` sends, in a fixed order so the bytes are testable.
+/// WebTransport and datagram code point still in use, the ones web-transport-proto's
+/// `enable_webtransport(1)` sends (so reference peers accept us), in a fixed order so the bytes
+/// are testable; its own `encode` iterates a HashMap.
 pub fn control_stream(server: bool) -> Bytes {
     let mut settings: Vec<(u64, u64)> = vec![
         (QPACK_MAX_TABLE_CAPACITY, 0),
