@@ -11,3 +11,4 @@ pub mod net;
 pub mod quic;
 pub mod relay;
 pub mod server;
+pub mod web;
