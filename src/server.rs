@@ -18,7 +18,13 @@ use crate::relay::{NodeFactory, RelayStats};
 
 /// ALPNs the relay offers, in its own preference order (rustls picks the first the client
 /// also offers).
-pub const ALPNS: &[&[u8]] = &[b"moq-lite-05", b"moq-lite-04", b"moq-lite-03", b"moql"];
+pub const ALPNS: &[&[u8]] = &[
+    b"moq-lite-05",
+    b"moq-lite-04",
+    b"moq-lite-03",
+    b"moql",
+    b"h3",
+];
 
 /// ALPN of the HTTPS listener.
 const HTTPS_ALPNS: &[&[u8]] = &[b"http/1.1"];

@@ -60,12 +60,34 @@ fn wait<T>(client: &Client, what: &str, mut f: impl FnMut(AppEvent) -> Option<T>
 }
 
 fn connect(server: &Server, version: Version) -> Client {
-    let c = Client::connect(ClientOptions::new(server.local_addr(), version)).unwrap();
+    connect_via(server, Via::Raw(version))
+}
+
+/// How a test client reaches the relay.
+#[derive(Clone, Copy, Debug)]
+enum Via {
+    /// Raw QUIC with this version's ALPN.
+    Raw(Version),
+    /// WebTransport offering these subprotocols; the relay should settle on the version.
+    Web(&'static [&'static str], Version),
+}
+
+fn connect_via(server: &Server, via: Via) -> Client {
+    let (opts, version) = match via {
+        Via::Raw(v) => (ClientOptions::new(server.local_addr(), v), v),
+        Via::Web(protocols, v) => {
+            let mut o = ClientOptions::new(server.local_addr(), v);
+            o.alpns = vec!["h3".into()];
+            o.web_protocols = protocols.iter().map(|p| p.to_string()).collect();
+            (o, v)
+        }
+    };
+    let c = Client::connect(opts).unwrap();
     let negotiated = wait(&c, "setup", |e| match e {
         AppEvent::Ready { version: v } => Some(v),
         _ => None,
     });
-    assert_eq!(negotiated, version);
+    assert_eq!(negotiated, version, "{via:?}");
     c
 }
 
@@ -132,8 +154,12 @@ fn frames(c: &Client, id: u64, count: usize) -> Vec<(u64, usize, Vec<u8>)> {
 }
 
 fn publish_subscribe(version: Version) {
+    publish_subscribe_via(Via::Raw(version), Via::Raw(version));
+}
+
+fn publish_subscribe_via(publisher: Via, subscriber: Via) {
     let server = relay(2);
-    let publisher = connect(&server, version);
+    let publisher = connect_via(&server, publisher);
     publisher.send(AppCmd::Publish {
         path: "demo".into(),
     });
@@ -142,7 +168,7 @@ fn publish_subscribe(version: Version) {
         frame(&publisher, 0, i, 100 + i * 1000);
     }
 
-    let subscriber = connect(&server, version);
+    let subscriber = connect_via(&server, subscriber);
     wait(&subscriber, "announce", |e| match e {
         AppEvent::Announced { path, active: true } if path == "demo" => Some(()),
         _ => None,
@@ -672,4 +698,32 @@ fn track_info_is_forwarded_from_the_publisher() {
             Err(ErrorCode::UNROUTABLE.0)
         );
     }
+}
+
+/// What @moq/lite 0.2 offers in WT-Available-Protocols (observed from Chromium).
+const BROWSER_PROTOCOLS: &[&str] = &["moq-lite-04", "moq-lite-03", "moql", "moqt-17", "moqt-16"];
+
+#[test]
+fn webtransport_publisher_reaches_raw_quic_subscriber() {
+    publish_subscribe_via(
+        Via::Web(BROWSER_PROTOCOLS, Version::Lite04),
+        Via::Raw(Version::Lite05),
+    );
+}
+
+#[test]
+fn raw_quic_publisher_reaches_webtransport_subscriber() {
+    publish_subscribe_via(
+        Via::Raw(Version::Lite02),
+        Via::Web(&["moq-lite-05", "moq-lite-04"], Version::Lite05),
+    );
+}
+
+/// Without WT-Available-Protocols the version comes from the SETUP exchange, as with `moql`.
+#[test]
+fn webtransport_without_protocols_negotiates_in_setup() {
+    publish_subscribe_via(
+        Via::Web(&[], Version::Lite02),
+        Via::Web(&["moq-lite-03"], Version::Lite03),
+    );
 }
