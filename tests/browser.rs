@@ -4,7 +4,7 @@
 //! Needs `/usr/bin/chromium` (Debian's `chromium` package), `node`, and `npm ci` in
 //! `tests/browser`; `.ci/run` installs them. Without them the test fails under `CI=true` and
 //! skips, loudly, elsewhere. Run it alone with
-//! `cargo test --test browser -- --include-ignored --nocapture`.
+//! `cargo test --test browser -- --nocapture`.
 
 use std::fs::File;
 use std::io::Read;
@@ -77,7 +77,6 @@ fn relay_on_one_port() -> Server {
 }
 
 #[test]
-#[ignore = "the relay does not speak WebTransport yet; run with --include-ignored"]
 fn chromium_publishes_and_subscribes_over_webtransport() {
     let missing = missing();
     if !missing.is_empty() {
