@@ -1135,7 +1135,13 @@ impl Node {
                         }
                         Ok(None)
                     }
-                    End::Reset(_) => Ok(None),
+                    End::Reset(code) => {
+                        // The publisher gave up on the group: so do its subscribers.
+                        if let Some(track) = g.track {
+                            self.group_abort(ctx, track, g.seq, code);
+                        }
+                        Ok(None)
+                    }
                 }
             }
             In::Discard => Ok(Some(In::Discard)),
@@ -2297,9 +2303,18 @@ impl Node {
         let Some(t) = self.tracks.get_mut(&track) else {
             return;
         };
-        if !t.cache.open(seq, ctx.now, self.limits.cache) {
+        let opened = t.cache.open(seq, ctx.now, self.limits.cache);
+        if !t.cache.dropped.is_empty() {
+            for old in std::mem::take(&mut t.cache.dropped) {
+                self.group_abort(ctx, track, old, ErrorCode::EVICTED);
+            }
+        }
+        if !opened {
             return;
         }
+        let Some(t) = self.tracks.get_mut(&track) else {
+            return;
+        };
         let group = t.cache.get_mut(seq).expect("opened");
         if group.done {
             return;
@@ -2336,7 +2351,7 @@ impl Node {
         let Some(group) = t.cache.get_mut(seq) else {
             return;
         };
-        group.done = true;
+        group.finish(ctx.now);
         for (core, replica) in &t.remotes {
             self.registry.send(
                 *core,
@@ -2349,6 +2364,52 @@ impl Node {
         let subs = t.subs.clone();
         for sub in subs {
             self.sync(ctx, track, sub, seq);
+        }
+    }
+
+    /// Group `seq` will never finish (reset upstream, or evicted unfinished): forget it and
+    /// reset every subscriber's stream for it, here and on the cores with replicas.
+    fn group_abort(&mut self, ctx: &mut Ctx<'_>, track: u64, seq: u64, code: ErrorCode) {
+        let Some(t) = self.tracks.get_mut(&track) else {
+            return;
+        };
+        t.cache.groups.retain(|g| g.seq != seq);
+        for (core, replica) in &t.remotes {
+            self.registry.send(
+                *core,
+                CoreMsg::GroupAbort {
+                    replica: *replica,
+                    seq,
+                    code: code.0,
+                },
+            );
+        }
+        let subs = t.subs.clone();
+        let mut resets = Vec::new();
+        for sub in subs {
+            match sub {
+                SubRef::App { id } => {
+                    if let Some((_, sent)) = self.app_subs.get_mut(&id) {
+                        sent.remove(&seq);
+                    }
+                }
+                SubRef::Down { conn, id } => {
+                    let Some(down) = self
+                        .sessions
+                        .get_mut(&conn)
+                        .and_then(|s| s.downs.get_mut(&id))
+                    else {
+                        continue;
+                    };
+                    if let Some(i) = down.groups.iter().position(|g| g.seq == seq) {
+                        let g = down.groups.remove(i).expect("in range");
+                        resets.push((conn, g.stream));
+                    }
+                }
+            }
+        }
+        for (conn, stream) in resets {
+            self.reset(ctx, conn, stream, code);
         }
     }
 
@@ -2625,6 +2686,9 @@ impl Node {
                 frame,
             } => self.append(ctx, replica, seq, frame),
             CoreMsg::GroupDone { replica, seq } => self.group_done(ctx, replica, seq),
+            CoreMsg::GroupAbort { replica, seq, code } => {
+                self.group_abort(ctx, replica, seq, ErrorCode(code))
+            }
             CoreMsg::TrackEnd { replica, code } => self.end_track(ctx, replica, ErrorCode(code)),
             CoreMsg::TrackInfo { path, track, from } => {
                 self.want_info(ctx, path, track, InfoWaiter::Core(from))

@@ -51,6 +51,8 @@ pub enum CoreMsg {
     },
     /// Group `seq` has all its frames.
     GroupDone { replica: u64, seq: u64 },
+    /// Group `seq` will never finish: reset its subscribers' streams with `code`.
+    GroupAbort { replica: u64, seq: u64, code: u32 },
     /// The track ended; `code` 0 is a clean end.
     TrackEnd { replica: u64, code: u32 },
     /// Core `from` wants the TRACK_INFO of `track` of `path`, which this core publishes.

@@ -14,6 +14,10 @@ use crate::quic::tls::ClientVerify;
 use crate::server::Server;
 
 pub(crate) fn relay(threads: usize) -> Server {
+    relay_with(threads, super::Limits::default())
+}
+
+pub(crate) fn relay_with(threads: usize, limits: super::Limits) -> Server {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
@@ -32,7 +36,7 @@ pub(crate) fn relay(threads: usize) -> Server {
         client_bind: "127.0.0.1:0".parse().unwrap(),
         client_verify: ClientVerify::Disabled,
         log_level: "info".into(),
-        limits: super::Limits::default(),
+        limits,
         web: Default::default(),
     };
     Server::start(&config).unwrap()
@@ -726,4 +730,54 @@ fn webtransport_without_protocols_negotiates_in_setup() {
         Via::Web(&[], Version::Lite02),
         Via::Web(&["moq-lite-03"], Version::Lite03),
     );
+}
+
+/// A group that lasts longer than the cache age (the reference clock's minute) still gets its
+/// FIN forwarded when it arrives after the next group has opened (found by the interop check).
+#[test]
+fn long_group_ends_after_the_next_one_opens() {
+    let mut limits = super::Limits::default();
+    limits.cache.age = Duration::from_millis(200);
+    let server = relay_with(2, limits);
+    let publisher = connect(&server, Version::Lite05);
+    publisher.send(AppCmd::Publish {
+        path: "demo".into(),
+    });
+    let subscribers: Vec<Client> = (0..4).map(|_| connect(&server, Version::Lite03)).collect();
+    for (n, s) in subscribers.iter().enumerate() {
+        wait(s, "announce", |e| match e {
+            AppEvent::Announced { path, active: true } if path == "demo" => Some(()),
+            _ => None,
+        });
+        s.send(AppCmd::Subscribe {
+            id: n as u64,
+            path: "demo".into(),
+            track: "video".into(),
+        });
+    }
+    frame(&publisher, 0, 0, 10);
+    for (n, s) in subscribers.iter().enumerate() {
+        assert_eq!(frames(s, n as u64, 1)[0].0, 0);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    frame(&publisher, 1, 0, 10);
+    group_done(&publisher, 0);
+    frame(&publisher, 0, 9, 10);
+    for (n, s) in subscribers.iter().enumerate() {
+        let mut done0 = false;
+        let mut got1 = false;
+        while !(done0 && got1) {
+            wait(s, "group 0 end and group 1", |e| {
+                match e {
+                    AppEvent::GroupDone { id, seq: 0 } if id == n as u64 => done0 = true,
+                    AppEvent::Frame { id, seq: 1, .. } if id == n as u64 => got1 = true,
+                    AppEvent::Frame { id, seq: 0, .. } if id == n as u64 => {
+                        panic!("frame after the group's end")
+                    }
+                    _ => return None,
+                }
+                Some(())
+            });
+        }
+    }
 }
