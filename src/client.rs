@@ -23,6 +23,8 @@ pub struct ClientOptions {
     pub alpns: Vec<String>,
     /// Versions offered in CLIENT_SETUP under `moql`.
     pub setup_versions: Vec<Version>,
+    /// WT-Available-Protocols when `alpns` is `h3` (WebTransport).
+    pub web_protocols: Vec<String>,
     pub verify: ClientVerify,
     pub io: IoMode,
     pub socket: SocketOptions,
@@ -39,6 +41,7 @@ impl ClientOptions {
             path: String::new(),
             alpns: vec![alpn],
             setup_versions: vec![version],
+            web_protocols: Vec::new(),
             verify: ClientVerify::Disabled,
             io: IoMode::Auto,
             socket: SocketOptions::default(),
@@ -87,6 +90,7 @@ impl Client {
             server_name: opts.server_name.clone(),
             path: opts.path.clone(),
             setup_versions: opts.setup_versions.clone(),
+            web_protocols: opts.web_protocols.clone(),
         };
         let engine = Engine::start(config, move |info| {
             let app = App {

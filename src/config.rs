@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::net::{IoMode, SocketOptions};
 use crate::quic::tls::ClientVerify;
+use crate::relay::{CacheLimits, Limits};
 
 /// Command-line flags. Each is optional so that an absent flag never overwrites the file.
 #[derive(Parser, Debug, Default)]
@@ -88,9 +89,62 @@ pub struct Cli {
     #[arg(long = "client-tls-disable-verify", alias = "tls-disable-verify", env = "MOQ_CLIENT_TLS_DISABLE_VERIFY", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     pub client_tls_disable_verify: Option<bool>,
 
+    /// TCP address to serve HTTP on (`/certificate.sha256`, `/announced`, `/fetch`); use the
+    /// QUIC port number, as browser clients derive one from the other [default: off].
+    #[arg(long = "web-http-listen", env = "MOQ_WEB_HTTP_LISTEN")]
+    pub web_http_listen: Option<String>,
+
+    /// TCP address to serve the same endpoints over HTTPS on [default: off].
+    #[arg(long = "web-https-listen", env = "MOQ_WEB_HTTPS_LISTEN")]
+    pub web_https_listen: Option<String>,
+
+    /// PEM certificate chain for HTTPS [default: the relay's --tls-cert/--tls-generate ones].
+    #[arg(
+        long = "web-https-cert",
+        env = "MOQ_WEB_HTTPS_CERT",
+        value_delimiter = ','
+    )]
+    pub web_https_cert: Vec<PathBuf>,
+
+    /// PEM private key for the --web-https-cert at the same position.
+    #[arg(
+        long = "web-https-key",
+        env = "MOQ_WEB_HTTPS_KEY",
+        value_delimiter = ','
+    )]
+    pub web_https_key: Vec<PathBuf>,
+
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it [default: info].
     #[arg(long = "log-level", env = "MOQ_LOG_LEVEL")]
     pub log_level: Option<String>,
+
+    /// Groups cached per track for late joiners [default: 4].
+    #[arg(long = "relay-cache-groups", env = "MOQ_RELAY_CACHE_GROUPS")]
+    pub cache_groups: Option<usize>,
+
+    /// Oldest age of a cached finished group, in milliseconds [default: 5000].
+    #[arg(long = "relay-cache-age", env = "MOQ_RELAY_CACHE_AGE")]
+    pub cache_age: Option<u64>,
+
+    /// Unfinished groups in flight per subscription before the oldest is reset [default: 4].
+    #[arg(long = "relay-groups-in-flight", env = "MOQ_RELAY_GROUPS_IN_FLIGHT")]
+    pub groups_in_flight: Option<usize>,
+
+    /// Subscriptions one session may hold [default: 1024].
+    #[arg(long = "relay-max-subscriptions", env = "MOQ_RELAY_MAX_SUBSCRIPTIONS")]
+    pub max_subscriptions: Option<usize>,
+
+    /// Announce requests one session may hold open [default: 64].
+    #[arg(long = "relay-max-announces", env = "MOQ_RELAY_MAX_ANNOUNCES")]
+    pub max_announces: Option<usize>,
+
+    /// Largest frame accepted from a publisher, in bytes [default: 16 MiB].
+    #[arg(long = "relay-max-frame", env = "MOQ_RELAY_MAX_FRAME")]
+    pub max_frame: Option<u64>,
+
+    /// Largest control message, in bytes [default: 16384].
+    #[arg(long = "relay-max-message", env = "MOQ_RELAY_MAX_MESSAGE")]
+    pub max_message: Option<usize>,
 }
 
 /// One value or a list, as the reference accepts for paths.
@@ -125,6 +179,23 @@ pub struct File {
     pub client: FileClient,
     #[serde(default)]
     pub log: FileLog,
+    #[serde(default)]
+    pub relay: FileRelay,
+    #[serde(default)]
+    pub web: FileWeb,
+}
+
+/// `[relay]`: the bounds of what the relay holds per track and per session.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileRelay {
+    pub cache_groups: Option<usize>,
+    pub cache_age: Option<u64>,
+    pub groups_in_flight: Option<usize>,
+    pub max_subscriptions: Option<usize>,
+    pub max_announces: Option<usize>,
+    pub max_frame: Option<u64>,
+    pub max_message: Option<usize>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -177,11 +248,50 @@ pub struct FileLog {
     pub level: Option<String>,
 }
 
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileWeb {
+    #[serde(default)]
+    pub http: FileWebHttp,
+    #[serde(default)]
+    pub https: FileWebHttps,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileWebHttp {
+    pub listen: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileWebHttps {
+    pub listen: Option<String>,
+    #[serde(default)]
+    pub cert: OneOrMany<PathBuf>,
+    #[serde(default)]
+    pub key: OneOrMany<PathBuf>,
+}
+
 /// Where the server's certificates come from.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ServerTls {
     pub pairs: Vec<(PathBuf, PathBuf)>,
     pub generate: Vec<String>,
+}
+
+/// The HTTP endpoints over TCP; each listener is off when `None`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WebConfig {
+    pub http: Option<SocketAddr>,
+    pub https: Option<WebHttps>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct WebHttps {
+    pub listen: SocketAddr,
+    /// `(chain, key)` PEM pairs; empty: serve the relay's own certificates.
+    pub pairs: Vec<(PathBuf, PathBuf)>,
 }
 
 /// The resolved, validated configuration.
@@ -197,6 +307,8 @@ pub struct Config {
     pub client_bind: SocketAddr,
     pub client_verify: ClientVerify,
     pub log_level: String,
+    pub limits: Limits,
+    pub web: WebConfig,
 }
 
 /// A configuration error that names the offending key.
@@ -252,6 +364,15 @@ impl Config {
     }
 
     pub fn merge(cli: Cli, file: File) -> Result<Self, ConfigError> {
+        let cli_relay = CliRelay {
+            cache_groups: cli.cache_groups,
+            cache_age: cli.cache_age,
+            groups_in_flight: cli.groups_in_flight,
+            max_subscriptions: cli.max_subscriptions,
+            max_announces: cli.max_announces,
+            max_frame: cli.max_frame,
+            max_message: cli.max_message,
+        };
         let bind = pick(cli.server_bind, file.server.bind, "[::]:443".into());
         let bind = resolve("server.bind (--server-bind)", &bind)?;
 
@@ -316,6 +437,15 @@ impl Config {
             ));
         }
 
+        let limits = relay_limits(&cli_relay, file.relay)?;
+        let web = Self::web(
+            &cli.web_http_listen,
+            &cli.web_https_listen,
+            cli.web_https_cert,
+            cli.web_https_key,
+            file.web,
+        )?;
+
         Ok(Config {
             bind,
             threads,
@@ -334,8 +464,140 @@ impl Config {
             client_bind,
             client_verify,
             log_level,
+            limits,
+            web,
         })
     }
+
+    fn web(
+        http: &Option<String>,
+        https: &Option<String>,
+        certs: Vec<PathBuf>,
+        keys: Vec<PathBuf>,
+        file: FileWeb,
+    ) -> Result<WebConfig, ConfigError> {
+        let http = http.clone().or(file.http.listen);
+        let http = match http {
+            Some(a) => Some(resolve("web.http.listen (--web-http-listen)", &a)?),
+            None => None,
+        };
+        let certs = pick_list(certs, file.https.cert);
+        let keys = pick_list(keys, file.https.key);
+        if certs.len() != keys.len() {
+            return Err(bad(
+                "web.https.cert/key (--web-https-cert/--web-https-key)",
+                format!(
+                    "{} certificates but {} keys; give them in pairs",
+                    certs.len(),
+                    keys.len()
+                ),
+            ));
+        }
+        let https = match https.clone().or(file.https.listen) {
+            Some(a) => Some(WebHttps {
+                listen: resolve("web.https.listen (--web-https-listen)", &a)?,
+                pairs: certs.into_iter().zip(keys).collect(),
+            }),
+            None if !certs.is_empty() => {
+                return Err(bad(
+                    "web.https.cert (--web-https-cert)",
+                    "given without web.https.listen",
+                ));
+            }
+            None => None,
+        };
+        Ok(WebConfig { http, https })
+    }
+}
+
+/// The `[relay]` keys as given on the command line.
+struct CliRelay {
+    cache_groups: Option<usize>,
+    cache_age: Option<u64>,
+    groups_in_flight: Option<usize>,
+    max_subscriptions: Option<usize>,
+    max_announces: Option<usize>,
+    max_frame: Option<u64>,
+    max_message: Option<usize>,
+}
+
+fn relay_limits(cli: &CliRelay, file: FileRelay) -> Result<Limits, ConfigError> {
+    let d = Limits::default();
+    let at_least = |key: &str, v: u64, min: u64, max: u64| {
+        if v < min || v > max {
+            Err(bad(key, format!("{v} is outside {min}..={max}")))
+        } else {
+            Ok(v)
+        }
+    };
+    let groups = pick(cli.cache_groups, file.cache_groups, d.cache.groups);
+    at_least(
+        "relay.cache_groups (--relay-cache-groups)",
+        groups as u64,
+        1,
+        1024,
+    )?;
+    let age = pick(
+        cli.cache_age,
+        file.cache_age,
+        d.cache.age.as_millis() as u64,
+    );
+    at_least("relay.cache_age (--relay-cache-age)", age, 0, 3_600_000)?;
+    let in_flight = pick(
+        cli.groups_in_flight,
+        file.groups_in_flight,
+        d.max_groups_in_flight,
+    );
+    at_least(
+        "relay.groups_in_flight (--relay-groups-in-flight)",
+        in_flight as u64,
+        1,
+        1024,
+    )?;
+    let subs = pick(
+        cli.max_subscriptions,
+        file.max_subscriptions,
+        d.max_subscriptions,
+    );
+    at_least(
+        "relay.max_subscriptions (--relay-max-subscriptions)",
+        subs as u64,
+        1,
+        1 << 20,
+    )?;
+    let announces = pick(cli.max_announces, file.max_announces, d.max_announces);
+    at_least(
+        "relay.max_announces (--relay-max-announces)",
+        announces as u64,
+        1,
+        1 << 16,
+    )?;
+    let frame = pick(cli.max_frame, file.max_frame, d.max_frame);
+    at_least(
+        "relay.max_frame (--relay-max-frame)",
+        frame,
+        1,
+        crate::lite::MAX_FRAME_SIZE,
+    )?;
+    let message = pick(cli.max_message, file.max_message, d.max_message);
+    at_least(
+        "relay.max_message (--relay-max-message)",
+        message as u64,
+        256,
+        1 << 20,
+    )?;
+    Ok(Limits {
+        max_message: message,
+        max_frame: frame,
+        max_subscriptions: subs,
+        max_announces: announces,
+        max_groups_in_flight: in_flight,
+        cache: CacheLimits {
+            groups,
+            age: std::time::Duration::from_millis(age),
+        },
+        ..d
+    })
 }
 
 #[cfg(test)]
@@ -365,10 +627,27 @@ mod tests {
             generate = "localhost"
             [log]
             level = "debug"
+            [relay]
+            cache_groups = 7
+            cache_age = 100
+            groups_in_flight = 2
             "#,
         )
         .unwrap();
-        let c = Config::merge(cli(&["--threads", "1", "--server-gso=true"]), f).unwrap();
+        let c = Config::merge(
+            cli(&[
+                "--threads",
+                "1",
+                "--server-gso=true",
+                "--relay-cache-age",
+                "900",
+            ]),
+            f,
+        )
+        .unwrap();
+        assert_eq!(c.limits.cache.groups, 7);
+        assert_eq!(c.limits.cache.age, std::time::Duration::from_millis(900));
+        assert_eq!(c.limits.max_groups_in_flight, 2);
         assert_eq!(c.bind, "127.0.0.1:4443".parse().unwrap());
         assert_eq!(c.threads, 1);
         assert_eq!(c.io, IoMode::Epoll);
@@ -417,6 +696,10 @@ mod tests {
             (&["--threads", "1000"], "server.threads"),
             (&["--log-level", "loud"], "log.level"),
             (&["--client-bind", "x:y"], "client.bind"),
+            (&["--relay-cache-groups", "0"], "relay.cache_groups"),
+            (&["--relay-groups-in-flight", "0"], "relay.groups_in_flight"),
+            (&["--relay-max-frame", "99999999999"], "relay.max_frame"),
+            (&["--relay-max-message", "10"], "relay.max_message"),
         ];
         for (args, key) in cases {
             let mut all = args.to_vec();
@@ -428,6 +711,68 @@ mod tests {
         assert!(e.0.contains("server.tls.cert"), "{e}");
         let e = Config::merge(cli(&[]), File::default()).unwrap_err();
         assert!(e.0.contains("server.tls"), "{e}");
+    }
+
+    #[test]
+    fn web_listeners() {
+        let generate = ["--tls-generate", "localhost"];
+        let c = Config::merge(cli(&generate), File::default()).unwrap();
+        assert_eq!(c.web, WebConfig::default());
+
+        let f = file(
+            r#"
+            [web.http]
+            listen = "127.0.0.1:4443"
+            [web.https]
+            listen = "127.0.0.1:8443"
+            cert = "web.pem"
+            key = "web.key"
+            "#,
+        )
+        .unwrap();
+        let c = Config::merge(cli(&generate), f).unwrap();
+        assert_eq!(c.web.http, Some("127.0.0.1:4443".parse().unwrap()));
+        let https = c.web.https.unwrap();
+        assert_eq!(https.listen, "127.0.0.1:8443".parse().unwrap());
+        assert_eq!(https.pairs, vec![("web.pem".into(), "web.key".into())]);
+
+        let f = file("[web.http]\nlisten = \"127.0.0.1:1\"").unwrap();
+        let mut args = generate.to_vec();
+        args.extend_from_slice(&[
+            "--web-http-listen",
+            "127.0.0.1:2",
+            "--web-https-listen",
+            "[::1]:3",
+        ]);
+        let c = Config::merge(cli(&args), f).unwrap();
+        assert_eq!(c.web.http.unwrap().port(), 2);
+        assert_eq!(c.web.https.unwrap().pairs, Vec::new());
+
+        let cases: &[(&[&str], &str)] = &[
+            (&["--web-http-listen", "nonsense"], "web.http.listen"),
+            (&["--web-https-listen", "127.0.0.1"], "web.https.listen"),
+            (
+                &[
+                    "--web-https-listen",
+                    "127.0.0.1:0",
+                    "--web-https-cert",
+                    "a.pem",
+                ],
+                "web.https.cert/key",
+            ),
+            (
+                &["--web-https-cert", "a.pem", "--web-https-key", "a.key"],
+                "web.https.cert",
+            ),
+        ];
+        for (args, key) in cases {
+            let mut all = args.to_vec();
+            all.extend_from_slice(&generate);
+            let e = Config::merge(cli(&all), File::default()).unwrap_err();
+            assert!(e.0.contains(key), "{args:?}: {e}");
+        }
+        let e = file("[web.http]\nport = 1").unwrap_err();
+        assert!(e.contains("port"), "{e}");
     }
 
     #[test]

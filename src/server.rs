@@ -1,29 +1,67 @@
 //! Starts the relay's QUIC engine from a [`Config`]: certificates, ALPNs, the server and
 //! client roles, and a graceful stop.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
 use anyhow::Context as _;
+use bytes::Bytes;
 
 use crate::config::Config;
+use crate::http::{HttpServer, Listener};
+use crate::lite::path;
 use crate::quic::tls::{self, ServerCerts};
 use crate::quic::{ClientRole, Engine, EngineConfig, ServerRole, TransportLimits};
-use std::sync::Arc;
 
-use crate::relay::{Limits, NodeFactory, RelayStats};
+use crate::relay::{NodeFactory, RelayStats};
 
 /// ALPNs the relay offers, in its own preference order (rustls picks the first the client
 /// also offers).
-pub const ALPNS: &[&[u8]] = &[b"moq-lite-05", b"moq-lite-04", b"moq-lite-03", b"moql"];
+pub const ALPNS: &[&[u8]] = &[
+    b"moq-lite-05",
+    b"moq-lite-04",
+    b"moq-lite-03",
+    b"moql",
+    b"h3",
+];
+
+/// ALPN of the HTTPS listener.
+const HTTPS_ALPNS: &[&[u8]] = &[b"http/1.1"];
 
 pub struct Server {
     engine: Engine,
     nodes: Arc<NodeFactory>,
     fingerprints: Vec<String>,
+    http: Option<HttpServer>,
+    http_addr: Option<SocketAddr>,
+    https_addr: Option<SocketAddr>,
 }
 
 impl Server {
     pub fn start(config: &Config) -> anyhow::Result<Self> {
         let certs = load_certs(config)?;
         let fingerprints = certs.fingerprints();
+        // Bound before the engine starts so that a busy port stops start-up with nothing to undo.
+        let mut listeners = Vec::new();
+        if let Some(addr) = config.web.http {
+            let l = Listener::bind(addr, None)
+                .with_context(|| format!("web.http.listen (--web-http-listen) {addr}"))?;
+            listeners.push(l);
+        }
+        if let Some(https) = &config.web.https {
+            let tls = if https.pairs.is_empty() {
+                certs.server_config(HTTPS_ALPNS)
+            } else {
+                ServerCerts::load(&https.pairs)
+                    .context("web.https.cert/key")?
+                    .server_config(HTTPS_ALPNS)
+            };
+            let l = Listener::bind(https.listen, Some(tls)).with_context(|| {
+                format!("web.https.listen (--web-https-listen) {}", https.listen)
+            })?;
+            listeners.push(l);
+        }
         let limits = TransportLimits::default();
         let server = crate::quic::server_config(certs.server_config(ALPNS), &limits)?;
         let client_tls = tls::client_config(&config.client_verify, ALPNS)?;
@@ -43,7 +81,7 @@ impl Server {
                 config: Some(client),
             }),
         };
-        let nodes = NodeFactory::new(engine_config.cores(), Limits::default());
+        let nodes = NodeFactory::new(engine_config.cores(), config.limits.clone());
         let factory = nodes.clone();
         let engine = Engine::start(engine_config, move |info| factory.node(&info, None, None))
             .with_context(|| format!("starting on {}", config.bind))?;
@@ -56,15 +94,46 @@ impl Server {
         for fp in &fingerprints {
             tracing::info!(sha256 = %fp, "certificate fingerprint");
         }
-        Ok(Self {
+        let mut server = Self {
             engine,
-            nodes,
-            fingerprints,
-        })
+            nodes: nodes.clone(),
+            fingerprints: fingerprints.clone(),
+            http: None,
+            http_addr: None,
+            https_addr: None,
+        };
+        if !listeners.is_empty() {
+            let origin = Arc::new(RelayOrigin {
+                nodes,
+                fingerprint: fingerprints.first().cloned().unwrap_or_default(),
+            });
+            let http = match HttpServer::start(listeners, origin) {
+                Ok(h) => h,
+                Err(e) => {
+                    let _ = server.stop();
+                    return Err(e).context("starting the http endpoints");
+                }
+            };
+            let mut addrs = http.local_addrs().iter().copied();
+            server.http_addr = config.web.http.and_then(|_| addrs.next());
+            server.https_addr = config.web.https.as_ref().and_then(|_| addrs.next());
+            server.http = Some(http);
+        }
+        Ok(server)
     }
 
-    pub fn local_addr(&self) -> std::net::SocketAddr {
+    pub fn local_addr(&self) -> SocketAddr {
         self.engine.local_addr().expect("server role")
+    }
+
+    /// Where the HTTP endpoints listen, when `web.http.listen` is set.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    /// Where the HTTPS endpoints listen, when `web.https.listen` is set.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https_addr
     }
 
     /// Hex SHA-256 of each served certificate, first the default.
@@ -81,8 +150,11 @@ impl Server {
         &self.nodes.registry().expect("cores started").stats
     }
 
-    /// Close every connection and wait for the cores to exit.
-    pub fn stop(self) -> anyhow::Result<()> {
+    /// Stop the HTTP endpoints, close every connection and wait for the cores to exit.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(http) = self.http.take() {
+            http.stop();
+        }
         self.engine.shutdown();
         self.engine.join()?;
         Ok(())
@@ -99,4 +171,33 @@ fn load_certs(config: &Config) -> anyhow::Result<ServerCerts> {
         certs.extend(ServerCerts::generate(&config.tls.generate)?);
     }
     Ok(certs)
+}
+
+/// The relay as the HTTP endpoints see it.
+struct RelayOrigin {
+    nodes: Arc<NodeFactory>,
+    fingerprint: String,
+}
+
+impl crate::http::Origin for RelayOrigin {
+    fn announced(&self, prefix: &str) -> Vec<String> {
+        let Some(registry) = self.nodes.registry() else {
+            return Vec::new();
+        };
+        registry
+            .snapshot()
+            .iter()
+            .filter_map(|(p, _)| path::strip_prefix(p, prefix).map(str::to_owned))
+            .collect()
+    }
+
+    /// Always `None`, so `/fetch` answers 404, until the node exposes the latest group of a
+    /// track to other threads.
+    fn fetch(&self, _broadcast: &str, _track: &str, _timeout: Duration) -> Option<Vec<Bytes>> {
+        None
+    }
+
+    fn fingerprint(&self) -> String {
+        self.fingerprint.clone()
+    }
 }

@@ -40,7 +40,17 @@ pub struct Group {
     pub frames: Vec<Arc<Frame>>,
     /// All frames are in (FIN seen, or the source said so).
     pub done: bool,
-    pub created: Instant,
+    /// When `done` became true; a finished group's cache age counts from here.
+    pub done_at: Option<Instant>,
+}
+
+impl Group {
+    pub fn finish(&mut self, now: Instant) {
+        if !self.done {
+            self.done = true;
+            self.done_at = Some(now);
+        }
+    }
 }
 
 /// Bounds of a track's group cache: the latest group is always kept; older ones while there
@@ -65,7 +75,14 @@ impl Default for CacheLimits {
 pub struct GroupCache {
     pub groups: VecDeque<Group>,
     pub latest: Option<u64>,
+    /// Unfinished groups evicted since the owner last looked: their subscribers' streams must
+    /// be reset, not left waiting for a FIN that will never be forwarded.
+    pub dropped: Vec<u64>,
 }
+
+/// Unfinished groups (besides the latest) kept per cached group allowed: a publisher may
+/// overlap groups for a while, but not without bound.
+const UNFINISHED_PER_GROUP: usize = 4;
 
 impl GroupCache {
     pub fn get_mut(&mut self, seq: u64) -> Option<&mut Group> {
@@ -85,7 +102,7 @@ impl GroupCache {
             seq,
             frames: Vec::new(),
             done: false,
-            created: now,
+            done_at: None,
         });
         if self.latest.is_none_or(|l| seq > l) {
             self.latest = Some(seq);
@@ -94,22 +111,40 @@ impl GroupCache {
         self.get(seq).is_some()
     }
 
-    /// Drop groups past the age bound, and the oldest finished groups past the count bound;
-    /// never the latest. A group still being written is only dropped by age: its frames are
-    /// still arriving and subscribers are mid-way through it.
+    /// Drop finished groups older than the age bound (counted from their end) and the oldest
+    /// finished groups past the count bound; never the latest. A group still being written is
+    /// kept however long it takes (a clock's group lasts a minute): its frames are still
+    /// arriving and subscribers are mid-way through it. Only an excess of unfinished groups
+    /// drops the oldest of them, recorded in `dropped`.
     pub fn evict(&mut self, now: Instant, limits: CacheLimits) {
         let latest = self.latest;
         let mut excess = self.groups.len().saturating_sub(limits.groups.max(1));
+        let unfinished = self
+            .groups
+            .iter()
+            .filter(|g| !g.done && Some(g.seq) != latest)
+            .count();
+        let mut unfinished_excess =
+            unfinished.saturating_sub(limits.groups.max(1) * UNFINISHED_PER_GROUP);
+        let dropped = &mut self.dropped;
         self.groups.retain(|g| {
             if Some(g.seq) == latest {
                 return true;
             }
-            if now.duration_since(g.created) > limits.age {
-                excess = excess.saturating_sub(1);
-                return false;
+            if !g.done {
+                if unfinished_excess > 0 {
+                    unfinished_excess -= 1;
+                    excess = excess.saturating_sub(1);
+                    dropped.push(g.seq);
+                    return false;
+                }
+                return true;
             }
-            if excess > 0 && g.done {
-                excess -= 1;
+            let aged = g
+                .done_at
+                .is_some_and(|t| now.duration_since(t) > limits.age);
+            if aged || excess > 0 {
+                excess = excess.saturating_sub(1);
                 return false;
             }
             true
@@ -135,18 +170,63 @@ mod tests {
         let mut c = GroupCache::default();
         for seq in 0..10 {
             assert!(c.open(seq, now, limits));
-            c.get_mut(seq).unwrap().done = seq != 3;
+            if seq != 3 {
+                c.get_mut(seq).unwrap().finish(now);
+            }
         }
         // Group 3 is unfinished, so count eviction spares it; of the rest only the latest fits.
         let seqs: Vec<u64> = c.groups.iter().map(|g| g.seq).collect();
         assert_eq!(seqs, vec![3, 9]);
         assert_eq!(c.latest, Some(9));
-        // Age: only the latest survives, finished or not.
+        // Age drops finished groups only: unfinished group 3 is still being written.
         c.evict(now + Duration::from_secs(2), limits);
-        assert_eq!(c.groups.iter().map(|g| g.seq).collect::<Vec<_>>(), vec![9]);
+        assert_eq!(
+            c.groups.iter().map(|g| g.seq).collect::<Vec<_>>(),
+            vec![3, 9]
+        );
+        assert!(c.dropped.is_empty());
         // A late older group is kept while it fits.
         assert!(c.open(5, now + Duration::from_secs(2), limits));
         assert_eq!(c.latest, Some(9));
+    }
+
+    /// A group that takes longer than the age bound (a clock's minute) is not evicted while it
+    /// is written, and its age counts from its end.
+    #[test]
+    fn long_groups_survive_until_they_end() {
+        let t0 = Instant::now();
+        let limits = CacheLimits {
+            groups: 4,
+            age: Duration::from_secs(5),
+        };
+        let mut c = GroupCache::default();
+        assert!(c.open(21, t0, limits));
+        let minute = t0 + Duration::from_secs(60);
+        // Group 22 opens a moment before 21's FIN arrives.
+        assert!(c.open(22, minute, limits));
+        assert!(c.get(21).is_some(), "unfinished group evicted by age");
+        c.get_mut(21).unwrap().finish(minute);
+        c.evict(minute + Duration::from_secs(4), limits);
+        assert!(c.get(21).is_some());
+        c.evict(minute + Duration::from_secs(6), limits);
+        assert!(c.get(21).is_none());
+        assert!(c.dropped.is_empty());
+    }
+
+    /// Unfinished groups are bounded too; the ones dropped are reported.
+    #[test]
+    fn excess_unfinished_groups_are_dropped_and_reported() {
+        let now = Instant::now();
+        let limits = CacheLimits {
+            groups: 1,
+            age: Duration::from_secs(5),
+        };
+        let mut c = GroupCache::default();
+        for seq in 0..(UNFINISHED_PER_GROUP as u64 + 3) {
+            assert!(c.open(seq, now, limits));
+        }
+        assert_eq!(c.dropped, vec![0, 1]);
+        assert_eq!(c.groups.len(), UNFINISHED_PER_GROUP + 1);
     }
 
     #[test]

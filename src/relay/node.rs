@@ -21,6 +21,7 @@ use crate::lite::{
 use crate::quic::{
     Connection, ConnectionHandle, Ctx, Dir, Event, Handler, StreamEvent, StreamId, VarInt,
 };
+use crate::web;
 
 /// Named, configurable bounds on what one peer can make this node hold.
 #[derive(Clone, Debug)]
@@ -91,6 +92,18 @@ pub enum AppCmd {
     Unsubscribe {
         id: u64,
     },
+    /// Declare the TRACK_INFO of a track this application publishes (else the defaults).
+    TrackInfo {
+        path: String,
+        track: String,
+        info: TrackInfo,
+    },
+    /// Ask for a track's TRACK_INFO; answered with [`AppEvent::TrackInfo`] tagged `id`.
+    Info {
+        id: u64,
+        path: String,
+        track: String,
+    },
 }
 
 /// What a client application hears from its node.
@@ -123,6 +136,11 @@ pub enum AppEvent {
     Closed {
         reason: String,
     },
+    /// The answer to [`AppCmd::Info`]: the publisher's TRACK_INFO, or the reset code.
+    TrackInfo {
+        id: u64,
+        result: Result<TrackInfo, u32>,
+    },
 }
 
 /// A client node's application side.
@@ -140,6 +158,9 @@ pub struct Dial {
     pub path: String,
     /// Offered in CLIENT_SETUP when the ALPN is `moql`, in preference order.
     pub setup_versions: Vec<Version>,
+    /// Over WebTransport (ALPN `h3`): the WT-Available-Protocols to offer; none leaves the
+    /// version to the SETUP exchange.
+    pub web_protocols: Vec<String>,
 }
 
 const CONTROL_PRIORITY: i32 = i32::MAX;
@@ -230,9 +251,59 @@ enum In {
         buf: Vec<u8>,
         up: u64,
     },
+    /// The publisher's TRACK_INFO for `(path, name)`, which others wait for.
+    OurTrack {
+        buf: Vec<u8>,
+        path: Arc<str>,
+        name: Arc<str>,
+    },
     /// Read and drop (probe, goaway, finished requests).
     Discard,
+    /// HTTP/3: a peer uni stream's type (and WebTransport session id).
+    H3Uni {
+        buf: Vec<u8>,
+    },
+    /// HTTP/3: a peer bidi stream, a WebTransport stream or the CONNECT request.
+    H3Bidi {
+        buf: Vec<u8>,
+    },
+    /// HTTP/3: the peer's control stream.
+    H3Control {
+        reader: web::ControlReader,
+        buf: Vec<u8>,
+    },
+    /// HTTP/3: a QPACK stream, read and dropped but never allowed to end.
+    H3Critical,
+    /// HTTP/3 server: the CONNECT request, then the client's capsules.
+    H3Connect {
+        reader: web::ConnectReader,
+        buf: Vec<u8>,
+    },
+    /// HTTP/3 client: the response to our CONNECT, then the server's capsules.
+    H3Response {
+        reader: web::ResponseReader,
+        buf: Vec<u8>,
+    },
+    /// A WebTransport stream that arrived before the CONNECT response was read: its bytes
+    /// wait (bounded) until the session opens.
+    H3Pending {
+        bidi: bool,
+        session: u64,
+        buf: Vec<u8>,
+        fin: bool,
+    },
 }
+
+/// Where a WebTransport stream header leads.
+enum WebStream {
+    Ours,
+    /// Ahead of the session: hold it until the session opens.
+    Early,
+    Refused,
+}
+
+/// WebTransport streams held while a session opens (RFC: a client buffers a few).
+const MAX_EARLY_STREAMS: usize = 32;
 
 struct GroupIn {
     reader: GroupReader,
@@ -267,6 +338,16 @@ struct AnnounceOut {
     active: HashSet<Arc<str>>,
 }
 
+/// A connection's HTTP/3 state when its moq session rides on WebTransport.
+#[derive(Default)]
+struct Web {
+    peer: web::PeerStreams,
+    /// The CONNECT stream, whose id is the WebTransport session id.
+    connect: Option<StreamId>,
+    /// The CONNECT was answered with 2xx: WebTransport streams may flow.
+    open: bool,
+}
+
 struct Session {
     version: Option<Version>,
     legacy: bool,
@@ -281,13 +362,26 @@ struct Session {
     next_up: u64,
     announce_outs: Vec<AnnounceOut>,
     published: HashSet<Arc<str>>,
+    /// Set on HTTP/3 connections.
+    web: Option<Web>,
+    /// The `jwt` query parameter of the CONNECT URL, kept for the auth layer.
+    jwt: Option<String>,
 }
 
 impl Session {
     fn version(&self) -> Version {
         self.version.unwrap_or(Version::Lite02)
     }
+
+    /// The WebTransport session id, once the session is open.
+    fn web_session(&self) -> Option<u64> {
+        let w = self.web.as_ref()?;
+        w.open.then_some(u64::from(w.connect?))
+    }
 }
+
+/// The WebTransport subprotocols the relay speaks, in its order (the client's order wins).
+const WEB_PROTOCOLS: [&str; 4] = ["moq-lite-05", "moq-lite-04", "moq-lite-03", "moql"];
 
 /// Everything a session operation may touch besides the session itself.
 pub struct Node {
@@ -307,6 +401,21 @@ pub struct Node {
     next_track: u64,
     /// This core's view of every active broadcast and who publishes it.
     active: BTreeMap<Arc<str>, Owner>,
+    /// Publishers' TRACK_INFO by path and track name, kept while the broadcast is active.
+    infos: HashMap<Arc<str>, HashMap<Arc<str>, TrackInfo>>,
+    /// Who waits for a TRACK_INFO being asked for upstream or on the owning core.
+    info_waits: HashMap<(Arc<str>, Arc<str>), Vec<InfoWaiter>>,
+}
+
+/// Someone who asked for a track's TRACK_INFO.
+#[derive(Clone, Copy, Debug)]
+enum InfoWaiter {
+    /// A peer's TRACK stream on this core.
+    Stream(ConnectionHandle, StreamId),
+    /// Another core, on behalf of its own waiters.
+    Core(usize),
+    /// The local application's [`AppCmd::Info`].
+    App(u64),
 }
 
 impl Node {
@@ -334,6 +443,8 @@ impl Node {
             app_subs: HashMap::new(),
             next_track: 1,
             active,
+            infos: HashMap::new(),
+            info_waits: HashMap::new(),
         }
     }
 
@@ -418,8 +529,17 @@ impl Node {
         ctx.close(ch, code.0, reason.as_bytes());
     }
 
+    /// Open a stream for the moq session; on WebTransport it starts with the stream header.
     fn open(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, dir: Dir) -> Option<StreamId> {
-        ctx.conn(ch)?.streams().open(dir)
+        let id = ctx.conn(ch)?.streams().open(dir)?;
+        if let Some(session) = self.sessions.get(&ch).and_then(Session::web_session) {
+            let prefix = match dir {
+                Dir::Uni => web::uni_prefix(session),
+                Dir::Bi => web::bidi_prefix(session),
+            };
+            self.write(ctx, ch, id, vec![prefix], false);
+        }
+        Some(id)
     }
 
     /// Open a control stream toward the peer, send its type and request, and read its
@@ -460,19 +580,11 @@ impl Node {
         let server = ctx.peek(ch).is_some_and(|c| c.side().is_server());
         let version = Version::from_alpn(&alpn);
         let legacy = alpn == Version::LEGACY_ALPN;
-        if version.is_none() && !legacy {
+        let h3 = alpn.as_bytes() == web::ALPN;
+        if version.is_none() && !legacy && !h3 {
             self.close(ctx, ch, ErrorCode::UNKNOWN_ALPN, "unsupported ALPN");
             return;
         }
-        // A client's root travels in SETUP; inside the node its paths are relative to it.
-        let root = if server {
-            String::new()
-        } else {
-            self.dial
-                .as_ref()
-                .map(|d| d.path.clone())
-                .unwrap_or_default()
-        };
         let session = Session {
             version,
             legacy,
@@ -487,8 +599,30 @@ impl Node {
             next_up: 0,
             announce_outs: Vec::new(),
             published: HashSet::new(),
+            web: h3.then(Web::default),
+            jwt: None,
         };
         self.sessions.insert(ch, session);
+        if h3 {
+            self.web_start(ctx, ch, server);
+        } else {
+            self.begin(ctx, ch);
+        }
+        self.accept(ctx, ch);
+    }
+
+    /// The version is known: start the moq session (SETUP per version).
+    fn begin(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle) {
+        let Some(s) = self.sessions.get(&ch) else {
+            return;
+        };
+        let (version, server, web) = (s.version, s.server, s.web.is_some());
+        // A client's root travels in SETUP (in the URL on WebTransport); inside the node its
+        // paths are relative to it.
+        let root = match &self.dial {
+            Some(d) if !server && !web => d.path.clone(),
+            _ => String::new(),
+        };
         match version {
             Some(Version::Lite05) => {
                 let setup = Setup {
@@ -543,7 +677,210 @@ impl Node {
             }
             None => {}
         }
+    }
+
+    // ----- WebTransport -----------------------------------------------------------------
+
+    /// An HTTP/3 connection: our SETTINGS at once (Chromium waits for them), and a client
+    /// sends its CONNECT.
+    fn web_start(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, server: bool) {
+        let Some(control) = ctx.conn(ch).and_then(|c| c.streams().open(Dir::Uni)) else {
+            return;
+        };
+        self.write(ctx, ch, control, vec![web::control_stream(server)], false);
+        if server {
+            return;
+        }
+        let Some(dial) = self.dial.clone() else {
+            return;
+        };
+        let Some(id) = ctx.conn(ch).and_then(|c| c.streams().open(Dir::Bi)) else {
+            return;
+        };
+        let authority = format!("{}:{}", dial.server_name, dial.addr.port());
+        let url = format!("/{}", dial.path.trim_start_matches('/'));
+        let protocols: Vec<&str> = dial.web_protocols.iter().map(String::as_str).collect();
+        if let Some(s) = self.sessions.get_mut(&ch) {
+            if let Some(w) = s.web.as_mut() {
+                w.connect = Some(id);
+            }
+            s.ins.insert(
+                id,
+                In::H3Response {
+                    reader: web::ResponseReader::new(),
+                    buf: Vec::new(),
+                },
+            );
+        }
+        let request = web::connect_request(&authority, &url, &protocols);
+        self.write(ctx, ch, id, vec![request], false);
+    }
+
+    /// The WebTransport session is open: pick the version from the negotiated subprotocol,
+    /// or leave it to the SETUP exchange when there is none.
+    fn web_open(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, protocol: Option<&str>) {
+        let Some(s) = self.sessions.get_mut(&ch) else {
+            return;
+        };
+        if let Some(w) = s.web.as_mut() {
+            w.open = true;
+        }
+        s.version = protocol.and_then(Version::from_alpn);
+        s.legacy = s.version.is_none();
+        let session = s.web_session();
+        let early: Vec<StreamId> = s
+            .ins
+            .iter()
+            .filter(|(_, st)| matches!(st, In::H3Pending { .. }))
+            .map(|(id, _)| *id)
+            .collect();
+        self.begin(ctx, ch);
+        for id in early {
+            let Some(In::H3Pending {
+                bidi,
+                session: named,
+                buf,
+                fin,
+            }) = self.sessions.get_mut(&ch).and_then(|s| s.ins.remove(&id))
+            else {
+                continue;
+            };
+            if Some(named) != session {
+                self.h3_refuse(ctx, ch, id, web::WT_BUFFERED_STREAM_REJECTED);
+                continue;
+            }
+            let next = self.web_inner(ch, id, bidi);
+            let end = if fin { End::Fin } else { End::Open };
+            self.feed(ctx, ch, id, next, vec![Bytes::from(buf)], end);
+        }
         self.accept(ctx, ch);
+    }
+
+    /// An HTTP/3 violation: close the stream or the connection with the HTTP/3 code.
+    fn h3_error(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, id: StreamId, e: web::Error) {
+        tracing::debug!(core = self.core, stream = %id, error = %e, "http/3 error");
+        if e.is_connection() {
+            ctx.close(ch, e.code as u32, e.reason.as_bytes());
+            return;
+        }
+        self.h3_refuse(ctx, ch, id, e.code);
+    }
+
+    /// Stop reading a stream and reset our half, with an HTTP/3 code.
+    fn h3_refuse(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, id: StreamId, code: u64) {
+        if let Some(s) = self.sessions.get_mut(&ch) {
+            s.ins.remove(&id);
+            s.outs.remove(&id);
+        }
+        let code = VarInt::from_u64(code).unwrap_or(VarInt::from_u32(0x101));
+        if let Some(conn) = ctx.conn(ch) {
+            let _ = conn.recv_stream(id).stop(code);
+            if id.dir() == Dir::Bi {
+                let _ = conn.send_stream(id).reset(code);
+            }
+        }
+    }
+
+    /// A WebTransport stream header: ours, early (the session is not open yet), or refused.
+    fn web_stream(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        ch: ConnectionHandle,
+        id: StreamId,
+        session: u64,
+    ) -> WebStream {
+        let Some(s) = self.sessions.get(&ch) else {
+            return WebStream::Refused;
+        };
+        if s.web_session() == Some(session) {
+            return WebStream::Ours;
+        }
+        let opening = s.web.as_ref().is_some_and(|w| !w.open);
+        let early = s
+            .ins
+            .values()
+            .filter(|st| matches!(st, In::H3Pending { .. }))
+            .count();
+        if opening && early < MAX_EARLY_STREAMS {
+            return WebStream::Early;
+        }
+        self.h3_refuse(ctx, ch, id, web::WT_BUFFERED_STREAM_REJECTED);
+        WebStream::Refused
+    }
+
+    /// The moq state a WebTransport stream of our session starts in.
+    fn web_inner(&mut self, ch: ConnectionHandle, id: StreamId, bidi: bool) -> In {
+        if let Some(s) = self.sessions.get_mut(&ch)
+            && bidi
+            && s.server
+            && s.legacy
+            && s.session_stream.is_none()
+        {
+            s.session_stream = Some(id);
+            return In::SessionStream {
+                buf: Vec::new(),
+                setup_done: false,
+            };
+        }
+        In::Type {
+            bidi,
+            buf: Vec::new(),
+        }
+    }
+
+    /// The CONNECT request: answer it and open the session, whose root is the URL path.
+    fn web_request(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        ch: ConnectionHandle,
+        id: StreamId,
+        req: web::Request,
+    ) -> bool {
+        let root = match path::normalize(&req.root, self.limits.max_path) {
+            Ok(root) => root,
+            Err(_) => {
+                self.write(ctx, ch, id, vec![web::response(414, None)], true);
+                return false;
+            }
+        };
+        let protocol = web::choose_protocol(&req.protocols, &WEB_PROTOCOLS);
+        tracing::debug!(
+            core = self.core,
+            root = %root,
+            offered = ?req.protocols,
+            chosen = ?protocol,
+            "webtransport session"
+        );
+        if let Some(s) = self.sessions.get_mut(&ch) {
+            s.root = root;
+            s.jwt = req.jwt;
+            if let Some(w) = s.web.as_mut() {
+                w.connect = Some(id);
+            }
+        }
+        if let Some(c) = ctx.conn(ch) {
+            let _ = c.send_stream(id).set_priority(CONTROL_PRIORITY);
+        }
+        self.write(
+            ctx,
+            ch,
+            id,
+            vec![web::response(200, protocol.as_deref())],
+            false,
+        );
+        self.web_open(ctx, ch, protocol.as_deref());
+        true
+    }
+
+    /// The peer ended the WebTransport session (capsule, FIN or reset of the CONNECT stream).
+    fn web_closed(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, code: u32, reason: &str) {
+        tracing::debug!(
+            core = self.core,
+            code,
+            reason,
+            "webtransport session closed by peer"
+        );
+        ctx.close(ch, web::H3_NO_ERROR as u32, reason.as_bytes());
     }
 
     /// Setup is complete: requests may flow. Ask the peer what it publishes.
@@ -587,8 +924,9 @@ impl Node {
             let Some(s) = self.sessions.get(&ch) else {
                 return;
             };
-            let uni_ok = s.ready || s.version == Some(Version::Lite05);
-            let bi_ok = s.ready || (s.legacy && s.server && s.session_stream.is_none());
+            let web = s.web.is_some();
+            let uni_ok = web || s.ready || s.version == Some(Version::Lite05);
+            let bi_ok = web || s.ready || (s.legacy && s.server && s.session_stream.is_none());
             let legacy_first = !s.ready && s.legacy && s.server;
             let Some(conn) = ctx.conn(ch) else { return };
             let id = if uni_ok {
@@ -605,7 +943,12 @@ impl Node {
             });
             let Some(id) = id else { return };
             let s = self.sessions.get_mut(&ch).expect("checked");
-            let state = if id.dir() == Dir::Bi && legacy_first {
+            let state = if web {
+                match id.dir() {
+                    Dir::Uni => In::H3Uni { buf: Vec::new() },
+                    Dir::Bi => In::H3Bidi { buf: Vec::new() },
+                }
+            } else if id.dir() == Dir::Bi && legacy_first {
                 s.session_stream = Some(id);
                 In::SessionStream {
                     buf: Vec::new(),
@@ -633,6 +976,11 @@ impl Node {
         for path in &s.published {
             self.registry.unpublish(path, self.core, Some(ch));
         }
+        for state in s.ins.values() {
+            if let In::OurTrack { path: p, name, .. } = state {
+                self.info_known(ctx, p.clone(), name.clone(), Err(ErrorCode::DROPPED));
+            }
+        }
         for (id, down) in s.downs {
             self.detach(ctx, down.track, SubRef::Down { conn: ch, id });
         }
@@ -652,12 +1000,22 @@ impl Node {
     fn read(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, id: StreamId) {
         let Some(conn) = ctx.conn(ch) else { return };
         let (chunks, end) = read_chunks(conn, id);
-        let Some(s) = self.sessions.get_mut(&ch) else {
+        let Some(state) = self.sessions.get_mut(&ch).and_then(|s| s.ins.remove(&id)) else {
             return;
         };
-        let Some(state) = s.ins.remove(&id) else {
-            return;
-        };
+        self.feed(ctx, ch, id, state, chunks, end);
+    }
+
+    /// Run a stream's state over new bytes and keep the state while the stream is open.
+    fn feed(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        ch: ConnectionHandle,
+        id: StreamId,
+        state: In,
+        chunks: Vec<Bytes>,
+        end: End,
+    ) {
         let state = match self.consume(ctx, ch, id, state, chunks, end) {
             Ok(state) => state,
             Err(e) => {
@@ -667,7 +1025,7 @@ impl Node {
             }
         };
         if let (Some(state), Some(s)) = (state, self.sessions.get_mut(&ch))
-            && end == End::Open
+            && (end == End::Open || matches!(state, In::H3Pending { .. }))
         {
             s.ins.insert(id, state);
         }
@@ -777,10 +1135,264 @@ impl Node {
                         }
                         Ok(None)
                     }
-                    End::Reset => Ok(None),
+                    End::Reset(code) => {
+                        // The publisher gave up on the group: so do its subscribers.
+                        if let Some(track) = g.track {
+                            self.group_abort(ctx, track, g.seq, code);
+                        }
+                        Ok(None)
+                    }
                 }
             }
             In::Discard => Ok(Some(In::Discard)),
+            In::H3Pending {
+                bidi,
+                session,
+                mut buf,
+                fin,
+            } => {
+                extend(&mut buf, &chunks, max)?;
+                Ok(Some(In::H3Pending {
+                    bidi,
+                    session,
+                    buf,
+                    fin: fin || end == End::Fin,
+                }))
+            }
+            In::H3Critical => {
+                if end != End::Open {
+                    self.h3_error(ctx, ch, id, web::Error::closed_critical_stream());
+                    return Ok(None);
+                }
+                Ok(Some(In::H3Critical))
+            }
+            In::H3Uni { mut buf } => {
+                extend(&mut buf, &chunks, max)?;
+                let (kind, used) = match web::uni_header(&buf) {
+                    Ok(Some(header)) => header,
+                    Ok(None) => return self.short(end, In::H3Uni { buf }),
+                    Err(e) => {
+                        self.h3_error(ctx, ch, id, e);
+                        return Ok(None);
+                    }
+                };
+                let rest = vec![Bytes::copy_from_slice(&buf[used..])];
+                let seen = match self.sessions.get_mut(&ch).and_then(|s| s.web.as_mut()) {
+                    Some(w) => w.peer.accept(kind),
+                    None => return Ok(None),
+                };
+                if let Err(e) = seen {
+                    self.h3_error(ctx, ch, id, e);
+                    return Ok(None);
+                }
+                let server = self.sessions.get(&ch).is_some_and(|s| s.server);
+                let next = match kind {
+                    web::UniStream::Control => In::H3Control {
+                        reader: web::ControlReader::new(server),
+                        buf: Vec::new(),
+                    },
+                    web::UniStream::QpackEncoder | web::UniStream::QpackDecoder => In::H3Critical,
+                    web::UniStream::WebTransport { session } => {
+                        match self.web_stream(ctx, ch, id, session) {
+                            WebStream::Ours => self.web_inner(ch, id, false),
+                            WebStream::Early => In::H3Pending {
+                                bidi: false,
+                                session,
+                                buf: Vec::new(),
+                                fin: false,
+                            },
+                            WebStream::Refused => return Ok(None),
+                        }
+                    }
+                    web::UniStream::Push if server => {
+                        self.h3_error(
+                            ctx,
+                            ch,
+                            id,
+                            web::Error::connection(
+                                web::H3_STREAM_CREATION_ERROR,
+                                "push stream from a client",
+                            ),
+                        );
+                        return Ok(None);
+                    }
+                    web::UniStream::Push | web::UniStream::Unknown(_) => {
+                        self.h3_refuse(ctx, ch, id, web::H3_STREAM_CREATION_ERROR);
+                        return Ok(None);
+                    }
+                };
+                self.consume(ctx, ch, id, next, rest, end)
+            }
+            In::H3Bidi { mut buf } => {
+                extend(&mut buf, &chunks, max)?;
+                let (kind, used) = match web::bidi_header(&buf) {
+                    Ok(Some(header)) => header,
+                    Ok(None) => return self.short(end, In::H3Bidi { buf }),
+                    Err(e) => {
+                        self.h3_error(ctx, ch, id, e);
+                        return Ok(None);
+                    }
+                };
+                let rest = vec![Bytes::copy_from_slice(&buf[used..])];
+                let next = match kind {
+                    web::BidiStream::WebTransport { session } => {
+                        match self.web_stream(ctx, ch, id, session) {
+                            WebStream::Ours => self.web_inner(ch, id, true),
+                            WebStream::Early => In::H3Pending {
+                                bidi: true,
+                                session,
+                                buf: Vec::new(),
+                                fin: false,
+                            },
+                            WebStream::Refused => return Ok(None),
+                        }
+                    }
+                    web::BidiStream::Request => {
+                        let Some(s) = self.sessions.get_mut(&ch) else {
+                            return Ok(None);
+                        };
+                        let first = s.web.as_ref().is_some_and(|w| w.connect.is_none());
+                        if !s.server || !first {
+                            // One session per connection (WEBTRANSPORT_MAX_SESSIONS = 1).
+                            self.h3_refuse(ctx, ch, id, web::H3_REQUEST_REJECTED);
+                            return Ok(None);
+                        }
+                        if let Some(w) = s.web.as_mut() {
+                            w.connect = Some(id);
+                        }
+                        In::H3Connect {
+                            reader: web::ConnectReader::new(),
+                            buf: Vec::new(),
+                        }
+                    }
+                };
+                self.consume(ctx, ch, id, next, rest, end)
+            }
+            In::H3Control {
+                mut reader,
+                mut buf,
+            } => {
+                extend(&mut buf, &chunks, max)?;
+                match reader.feed(&buf) {
+                    Ok(used) => {
+                        buf.drain(..used);
+                    }
+                    Err(e) => {
+                        self.h3_error(ctx, ch, id, e);
+                        return Ok(None);
+                    }
+                }
+                if end != End::Open {
+                    self.h3_error(ctx, ch, id, web::Error::closed_critical_stream());
+                    return Ok(None);
+                }
+                Ok(Some(In::H3Control { reader, buf }))
+            }
+            In::H3Connect {
+                mut reader,
+                mut buf,
+            } => {
+                extend(&mut buf, &chunks, max)?;
+                loop {
+                    let (used, progress) = match reader.feed(&buf) {
+                        Ok(step) => step,
+                        Err(e) => {
+                            self.h3_error(ctx, ch, id, e);
+                            return Ok(None);
+                        }
+                    };
+                    buf.drain(..used);
+                    match progress {
+                        web::ConnectProgress::NeedMore => break,
+                        web::ConnectProgress::Request(req) => {
+                            if !self.web_request(ctx, ch, id, req) {
+                                return Ok(None);
+                            }
+                        }
+                        web::ConnectProgress::Reject(r) => {
+                            tracing::debug!(
+                                core = self.core,
+                                status = r.status,
+                                reason = r.reason,
+                                "CONNECT refused"
+                            );
+                            if let Some(w) = self.sessions.get_mut(&ch).and_then(|s| s.web.as_mut())
+                            {
+                                w.connect = None;
+                            }
+                            self.write(ctx, ch, id, vec![r.response()], true);
+                            if let Some(c) = ctx.conn(ch) {
+                                let _ = c
+                                    .recv_stream(id)
+                                    .stop(VarInt::from_u32(web::H3_NO_ERROR as u32));
+                            }
+                            return Ok(None);
+                        }
+                        web::ConnectProgress::Capsule(web::Capsule::CloseWebTransportSession {
+                            code,
+                            reason,
+                        }) => {
+                            self.web_closed(ctx, ch, code, &reason);
+                            return Ok(None);
+                        }
+                        web::ConnectProgress::Capsule(web::Capsule::DrainWebTransportSession) => {}
+                    }
+                }
+                match end {
+                    End::Open => Ok(Some(In::H3Connect { reader, buf })),
+                    End::Fin => {
+                        if let Err(e) = reader.finish(buf.len()) {
+                            self.h3_error(ctx, ch, id, e);
+                        } else {
+                            self.web_closed(ctx, ch, 0, "");
+                        }
+                        Ok(None)
+                    }
+                    End::Reset(code) => {
+                        self.web_closed(ctx, ch, code.0, "CONNECT stream reset");
+                        Ok(None)
+                    }
+                }
+            }
+            In::H3Response {
+                mut reader,
+                mut buf,
+            } => {
+                extend(&mut buf, &chunks, max)?;
+                loop {
+                    let (used, progress) = match reader.feed(&buf) {
+                        Ok(step) => step,
+                        Err(e) => {
+                            self.h3_error(ctx, ch, id, e);
+                            return Ok(None);
+                        }
+                    };
+                    buf.drain(..used);
+                    match progress {
+                        web::ResponseProgress::NeedMore => break,
+                        web::ResponseProgress::Response(r) if r.is_success() => {
+                            self.web_open(ctx, ch, r.protocol.as_deref());
+                        }
+                        web::ResponseProgress::Response(r) => {
+                            let reason = format!("CONNECT refused with status {}", r.status);
+                            ctx.close(ch, web::H3_NO_ERROR as u32, reason.as_bytes());
+                            return Ok(None);
+                        }
+                        web::ResponseProgress::Capsule(
+                            web::Capsule::CloseWebTransportSession { code, reason },
+                        ) => {
+                            self.web_closed(ctx, ch, code, &reason);
+                            return Ok(None);
+                        }
+                        web::ResponseProgress::Capsule(web::Capsule::DrainWebTransportSession) => {}
+                    }
+                }
+                if end != End::Open {
+                    self.web_closed(ctx, ch, 0, "CONNECT stream ended");
+                    return Ok(None);
+                }
+                Ok(Some(In::H3Response { reader, buf }))
+            }
             In::SessionStream {
                 mut buf,
                 setup_done,
@@ -859,11 +1471,15 @@ impl Node {
                 buf.drain(..used);
                 let server = self.sessions.get(&ch).is_some_and(|s| s.server);
                 if server {
-                    let raw = setup.path.unwrap_or_default();
-                    let raw = raw.split('?').next().unwrap_or_default();
-                    let root = path::normalize(raw, self.limits.max_path)?;
-                    if let Some(s) = self.sessions.get_mut(&ch) {
-                        s.root = root;
+                    // On WebTransport the URL path is the root; SETUP Path is raw QUIC's.
+                    let web = self.sessions.get(&ch).is_some_and(|s| s.web.is_some());
+                    if !web {
+                        let raw = setup.path.unwrap_or_default();
+                        let raw = raw.split('?').next().unwrap_or_default();
+                        let root = path::normalize(raw, self.limits.max_path)?;
+                        if let Some(s) = self.sessions.get_mut(&ch) {
+                            s.root = root;
+                        }
                     }
                     self.ready(ctx, ch);
                 }
@@ -920,11 +1536,21 @@ impl Node {
             }
             In::TrackRequest { mut buf } => {
                 extend(&mut buf, &chunks, max)?;
-                let Some((_req, _)) = lite::decode_framed::<TrackReq>(&buf, version, max)? else {
+                let Some((req, _)) = lite::decode_framed::<TrackReq>(&buf, version, max)? else {
                     return self.short(end, In::TrackRequest { buf });
                 };
-                let info = TrackInfo::default();
-                self.write_msg(ctx, ch, id, |v, b| info.encode(v, b), true);
+                let root = self
+                    .sessions
+                    .get(&ch)
+                    .map(|s| s.root.clone())
+                    .unwrap_or_default();
+                let abs = path::join(&root, &req.broadcast, self.limits.max_path)?;
+                self.want_info(
+                    ctx,
+                    abs.into(),
+                    req.track.into(),
+                    InfoWaiter::Stream(ch, id),
+                );
                 Ok(Some(In::Discard))
             }
             In::FetchRequest { mut buf } => {
@@ -1007,6 +1633,27 @@ impl Node {
                 }
                 Ok(Some(In::OurSubscribe { buf, up }))
             }
+            In::OurTrack {
+                mut buf,
+                path: p,
+                name,
+            } => {
+                extend(&mut buf, &chunks, max)?;
+                if let Some((info, _)) = lite::decode_framed::<TrackInfo>(&buf, version, max)? {
+                    self.write(ctx, ch, id, Vec::new(), true);
+                    self.info_known(ctx, p, name, Ok(info));
+                    return Ok(Some(In::Discard));
+                }
+                if end != End::Open {
+                    let code = match end {
+                        End::Reset(code) => code,
+                        _ => ErrorCode::NOT_FOUND,
+                    };
+                    self.info_known(ctx, p, name, Err(code));
+                    return Ok(None);
+                }
+                Ok(Some(In::OurTrack { buf, path: p, name }))
+            }
         }
     }
 
@@ -1015,7 +1662,7 @@ impl Node {
         match end {
             End::Open => Ok(Some(state)),
             End::Fin => Err(DecodeError::Short),
-            End::Reset => Ok(None),
+            End::Reset(_) => Ok(None),
         }
     }
 
@@ -1201,7 +1848,10 @@ impl Node {
                 o
             }
             _ => match self.active.remove(&path_) {
-                Some(o) => o,
+                Some(o) => {
+                    self.infos.remove(&path_);
+                    o
+                }
                 None => return,
             },
         };
@@ -1244,6 +1894,125 @@ impl Node {
         }
         for (ch, id, bytes) in writes {
             self.write(ctx, ch, id, vec![bytes], false);
+        }
+    }
+
+    // ----- track info -------------------------------------------------------------------
+
+    /// Answer `waiter` with the TRACK_INFO of `(path, name)`: from this core's cache, from a
+    /// lite-05 publisher (asked once however many wait), from the owning core, or the reference
+    /// defaults when the publisher's version has no TRACK_INFO.
+    fn want_info(&mut self, ctx: &mut Ctx<'_>, p: Arc<str>, name: Arc<str>, waiter: InfoWaiter) {
+        if let Some(info) = self.infos.get(&p).and_then(|m| m.get(&name)).copied() {
+            self.give_info(ctx, &p, &name, waiter, Ok(info));
+            return;
+        }
+        let key = (p.clone(), name.clone());
+        if let Some(waiters) = self.info_waits.get_mut(&key) {
+            waiters.push(waiter);
+            return;
+        }
+        let owner = self.registry.lookup(&p).or_else(|| {
+            self.upstream.map(|conn| Owner {
+                core: self.core,
+                conn: Some(conn),
+                hops: Vec::new(),
+            })
+        });
+        let Some(owner) = owner else {
+            self.give_info(ctx, &p, &name, waiter, Err(ErrorCode::UNROUTABLE));
+            return;
+        };
+        if owner.core != self.core {
+            self.info_waits.insert(key, vec![waiter]);
+            self.registry.send(
+                owner.core,
+                CoreMsg::TrackInfo {
+                    path: p,
+                    track: name,
+                    from: self.core,
+                },
+            );
+            return;
+        }
+        let upstream = owner.conn.and_then(|conn| {
+            let s = self.sessions.get(&conn)?;
+            (s.version() >= Version::Lite05).then_some(())?;
+            let rel = path::strip_prefix(&p, &s.root)?.to_string();
+            Some((conn, rel))
+        });
+        self.info_waits.insert(key, vec![waiter]);
+        let Some((conn, rel)) = upstream else {
+            self.info_known(ctx, p, name, Ok(TrackInfo::default()));
+            return;
+        };
+        let req = TrackReq {
+            broadcast: rel,
+            track: name.to_string(),
+        };
+        let state = In::OurTrack {
+            buf: Vec::new(),
+            path: p.clone(),
+            name: name.clone(),
+        };
+        if self
+            .request(ctx, conn, ControlType::Track, &req, state)
+            .is_none()
+        {
+            self.info_known(ctx, p, name, Err(ErrorCode::DROPPED));
+        }
+    }
+
+    /// The TRACK_INFO of `(path, name)` is known (or cannot be): cache it and answer everyone.
+    fn info_known(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        p: Arc<str>,
+        name: Arc<str>,
+        result: Result<TrackInfo, ErrorCode>,
+    ) {
+        if let Ok(info) = result
+            && self.active.contains_key(&p)
+        {
+            self.infos
+                .entry(p.clone())
+                .or_default()
+                .insert(name.clone(), info);
+        }
+        let waiters = self
+            .info_waits
+            .remove(&(p.clone(), name.clone()))
+            .unwrap_or_default();
+        for w in waiters {
+            self.give_info(ctx, &p, &name, w, result);
+        }
+    }
+
+    fn give_info(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        p: &Arc<str>,
+        name: &Arc<str>,
+        waiter: InfoWaiter,
+        result: Result<TrackInfo, ErrorCode>,
+    ) {
+        match (waiter, result) {
+            (InfoWaiter::Stream(ch, id), Ok(info)) => {
+                self.write_msg(ctx, ch, id, |v, b| info.encode(v, b), true)
+            }
+            (InfoWaiter::Stream(ch, id), Err(code)) => self.refuse(ctx, ch, id, code),
+            (InfoWaiter::App(id), result) => self.emit(AppEvent::TrackInfo {
+                id,
+                result: result.map_err(|c| c.0),
+            }),
+            (InfoWaiter::Core(core), result) => self.registry.send(
+                core,
+                CoreMsg::TrackInfoReply {
+                    path: p.clone(),
+                    track: name.clone(),
+                    result: result.map_err(|c| c.0),
+                },
+            ),
         }
     }
 
@@ -1534,9 +2303,18 @@ impl Node {
         let Some(t) = self.tracks.get_mut(&track) else {
             return;
         };
-        if !t.cache.open(seq, ctx.now, self.limits.cache) {
+        let opened = t.cache.open(seq, ctx.now, self.limits.cache);
+        if !t.cache.dropped.is_empty() {
+            for old in std::mem::take(&mut t.cache.dropped) {
+                self.group_abort(ctx, track, old, ErrorCode::EVICTED);
+            }
+        }
+        if !opened {
             return;
         }
+        let Some(t) = self.tracks.get_mut(&track) else {
+            return;
+        };
         let group = t.cache.get_mut(seq).expect("opened");
         if group.done {
             return;
@@ -1573,7 +2351,7 @@ impl Node {
         let Some(group) = t.cache.get_mut(seq) else {
             return;
         };
-        group.done = true;
+        group.finish(ctx.now);
         for (core, replica) in &t.remotes {
             self.registry.send(
                 *core,
@@ -1586,6 +2364,52 @@ impl Node {
         let subs = t.subs.clone();
         for sub in subs {
             self.sync(ctx, track, sub, seq);
+        }
+    }
+
+    /// Group `seq` will never finish (reset upstream, or evicted unfinished): forget it and
+    /// reset every subscriber's stream for it, here and on the cores with replicas.
+    fn group_abort(&mut self, ctx: &mut Ctx<'_>, track: u64, seq: u64, code: ErrorCode) {
+        let Some(t) = self.tracks.get_mut(&track) else {
+            return;
+        };
+        t.cache.groups.retain(|g| g.seq != seq);
+        for (core, replica) in &t.remotes {
+            self.registry.send(
+                *core,
+                CoreMsg::GroupAbort {
+                    replica: *replica,
+                    seq,
+                    code: code.0,
+                },
+            );
+        }
+        let subs = t.subs.clone();
+        let mut resets = Vec::new();
+        for sub in subs {
+            match sub {
+                SubRef::App { id } => {
+                    if let Some((_, sent)) = self.app_subs.get_mut(&id) {
+                        sent.remove(&seq);
+                    }
+                }
+                SubRef::Down { conn, id } => {
+                    let Some(down) = self
+                        .sessions
+                        .get_mut(&conn)
+                        .and_then(|s| s.downs.get_mut(&id))
+                    else {
+                        continue;
+                    };
+                    if let Some(i) = down.groups.iter().position(|g| g.seq == seq) {
+                        let g = down.groups.remove(i).expect("in range");
+                        resets.push((conn, g.stream));
+                    }
+                }
+            }
+        }
+        for (conn, stream) in resets {
+            self.reset(ctx, conn, stream, code);
         }
     }
 
@@ -1637,6 +2461,7 @@ impl Node {
             return;
         };
         let version = s.version();
+        let web_session = s.web_session();
         let Some(down) = s.downs.get_mut(&sub) else {
             return;
         };
@@ -1681,6 +2506,9 @@ impl Node {
             }
             let writer = GroupWriter::new(version);
             let mut hdr = BytesMut::new();
+            if let Some(session) = web_session {
+                hdr.extend_from_slice(&web::uni_prefix(session));
+            }
             let _ = writer.header(
                 &GroupHeader {
                     subscribe_id: sub,
@@ -1858,7 +2686,18 @@ impl Node {
                 frame,
             } => self.append(ctx, replica, seq, frame),
             CoreMsg::GroupDone { replica, seq } => self.group_done(ctx, replica, seq),
+            CoreMsg::GroupAbort { replica, seq, code } => {
+                self.group_abort(ctx, replica, seq, ErrorCode(code))
+            }
             CoreMsg::TrackEnd { replica, code } => self.end_track(ctx, replica, ErrorCode(code)),
+            CoreMsg::TrackInfo { path, track, from } => {
+                self.want_info(ctx, path, track, InfoWaiter::Core(from))
+            }
+            CoreMsg::TrackInfoReply {
+                path,
+                track,
+                result,
+            } => self.info_known(ctx, path, track, result.map_err(ErrorCode)),
         }
     }
 
@@ -1937,6 +2776,27 @@ impl Node {
             AppCmd::Unsubscribe { id } => {
                 if let Some((t, _)) = self.app_subs.remove(&id) {
                     self.detach(ctx, t, SubRef::App { id });
+                }
+            }
+            AppCmd::TrackInfo {
+                path: p,
+                track,
+                info,
+            } => {
+                if let Ok(p) = path::normalize(&p, self.limits.max_path) {
+                    self.infos
+                        .entry(p.into())
+                        .or_default()
+                        .insert(track.into(), info);
+                }
+            }
+            AppCmd::Info { id, path: p, track } => {
+                match path::normalize(&p, self.limits.max_path) {
+                    Ok(p) => self.want_info(ctx, p.into(), track.into(), InfoWaiter::App(id)),
+                    Err(_) => self.emit(AppEvent::TrackInfo {
+                        id,
+                        result: Err(ErrorCode::UNROUTABLE.0),
+                    }),
                 }
             }
         }
@@ -2076,7 +2936,8 @@ fn suffix_of(path_: &str, prefix: &str) -> String {
 enum End {
     Open,
     Fin,
-    Reset,
+    /// Reset by the peer with this moq code (CANCEL when it is outside the mapped range).
+    Reset(ErrorCode),
 }
 
 /// Everything readable now on `id`, in order, as the received `Bytes`.
@@ -2084,14 +2945,18 @@ fn read_chunks(conn: &mut Connection, id: StreamId) -> (Vec<Bytes>, End) {
     let mut out = Vec::new();
     let mut stream = conn.recv_stream(id);
     let Ok(mut chunks) = stream.read(true) else {
-        return (out, End::Reset);
+        return (out, End::Reset(ErrorCode::CANCEL));
     };
     let end = loop {
         match chunks.next(usize::MAX) {
             Ok(Some(c)) => out.push(c.bytes),
             Ok(None) => break End::Fin,
             Err(quinn_proto::ReadError::Blocked) => break End::Open,
-            Err(quinn_proto::ReadError::Reset(_)) => break End::Reset,
+            Err(quinn_proto::ReadError::Reset(code)) => {
+                break End::Reset(
+                    ErrorCode::from_stream_code(code.into_inner()).unwrap_or(ErrorCode::CANCEL),
+                );
+            }
         }
     };
     let _ = chunks.finalize();

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use crossbeam_channel::Sender;
 
 use super::model::Frame;
+use crate::lite::TrackInfo;
 use crate::net::Doorbell;
 use crate::quic::ConnectionHandle;
 
@@ -50,8 +51,22 @@ pub enum CoreMsg {
     },
     /// Group `seq` has all its frames.
     GroupDone { replica: u64, seq: u64 },
+    /// Group `seq` will never finish: reset its subscribers' streams with `code`.
+    GroupAbort { replica: u64, seq: u64, code: u32 },
     /// The track ended; `code` 0 is a clean end.
     TrackEnd { replica: u64, code: u32 },
+    /// Core `from` wants the TRACK_INFO of `track` of `path`, which this core publishes.
+    TrackInfo {
+        path: Arc<str>,
+        track: Arc<str>,
+        from: usize,
+    },
+    /// The answer to [`CoreMsg::TrackInfo`]: the info, or the error code to reset with.
+    TrackInfoReply {
+        path: Arc<str>,
+        track: Arc<str>,
+        result: Result<TrackInfo, u32>,
+    },
 }
 
 pub struct Link {

@@ -14,6 +14,10 @@ use crate::quic::tls::ClientVerify;
 use crate::server::Server;
 
 pub(crate) fn relay(threads: usize) -> Server {
+    relay_with(threads, super::Limits::default())
+}
+
+pub(crate) fn relay_with(threads: usize, limits: super::Limits) -> Server {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
@@ -32,6 +36,8 @@ pub(crate) fn relay(threads: usize) -> Server {
         client_bind: "127.0.0.1:0".parse().unwrap(),
         client_verify: ClientVerify::Disabled,
         log_level: "info".into(),
+        limits,
+        web: Default::default(),
     };
     Server::start(&config).unwrap()
 }
@@ -58,12 +64,34 @@ fn wait<T>(client: &Client, what: &str, mut f: impl FnMut(AppEvent) -> Option<T>
 }
 
 fn connect(server: &Server, version: Version) -> Client {
-    let c = Client::connect(ClientOptions::new(server.local_addr(), version)).unwrap();
+    connect_via(server, Via::Raw(version))
+}
+
+/// How a test client reaches the relay.
+#[derive(Clone, Copy, Debug)]
+enum Via {
+    /// Raw QUIC with this version's ALPN.
+    Raw(Version),
+    /// WebTransport offering these subprotocols; the relay should settle on the version.
+    Web(&'static [&'static str], Version),
+}
+
+fn connect_via(server: &Server, via: Via) -> Client {
+    let (opts, version) = match via {
+        Via::Raw(v) => (ClientOptions::new(server.local_addr(), v), v),
+        Via::Web(protocols, v) => {
+            let mut o = ClientOptions::new(server.local_addr(), v);
+            o.alpns = vec!["h3".into()];
+            o.web_protocols = protocols.iter().map(|p| p.to_string()).collect();
+            (o, v)
+        }
+    };
+    let c = Client::connect(opts).unwrap();
     let negotiated = wait(&c, "setup", |e| match e {
         AppEvent::Ready { version: v } => Some(v),
         _ => None,
     });
-    assert_eq!(negotiated, version);
+    assert_eq!(negotiated, version, "{via:?}");
     c
 }
 
@@ -130,8 +158,12 @@ fn frames(c: &Client, id: u64, count: usize) -> Vec<(u64, usize, Vec<u8>)> {
 }
 
 fn publish_subscribe(version: Version) {
+    publish_subscribe_via(Via::Raw(version), Via::Raw(version));
+}
+
+fn publish_subscribe_via(publisher: Via, subscriber: Via) {
     let server = relay(2);
-    let publisher = connect(&server, version);
+    let publisher = connect_via(&server, publisher);
     publisher.send(AppCmd::Publish {
         path: "demo".into(),
     });
@@ -140,7 +172,7 @@ fn publish_subscribe(version: Version) {
         frame(&publisher, 0, i, 100 + i * 1000);
     }
 
-    let subscriber = connect(&server, version);
+    let subscriber = connect_via(&server, subscriber);
     wait(&subscriber, "announce", |e| match e {
         AppEvent::Announced { path, active: true } if path == "demo" => Some(()),
         _ => None,
@@ -610,4 +642,142 @@ fn lite05_setup_path_is_the_session_root() {
         c.close();
     }
     server.stop().unwrap();
+}
+
+/// A lite-05 subscriber gets the publisher's own TRACK_INFO through the relay, whichever core
+/// each lands on; an older publisher's tracks get the reference defaults; an unknown broadcast
+/// is unroutable.
+#[test]
+fn track_info_is_forwarded_from_the_publisher() {
+    use crate::lite::{ErrorCode, TrackInfo};
+
+    let server = relay(2);
+    let info = TrackInfo {
+        priority: 3,
+        ordered: true,
+        max_latency: Duration::from_millis(2500),
+        timescale: 1_000_000,
+    };
+    let publisher = connect(&server, Version::Lite05);
+    publisher.send(AppCmd::TrackInfo {
+        path: "demo".into(),
+        track: "video".into(),
+        info,
+    });
+    publisher.send(AppCmd::Publish {
+        path: "demo".into(),
+    });
+    let old = connect(&server, Version::Lite03);
+    old.send(AppCmd::Publish { path: "old".into() });
+
+    let subscribers: Vec<Client> = (0..4).map(|_| connect(&server, Version::Lite05)).collect();
+    for s in &subscribers {
+        for p in ["demo", "old"] {
+            wait(s, "announce", |e| match e {
+                AppEvent::Announced { path, active: true } if path == p => Some(()),
+                _ => None,
+            });
+        }
+    }
+    let ask = |c: &Client, id: u64, p: &str| {
+        c.send(AppCmd::Info {
+            id,
+            path: p.into(),
+            track: "video".into(),
+        });
+        wait(c, "track info", |e| match e {
+            AppEvent::TrackInfo { id: i, result } if i == id => Some(result),
+            _ => None,
+        })
+    };
+    for (n, s) in subscribers.iter().enumerate() {
+        // Twice: the second answer comes from the relay's cache.
+        for round in 0..2 {
+            let id = (n * 10 + round) as u64;
+            assert_eq!(ask(s, id, "demo"), Ok(info), "subscriber {n} round {round}");
+        }
+        assert_eq!(ask(s, 100 + n as u64, "old"), Ok(TrackInfo::default()));
+        assert_eq!(
+            ask(s, 200 + n as u64, "nobody"),
+            Err(ErrorCode::UNROUTABLE.0)
+        );
+    }
+}
+
+/// What @moq/lite 0.2 offers in WT-Available-Protocols (observed from Chromium).
+const BROWSER_PROTOCOLS: &[&str] = &["moq-lite-04", "moq-lite-03", "moql", "moqt-17", "moqt-16"];
+
+#[test]
+fn webtransport_publisher_reaches_raw_quic_subscriber() {
+    publish_subscribe_via(
+        Via::Web(BROWSER_PROTOCOLS, Version::Lite04),
+        Via::Raw(Version::Lite05),
+    );
+}
+
+#[test]
+fn raw_quic_publisher_reaches_webtransport_subscriber() {
+    publish_subscribe_via(
+        Via::Raw(Version::Lite02),
+        Via::Web(&["moq-lite-05", "moq-lite-04"], Version::Lite05),
+    );
+}
+
+/// Without WT-Available-Protocols the version comes from the SETUP exchange, as with `moql`.
+#[test]
+fn webtransport_without_protocols_negotiates_in_setup() {
+    publish_subscribe_via(
+        Via::Web(&[], Version::Lite02),
+        Via::Web(&["moq-lite-03"], Version::Lite03),
+    );
+}
+
+/// A group that lasts longer than the cache age (the reference clock's minute) still gets its
+/// FIN forwarded when it arrives after the next group has opened (found by the interop check).
+#[test]
+fn long_group_ends_after_the_next_one_opens() {
+    let mut limits = super::Limits::default();
+    limits.cache.age = Duration::from_millis(200);
+    let server = relay_with(2, limits);
+    let publisher = connect(&server, Version::Lite05);
+    publisher.send(AppCmd::Publish {
+        path: "demo".into(),
+    });
+    let subscribers: Vec<Client> = (0..4).map(|_| connect(&server, Version::Lite03)).collect();
+    for (n, s) in subscribers.iter().enumerate() {
+        wait(s, "announce", |e| match e {
+            AppEvent::Announced { path, active: true } if path == "demo" => Some(()),
+            _ => None,
+        });
+        s.send(AppCmd::Subscribe {
+            id: n as u64,
+            path: "demo".into(),
+            track: "video".into(),
+        });
+    }
+    frame(&publisher, 0, 0, 10);
+    for (n, s) in subscribers.iter().enumerate() {
+        assert_eq!(frames(s, n as u64, 1)[0].0, 0);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    frame(&publisher, 1, 0, 10);
+    group_done(&publisher, 0);
+    frame(&publisher, 0, 9, 10);
+    for (n, s) in subscribers.iter().enumerate() {
+        let mut done0 = false;
+        let mut got1 = false;
+        while !(done0 && got1) {
+            wait(s, "group 0 end and group 1", |e| {
+                match e {
+                    AppEvent::GroupDone { id, seq: 0 } if id == n as u64 => done0 = true,
+                    AppEvent::Frame { id, seq: 1, .. } if id == n as u64 => got1 = true,
+                    AppEvent::Frame { id, seq: 0, .. } if id == n as u64 => {
+                        panic!("frame after the group's end")
+                    }
+                    _ => return None,
+                }
+                Some(())
+            });
+        }
+    }
 }

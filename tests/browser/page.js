@@ -1,0 +1,224 @@
+// The browser side of the relay's WebTransport test. Served by run.mjs as
+// /?relay=PORT&name=BROADCAST, bundled with esbuild. It fetches the relay's certificate hash
+// over HTTP, publishes a broadcast over one WebTransport session and subscribes to it over a
+// second one, then records everything in `window.__result` for the runner to check. WebSocket
+// fallback is off on every session, so only WebTransport can pass.
+
+import * as Moq from "@moq/lite";
+
+const params = new URLSearchParams(location.search);
+const port = Number(params.get("relay"));
+const name = params.get("name") ?? "browser/test";
+const TRACK = "data";
+
+// Frame sizes of every group, and how many groups the publisher writes.
+const SIZES = [0, 1, 100, 1024, 16 * 1024, 64 * 1024];
+const GROUPS = 3;
+const STEP_TIMEOUT_MS = 15_000;
+
+const result = {
+	done: false,
+	steps: [],
+	fingerprint: null,
+	publisher: null,
+	subscriber: null,
+	groups: {},
+	wrongFingerprint: null,
+	error: null,
+};
+window.__result = result;
+
+function step(what, detail) {
+	result.steps.push(detail === undefined ? what : `${what}: ${detail}`);
+	console.log(`[test] ${what}`, detail ?? "");
+}
+
+// Byte i of frame k in group g; run.mjs computes the same.
+function pattern(g, k, size) {
+	const out = new Uint8Array(size);
+	for (let i = 0; i < size; i++) out[i] = (i * 31 + k * 7 + g * 13) & 0xff;
+	return out;
+}
+
+function base64(bytes) {
+	let s = "";
+	for (let i = 0; i < bytes.length; i += 0x8000) {
+		s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+	}
+	return btoa(s);
+}
+
+function hexToBytes(hex) {
+	const out = new Uint8Array(hex.length / 2);
+	for (let i = 0; i < out.length; i++) out[i] = parseInt(hex.slice(2 * i, 2 * i + 2), 16);
+	return out;
+}
+
+// Everything an error carries: @moq/lite races transports with Promise.any, so a failed
+// connect is an AggregateError wrapping the WebTransportError.
+function describe(err) {
+	if (err instanceof AggregateError) {
+		return `${err.message} [${err.errors.map(describe).join("; ")}]`;
+	}
+	if (err && typeof err === "object") {
+		const parts = [`${err.name ?? "Error"}: ${err.message ?? String(err)}`];
+		if ("source" in err) parts.push(`source=${err.source}`);
+		if ("streamErrorCode" in err && err.streamErrorCode !== null) parts.push(`streamErrorCode=${err.streamErrorCode}`);
+		return parts.join(" ");
+	}
+	return String(err);
+}
+
+function timeout(promise, what, ms = STEP_TIMEOUT_MS) {
+	let timer;
+	const expired = new Promise((_, reject) => {
+		timer = setTimeout(() => reject(new Error(`${what}: no answer in ${ms} ms`)), ms);
+	});
+	return Promise.race([promise, expired]).finally(() => clearTimeout(timer));
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// The WebTransport options for a session pinned to `hash` (32 bytes), WebSocket fallback off.
+function pinned(hash) {
+	return {
+		websocket: { enabled: false },
+		webtransport: { serverCertificateHashes: [{ algorithm: "sha-256", value: hash }] },
+	};
+}
+
+// On a failed connect, a bare WebTransport with the same options tells the browser's own error.
+async function probe(url, hash) {
+	const wt = new WebTransport(url, {
+		serverCertificateHashes: [{ algorithm: "sha-256", value: hash }],
+		protocols: ["moq-lite-04", "moq-lite-03", "moql"],
+	});
+	wt.closed.catch(() => {});
+	try {
+		await timeout(wt.ready, "bare WebTransport");
+		const protocol = wt.protocol;
+		wt.close();
+		return `ready, protocol=${protocol}`;
+	} catch (e) {
+		return describe(e);
+	}
+}
+
+async function publish(connection, done) {
+	const broadcast = new Moq.Broadcast();
+	connection.publish(Moq.Path.from(name), broadcast);
+	step("published", name);
+	for (;;) {
+		const request = await broadcast.requested();
+		if (!request) return;
+		const track = request.track;
+		if (track.name !== TRACK) {
+			track.close(new Error(`no track ${track.name}`));
+			continue;
+		}
+		step("relay subscribed", track.name);
+		// The relay asks only once a subscriber is in; a short pause more keeps the first group
+		// from racing the subscriber's SUBSCRIBE_OK, and groups are paced so none is stale.
+		await sleep(100);
+		for (let g = 0; g < GROUPS; g++) {
+			const group = track.appendGroup();
+			SIZES.forEach((size, k) => group.writeFrame(pattern(group.sequence, k, size)));
+			group.close();
+			step("wrote group", group.sequence);
+			await sleep(50);
+		}
+		await done;
+		track.close();
+		broadcast.close();
+		return;
+	}
+}
+
+async function subscribe(connection) {
+	const announced = connection.announced(Moq.Path.from(name.split("/")[0]));
+	for (;;) {
+		const entry = await timeout(announced.next(), "announce");
+		if (!entry) throw new Error("announcements ended before the broadcast appeared");
+		if (entry.path === name && entry.active) break;
+	}
+	step("announced", name);
+	const track = connection.consume(Moq.Path.from(name)).subscribe(TRACK, 0);
+	while (Object.keys(result.groups).length < GROUPS) {
+		const group = await timeout(track.recvGroup(), "group");
+		if (!group) throw new Error("track ended early");
+		const frames = [];
+		for (;;) {
+			const frame = await timeout(group.readFrame(), `frame ${frames.length} of group ${group.sequence}`);
+			if (frame === undefined) break;
+			frames.push(base64(frame));
+		}
+		result.groups[group.sequence] = frames;
+		step("received group", `${group.sequence} (${frames.length} frames)`);
+	}
+	track.close();
+}
+
+async function main() {
+	step("page loaded", `relay port ${port}, WebTransport ${typeof WebTransport}`);
+	const response = await timeout(fetch(`http://127.0.0.1:${port}/certificate.sha256`), "certificate fetch");
+	const fingerprint = await response.text();
+	result.fingerprint = fingerprint;
+	step("certificate hash", `${response.status} ${fingerprint}`);
+	if (!response.ok || !/^[0-9a-f]{64}$/.test(fingerprint)) throw new Error(`bad certificate hash ${JSON.stringify(fingerprint)}`);
+	const hash = hexToBytes(fingerprint);
+	const https = new URL(`https://127.0.0.1:${port}/`);
+
+	// A session pinning another certificate must be refused, whatever else works.
+	const wrong = hash.map((b) => b ^ 0xff);
+	try {
+		const c = await timeout(Moq.Connection.connect(https, pinned(wrong)), "wrong-fingerprint connect");
+		c.close();
+		result.wrongFingerprint = { refused: false };
+		step("wrong fingerprint ACCEPTED");
+	} catch (e) {
+		result.wrongFingerprint = { refused: true, error: describe(e) };
+		step("wrong fingerprint refused", describe(e));
+	}
+
+	// The publisher uses the http:// form: @moq/lite fetches /certificate.sha256 itself (cross
+	// origin, so through CORS) and pins it. The subscriber pins the hash fetched above.
+	let publisher;
+	try {
+		publisher = await timeout(
+			Moq.Connection.connect(new URL(`http://127.0.0.1:${port}/`), { websocket: { enabled: false } }),
+			"publisher connect",
+		);
+	} catch (e) {
+		step("bare WebTransport probe", await probe(https, hash));
+		throw new Error(`publisher connect: ${describe(e)}`);
+	}
+	result.publisher = { version: publisher.version, url: publisher.url.toString() };
+	step("publisher connected", publisher.version);
+	const subscriber = await timeout(Moq.Connection.connect(https, pinned(hash)), "subscriber connect");
+	result.subscriber = { version: subscriber.version, url: subscriber.url.toString() };
+	step("subscriber connected", subscriber.version);
+
+	let finish;
+	const done = new Promise((resolve) => {
+		finish = resolve;
+	});
+	const publishing = publish(publisher, done);
+	try {
+		await subscribe(subscriber);
+	} finally {
+		finish();
+	}
+	await publishing.catch(() => {});
+	subscriber.close();
+	publisher.close();
+}
+
+main()
+	.catch((e) => {
+		result.error = describe(e);
+		console.error(`[test] failed: ${result.error}`);
+	})
+	.finally(() => {
+		result.done = true;
+		console.log("[test] done");
+	});
