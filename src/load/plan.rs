@@ -121,7 +121,7 @@ impl Plan {
         let start = Instant::now();
         let publish_at = start + scenario.ramp_up;
         let stop_at = publish_at + scenario.duration;
-        let prefix = match target.root_in_setup() {
+        let prefix = match target.root_in_band() {
             true => String::new(),
             false => target.root.clone(),
         };

@@ -245,8 +245,12 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "target:      {} (ALPN {}, {}, raw QUIC), {} client thread(s)",
+            "target:      {} ({}, ALPN {}, {}), {} client thread(s)",
             self.url,
+            match self.transport {
+                Transport::Quic => "raw QUIC",
+                Transport::WebTransport => "WebTransport",
+            },
             self.alpns.join(","),
             self.version.as_deref().unwrap_or("no session"),
             self.threads

@@ -9,16 +9,31 @@ use serde::Serialize;
 
 use crate::lite::{Version, path};
 use crate::quic::tls::ClientVerify;
+use crate::web;
 
-/// How sessions reach the relay. Raw QUIC only for now: WebTransport (HTTP/3 with ALPN `h3`)
-/// becomes a second variant here when the `web` layer exists, and only the stream open/accept
-/// calls of the load session depend on it.
+/// How sessions reach the relay; the session code differs only in how streams open and are
+/// accepted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
     /// moq-lite directly on QUIC streams; the version comes from the ALPN (or, for `moql`, the
     /// SETUP exchange).
     Quic,
+    /// moq-lite inside a WebTransport session (HTTP/3, ALPN `h3`), as browsers speak it; the
+    /// version comes from `WT-Available-Protocols`/`WT-Protocol`.
+    WebTransport,
+}
+
+impl std::str::FromStr for Transport {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "quic" => Ok(Self::Quic),
+            "webtransport" | "wt" => Ok(Self::WebTransport),
+            other => Err(format!("--transport `{other}` is not quic or webtransport")),
+        }
+    }
 }
 
 /// What the user asked for.
@@ -28,6 +43,8 @@ pub struct TargetOptions {
     pub url: String,
     /// `lite-01` ... `lite-05`, or an ALPN (`moq-lite-05`, `moql`); `None` follows the URL.
     pub version: Option<String>,
+    /// `None` follows the URL: raw QUIC for `moql://`, WebTransport for `https://`/`http://`.
+    pub transport: Option<Transport>,
     pub tls_disable_verify: bool,
     /// SHA-256 fingerprints (hex) to pin instead of checking the chain.
     pub tls_fingerprints: Vec<String>,
@@ -40,6 +57,7 @@ impl TargetOptions {
         Self {
             url: url.into(),
             version: None,
+            transport: None,
             tls_disable_verify: false,
             tls_fingerprints: Vec::new(),
             timeout: Duration::from_secs(5),
@@ -57,6 +75,10 @@ pub struct Target {
     pub transport: Transport,
     /// Offered in the TLS handshake, in preference order.
     pub alpns: Vec<String>,
+    /// WebTransport: the subprotocols offered in `WT-Available-Protocols`, in preference order.
+    pub web_protocols: Vec<String>,
+    /// WebTransport: the CONNECT `:path` (URL path and query).
+    pub request_path: String,
     /// Offered in CLIENT_SETUP when the ALPN is `moql`.
     pub setup_versions: Vec<Version>,
     /// The normalised URL path: the session root.
@@ -126,21 +148,22 @@ fn parse_url(url: &str) -> Result<Url, String> {
     })
 }
 
-/// The ALPN list and SETUP versions for a `--version` value.
-fn version_choice(v: &str) -> Result<(Vec<String>, Vec<Version>), String> {
+/// The protocol names (ALPNs or WebTransport subprotocols) and SETUP versions for a
+/// `--version` value; `None` offers every version, newest first.
+fn version_choice(v: Option<&str>) -> Result<(Vec<String>, Vec<Version>), String> {
+    let legacy = vec![Version::Lite02, Version::Lite01];
     let version = match v {
-        "lite-01" | "01" => Version::Lite01,
-        "lite-02" | "02" => Version::Lite02,
-        "lite-03" | "03" | "moq-lite-03" => Version::Lite03,
-        "lite-04" | "04" | "moq-lite-04" => Version::Lite04,
-        "lite-05" | "05" | "moq-lite-05" => Version::Lite05,
-        "moql" => {
-            return Ok((
-                vec![Version::LEGACY_ALPN.into()],
-                vec![Version::Lite02, Version::Lite01],
-            ));
+        None => {
+            let all = Version::ALPNS.iter().map(|a| a.to_string()).collect();
+            return Ok((all, legacy));
         }
-        other => {
+        Some("lite-01" | "01") => Version::Lite01,
+        Some("lite-02" | "02") => Version::Lite02,
+        Some("lite-03" | "03" | "moq-lite-03") => Version::Lite03,
+        Some("lite-04" | "04" | "moq-lite-04") => Version::Lite04,
+        Some("lite-05" | "05" | "moq-lite-05") => Version::Lite05,
+        Some("moql") => return Ok((vec![Version::LEGACY_ALPN.into()], legacy)),
+        Some(other) => {
             return Err(format!(
                 "--version `{other}` is not one of lite-01 .. lite-05, moq-lite-03/04/05 or moql"
             ));
@@ -153,10 +176,13 @@ impl Target {
     /// Parse, resolve and (for `http://`) fetch the certificate fingerprint.
     pub fn resolve(opts: &TargetOptions) -> Result<Self, String> {
         let url = parse_url(&opts.url)?;
-        let default_version = match url.scheme.as_str() {
-            "moql" => "moql",
-            "https" | "http" => "lite-05",
-            other => {
+        let transport = match (url.scheme.as_str(), opts.transport) {
+            ("moql", None | Some(Transport::Quic)) => Transport::Quic,
+            ("moql", Some(Transport::WebTransport)) => {
+                return Err("--transport webtransport needs an https:// or http:// URL".into());
+            }
+            ("https" | "http", t) => t.unwrap_or(Transport::WebTransport),
+            (other, _) => {
                 return Err(format!(
                     "--url scheme `{other}://` is not supported (moql://, https:// or http://)"
                 ));
@@ -173,8 +199,19 @@ impl Target {
             }
             (None, _) => 443,
         };
-        let (alpns, setup_versions) =
-            version_choice(opts.version.as_deref().unwrap_or(default_version))?;
+        // Raw QUIC offers one version by ALPN: `moql` (SETUP) for moql://, the newest for
+        // https://, unless --version says otherwise. WebTransport offers them all in
+        // WT-Available-Protocols (or the one asked for) and lets the relay pick.
+        let version = opts.version.as_deref();
+        let (protocols, setup_versions) = match (transport, url.scheme.as_str(), version) {
+            (Transport::Quic, "moql", None) => version_choice(Some("moql"))?,
+            (Transport::Quic, _, None) => version_choice(Some("lite-05"))?,
+            (_, _, v) => version_choice(v)?,
+        };
+        let (alpns, web_protocols) = match transport {
+            Transport::Quic => (protocols, Vec::new()),
+            Transport::WebTransport => (vec![String::from_utf8_lossy(web::ALPN).into()], protocols),
+        };
         let addr = resolve_host(&url.host, port, opts.timeout)?;
         let verify = if opts.tls_disable_verify {
             ClientVerify::Disabled
@@ -193,12 +230,18 @@ impl Target {
             (None, false) => Some(format!("/{root}")),
             (Some(q), _) => Some(format!("/{root}?{q}")),
         };
+        let request_path = match &url.query {
+            Some(q) => format!("/{}?{q}", url.path.trim_start_matches('/')),
+            None => format!("/{}", url.path.trim_start_matches('/')),
+        };
         Ok(Self {
             url: opts.url.clone(),
             addr,
             server_name: url.host,
-            transport: Transport::Quic,
+            transport,
             alpns,
+            web_protocols,
+            request_path,
             setup_versions,
             root,
             setup_path,
@@ -206,10 +249,14 @@ impl Target {
         })
     }
 
-    /// Whether the session root travels in-band (lite-05 SETUP Path). Older raw-QUIC versions
-    /// have no path, so the root is put in front of every broadcast path instead.
-    pub fn root_in_setup(&self) -> bool {
-        self.alpns.iter().all(|a| a == Version::Lite05.alpn())
+    /// Whether the session root travels with the session: the CONNECT path on WebTransport,
+    /// the SETUP Path on raw-QUIC lite-05. Older raw-QUIC versions have no path, so the root
+    /// is put in front of every broadcast path instead.
+    pub fn root_in_band(&self) -> bool {
+        match self.transport {
+            Transport::WebTransport => true,
+            Transport::Quic => self.alpns.iter().all(|a| a == Version::Lite05.alpn()),
+        }
     }
 }
 
@@ -351,21 +398,43 @@ mod tests {
         let mut o = TargetOptions::new("moql://127.0.0.1:4443");
         o.tls_disable_verify = true;
         let t = Target::resolve(&o).unwrap();
+        assert_eq!(t.transport, Transport::Quic);
         assert_eq!(t.alpns, ["moql"]);
         assert_eq!(t.setup_versions, [Version::Lite02, Version::Lite01]);
-        assert!(!t.root_in_setup());
+        assert!(!t.root_in_band());
         assert_eq!(t.addr, "127.0.0.1:4443".parse().unwrap());
 
+        // https:// is WebTransport, offering every version.
         o.url = "https://127.0.0.1/anon/?jwt=abc".into();
         let t = Target::resolve(&o).unwrap();
-        assert_eq!(t.alpns, ["moq-lite-05"]);
+        assert_eq!(t.transport, Transport::WebTransport);
+        assert_eq!(t.alpns, ["h3"]);
+        assert_eq!(
+            t.web_protocols,
+            ["moq-lite-05", "moq-lite-04", "moq-lite-03", "moql"]
+        );
+        assert_eq!(t.request_path, "/anon/?jwt=abc");
         assert_eq!(t.addr.port(), 443);
         assert_eq!(t.root, "anon");
-        assert_eq!(t.setup_path.as_deref(), Some("/anon?jwt=abc"));
-        assert!(t.root_in_setup());
+        assert!(t.root_in_band());
+        o.version = Some("lite-04".into());
+        let t = Target::resolve(&o).unwrap();
+        assert_eq!(
+            (t.alpns.as_slice(), t.web_protocols.as_slice()),
+            (&["h3".to_string()][..], &["moq-lite-04".to_string()][..])
+        );
 
+        // ... or raw QUIC with the newest ALPN, the root in SETUP.
+        o.transport = Some(Transport::Quic);
+        o.version = None;
+        let t = Target::resolve(&o).unwrap();
+        assert_eq!(t.alpns, ["moq-lite-05"]);
+        assert_eq!(t.setup_path.as_deref(), Some("/anon?jwt=abc"));
+        assert!(t.root_in_band());
         o.version = Some("lite-03".into());
-        assert_eq!(Target::resolve(&o).unwrap().alpns, ["moq-lite-03"]);
+        let t = Target::resolve(&o).unwrap();
+        assert_eq!(t.alpns, ["moq-lite-03"]);
+        assert!(!t.root_in_band());
         o.version = Some("lite-01".into());
         let t = Target::resolve(&o).unwrap();
         assert_eq!(
@@ -376,6 +445,10 @@ mod tests {
         assert!(Target::resolve(&o).unwrap_err().contains("--version"));
 
         o.version = None;
+        o.url = "moql://127.0.0.1:1".into();
+        o.transport = Some(Transport::WebTransport);
+        assert!(Target::resolve(&o).unwrap_err().contains("--transport"));
+        o.transport = None;
         o.url = "wss://127.0.0.1:443".into();
         assert!(Target::resolve(&o).unwrap_err().contains("not supported"));
         o.url = "http://127.0.0.1/x".into();
@@ -416,7 +489,7 @@ mod tests {
             ClientVerify::Fingerprints(f) => assert_eq!(f, [fp]),
             other => panic!("{other:?}"),
         }
-        assert_eq!(t.alpns, ["moq-lite-05"]);
+        assert_eq!(t.transport, Transport::WebTransport);
     }
 
     #[test]

@@ -11,15 +11,19 @@ use crate::config::{Cli, Config};
 use crate::server::Server;
 
 fn relay(threads: usize) -> Server {
+    relay_with(threads, "127.0.0.1:0", &[])
+}
+
+fn relay_with(threads: usize, bind: &str, extra: &[&str]) -> Server {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
     let threads = threads.to_string();
-    let cli = Cli::try_parse_from([
+    let mut args = vec![
         "moq-relay",
         "--server-bind",
-        "127.0.0.1:0",
+        bind,
         "--client-bind",
         "127.0.0.1:0",
         "--threads",
@@ -27,15 +31,21 @@ fn relay(threads: usize) -> Server {
         "--server-pin=false",
         "--tls-generate",
         "localhost",
-    ])
-    .unwrap();
+    ];
+    args.extend_from_slice(extra);
+    let cli = Cli::try_parse_from(args).unwrap();
     Server::start(&Config::from_cli(cli).unwrap()).unwrap()
 }
 
 fn target(url: &str, version: Option<&str>) -> Target {
+    target_over(url, version, None)
+}
+
+fn target_over(url: &str, version: Option<&str>, transport: Option<Transport>) -> Target {
     let mut o = TargetOptions::new(url);
     o.tls_disable_verify = true;
     o.version = version.map(str::to_string);
+    o.transport = transport;
     Target::resolve(&o).unwrap()
 }
 
@@ -80,6 +90,7 @@ fn assert_complete(report: &Report, subscribers: u64) {
     assert!(report.latency_us.max < 2_000_000, "{summary}");
 }
 
+/// WebTransport (https://), the relay picking lite-05 from WT-Available-Protocols.
 #[test]
 fn lite05_every_frame_reaches_every_subscriber() {
     let server = relay(2);
@@ -97,6 +108,7 @@ fn lite05_every_frame_reaches_every_subscriber() {
     );
     assert_eq!(report.connections.ready, 4);
     assert_eq!(report.version.as_deref(), Some("lite-05"));
+    assert_eq!(report.transport, Transport::WebTransport);
     assert_eq!(report.subscriptions, 6);
     assert!(ticks >= 2, "progress is reported while running");
     let relay = report.relay.as_ref().unwrap();
@@ -109,34 +121,81 @@ fn lite05_every_frame_reaches_every_subscriber() {
 }
 
 #[test]
-fn older_versions_and_packed_connections() {
+fn every_version_over_both_transports_and_packed_connections() {
     let server = relay(1);
     let port = server.local_addr().port();
-    for (url, version, packed) in [
-        (format!("moql://127.0.0.1:{port}"), None, None),
+    let quic = Some(Transport::Quic);
+    let wt = Some(Transport::WebTransport);
+    for (url, transport, version, packed, expected) in [
+        (
+            format!("moql://127.0.0.1:{port}"),
+            None,
+            None,
+            None,
+            "lite-02",
+        ),
         (
             format!("moql://127.0.0.1:{port}/sub"),
+            None,
             Some("lite-01"),
             Some(1),
+            "lite-01",
         ),
-        (format!("https://127.0.0.1:{port}"), Some("lite-03"), None),
+        (
+            format!("https://127.0.0.1:{port}"),
+            quic,
+            Some("lite-03"),
+            None,
+            "lite-03",
+        ),
         (
             format!("https://127.0.0.1:{port}/a/b"),
+            quic,
             Some("lite-04"),
             Some(2),
+            "lite-04",
+        ),
+        (
+            format!("https://127.0.0.1:{port}/r"),
+            quic,
+            None,
+            None,
+            "lite-05",
+        ),
+        (
+            format!("https://127.0.0.1:{port}/r"),
+            wt,
+            Some("lite-04"),
+            Some(2),
+            "lite-04",
+        ),
+        (
+            format!("https://127.0.0.1:{port}/r"),
+            wt,
+            Some("lite-03"),
+            None,
+            "lite-03",
+        ),
+        // No common subprotocol: SETUP inside the WebTransport session.
+        (
+            format!("https://127.0.0.1:{port}"),
+            wt,
+            Some("moql"),
+            None,
+            "lite-02",
         ),
     ] {
         let mut scenario = small(4, 1, 1.0);
         scenario.connections_per_thread = packed;
-        let mut config = LoadConfig::new(scenario, target(&url, version));
+        let mut config = LoadConfig::new(scenario, target_over(&url, version, transport));
         config.threads = 1;
         let report = run(config, None, |_, _| {}).unwrap();
         assert_complete(&report, 4);
-        let expected = match version {
-            None => "lite-02",
-            Some(v) => v,
-        };
-        assert_eq!(report.version.as_deref(), Some(expected));
+        assert_eq!(
+            report.version.as_deref(),
+            Some(expected),
+            "{url} {version:?}"
+        );
         let subscriber_conns = packed.unwrap_or(4) as u64;
         assert_eq!(
             report.connections.ready,
@@ -144,6 +203,32 @@ fn older_versions_and_packed_connections() {
             "{url} {version:?}"
         );
     }
+    server.stop().unwrap();
+}
+
+/// An http:// URL fetches the certificate fingerprint from the relay's HTTP endpoint on the
+/// same port number, pins it, and goes on over WebTransport.
+#[test]
+fn http_url_pins_the_relay_fingerprint() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let server = relay_with(1, &addr, &["--web-http-listen", &addr]);
+    let target = Target::resolve(&TargetOptions::new(&format!("http://{addr}/pinned"))).unwrap();
+    match &target.verify {
+        crate::quic::tls::ClientVerify::Fingerprints(f) => {
+            assert_eq!(f, server.fingerprints())
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut config = LoadConfig::new(small(2, 1, 1.0), target);
+    config.threads = 1;
+    let report = run(config, None, |_, _| {}).unwrap();
+    assert_complete(&report, 2);
+    assert_eq!(report.transport, Transport::WebTransport);
     server.stop().unwrap();
 }
 

@@ -28,6 +28,7 @@ use crate::lite::{
 use crate::quic::{
     Connection, ConnectionHandle, Ctx, Dir, Event, Handler, StreamEvent, StreamId, VarInt,
 };
+use crate::web;
 
 /// Largest control message we accept from the relay.
 const MAX_MESSAGE: usize = 64 * 1024;
@@ -173,6 +174,41 @@ enum In {
         buf: Vec<u8>,
     },
     Group(Box<GroupIn>),
+    /// HTTP/3: a relay uni stream's type (and WebTransport session id).
+    H3Uni {
+        buf: Vec<u8>,
+    },
+    /// HTTP/3: a relay bidi stream's WebTransport header.
+    H3Bidi {
+        buf: Vec<u8>,
+    },
+    /// The relay's HTTP/3 control stream, read for the life of the connection.
+    H3Control {
+        reader: web::ControlReader,
+        buf: Vec<u8>,
+    },
+    /// Our CONNECT stream: the response, then capsules.
+    H3Response {
+        reader: web::ResponseReader,
+        buf: Vec<u8>,
+    },
+    /// A WebTransport stream that arrived before the CONNECT response: held, since its
+    /// decoding depends on the version the response picks.
+    Early {
+        bidi: bool,
+        buf: Vec<u8>,
+        fin: bool,
+    },
+}
+
+/// A connection's HTTP/3 state when the session rides on WebTransport.
+#[derive(Default)]
+struct Web {
+    /// The CONNECT stream; its id is the session id.
+    connect: Option<StreamId>,
+    /// The CONNECT was answered with 2xx.
+    open: bool,
+    peer: web::PeerStreams,
 }
 
 struct GroupIn {
@@ -223,6 +259,19 @@ struct Session {
     /// Broadcasts whose viewers on this session have subscribed.
     subscribed: HashSet<usize>,
     serving: HashMap<StreamId, Serving>,
+    web: Option<Web>,
+}
+
+impl Session {
+    /// The WebTransport header for a new stream of ours, once the session is open.
+    fn web_prefix(&self, dir: Dir) -> Option<Bytes> {
+        let w = self.web.as_ref()?;
+        let session = u64::from(w.connect?);
+        w.open.then(|| match dir {
+            Dir::Uni => web::uni_prefix(session),
+            Dir::Bi => web::bidi_prefix(session),
+        })
+    }
 }
 
 /// A frame of the current group of a track we publish.
@@ -379,9 +428,10 @@ impl Worker {
         msg: &M,
         state: In,
     ) -> Option<StreamId> {
-        let conn = ctx.conn(ch)?;
-        let id = conn.streams().open(Dir::Bi)?;
-        let _ = conn.send_stream(id).set_priority(CONTROL_PRIORITY);
+        let id = self.open(ctx, ch, Dir::Bi)?;
+        if let Some(conn) = ctx.conn(ch) {
+            let _ = conn.send_stream(id).set_priority(CONTROL_PRIORITY);
+        }
         self.sessions.get_mut(&ch)?.ins.insert(id, state);
         self.write_msg(ctx, ch, id, false, |v, b| {
             kind.encode(v, b)?;
@@ -409,6 +459,7 @@ impl Worker {
                         next_sub: 0,
                         subscribed: HashSet::new(),
                         serving: HashMap::new(),
+                        web: None,
                     },
                 );
             }
@@ -431,28 +482,52 @@ impl Worker {
             return;
         };
         s.connected = true;
-        let publisher = matches!(self.plan.conns[s.plan_index], ConnPlan::Publisher { .. });
-        match Version::from_alpn(&alpn) {
+        if alpn.as_bytes() == web::ALPN {
+            s.web = Some(Web::default());
+            self.web_connect(ctx, ch);
+        } else if let Some(version) = Version::from_alpn(&alpn) {
+            self.begin(ctx, ch, Some(version));
+        } else if alpn == Version::LEGACY_ALPN {
+            self.begin(ctx, ch, None);
+        } else {
+            self.plan.note_error(format!(
+                "the relay chose ALPN `{alpn}`, which is not moq-lite"
+            ));
+            ctx.close(ch, ErrorCode::UNKNOWN_ALPN.0, b"unsupported ALPN");
+        }
+        self.accept(ctx, ch);
+    }
+
+    /// Start the moq-lite session: `version` as fixed by the ALPN or WebTransport subprotocol,
+    /// or `None` for the lite-01/02 SETUP exchange.
+    fn begin(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, version: Option<Version>) {
+        let Some(s) = self.sessions.get_mut(&ch) else {
+            return;
+        };
+        let index = s.plan_index;
+        let over_web = s.web.is_some();
+        let publisher = matches!(self.plan.conns[index], ConnPlan::Publisher { .. });
+        match version {
             Some(version) => {
                 s.version = version;
                 if version == Version::Lite05 {
+                    // On WebTransport the root is the CONNECT path, never a SETUP parameter.
+                    let path = match over_web {
+                        true => None,
+                        false => self.plan.target.setup_path.clone(),
+                    };
                     let setup = Setup {
                         probe: ProbeLevel::None,
-                        path: self
-                            .plan
-                            .target
-                            .setup_path
-                            .clone()
-                            .filter(|_| self.plan.target.root_in_setup()),
+                        path,
                         role: if publisher {
                             Role::Publisher
                         } else {
                             Role::Subscriber
                         },
                         cost: None,
-                        origin: self.plan.origin_of(s.plan_index),
+                        origin: self.plan.origin_of(index),
                     };
-                    if let Some(id) = ctx.conn(ch).and_then(|c| c.streams().open(Dir::Uni)) {
+                    if let Some(id) = self.open(ctx, ch, Dir::Uni) {
                         self.write_msg(ctx, ch, id, true, |v, b| {
                             DataType::Setup.encode(v, b)?;
                             setup.encode(v, b)
@@ -461,8 +536,8 @@ impl Worker {
                 }
                 self.ready(ctx, ch);
             }
-            None if alpn == Version::LEGACY_ALPN => {
-                let Some(id) = ctx.conn(ch).and_then(|c| c.streams().open(Dir::Bi)) else {
+            None => {
+                let Some(id) = self.open(ctx, ch, Dir::Bi) else {
                     return;
                 };
                 let setup = ClientSetup {
@@ -475,23 +550,145 @@ impl Worker {
                         .collect(),
                     parameters: Vec::new(),
                 };
-                s.ins.insert(
-                    id,
-                    In::Session {
-                        buf: Vec::new(),
-                        setup_done: false,
-                    },
-                );
+                if let Some(s) = self.sessions.get_mut(&ch) {
+                    s.ins.insert(
+                        id,
+                        In::Session {
+                            buf: Vec::new(),
+                            setup_done: false,
+                        },
+                    );
+                }
                 self.write_msg(ctx, ch, id, false, |v, b| setup.encode(v, b));
             }
-            None => {
-                self.plan.note_error(format!(
-                    "the relay chose ALPN `{alpn}`, which is not moq-lite"
-                ));
-                ctx.close(ch, ErrorCode::UNKNOWN_ALPN.0, b"unsupported ALPN");
+        }
+    }
+
+    /// Open a stream of the moq session; on WebTransport it starts with the stream header.
+    fn open(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, dir: Dir) -> Option<StreamId> {
+        let id = ctx.conn(ch)?.streams().open(dir)?;
+        if let Some(prefix) = self.sessions.get(&ch).and_then(|s| s.web_prefix(dir)) {
+            self.write(ctx, ch, id, vec![prefix], false);
+        }
+        Some(id)
+    }
+
+    // ----- WebTransport -----------------------------------------------------------------
+
+    /// HTTP/3 is up: our control stream (SETTINGS), then the extended CONNECT whose stream id
+    /// becomes the session id.
+    fn web_connect(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle) {
+        let Some(control) = ctx.conn(ch).and_then(|c| c.streams().open(Dir::Uni)) else {
+            return;
+        };
+        self.write(ctx, ch, control, vec![web::control_stream(false)], false);
+        let Some(id) = ctx.conn(ch).and_then(|c| c.streams().open(Dir::Bi)) else {
+            return;
+        };
+        let target = &self.plan.target;
+        let authority = format!("{}:{}", target.server_name, target.addr.port());
+        let protocols: Vec<&str> = target.web_protocols.iter().map(String::as_str).collect();
+        let request = web::connect_request(&authority, &target.request_path, &protocols);
+        if let Some(s) = self.sessions.get_mut(&ch) {
+            if let Some(w) = s.web.as_mut() {
+                w.connect = Some(id);
+            }
+            s.ins.insert(
+                id,
+                In::H3Response {
+                    reader: web::ResponseReader::new(),
+                    buf: Vec::new(),
+                },
+            );
+        }
+        self.write(ctx, ch, id, vec![request], false);
+    }
+
+    /// The CONNECT got a 2xx: the version is the chosen subprotocol (none means SETUP), and the
+    /// streams the relay opened meanwhile can be read.
+    fn web_open(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, protocol: Option<&str>) {
+        let Some(s) = self.sessions.get_mut(&ch) else {
+            return;
+        };
+        if let Some(w) = s.web.as_mut() {
+            w.open = true;
+        }
+        let version = protocol.and_then(Version::from_alpn);
+        let early: Vec<StreamId> = s
+            .ins
+            .iter()
+            .filter(|(_, st)| matches!(st, In::Early { .. }))
+            .map(|(id, _)| *id)
+            .collect();
+        self.begin(ctx, ch, version);
+        for id in early {
+            let Some(In::Early { bidi, buf, fin }) =
+                self.sessions.get_mut(&ch).and_then(|s| s.ins.remove(&id))
+            else {
+                continue;
+            };
+            let end = if fin { End::Fin } else { End::Open };
+            let state = In::Type {
+                bidi,
+                buf: Vec::new(),
+            };
+            self.feed(ctx, ch, id, state, vec![Bytes::from(buf)], end);
+        }
+    }
+
+    /// Where a WebTransport stream of session `session` goes: read now, held until the session
+    /// opens, or refused (another session).
+    fn web_stream(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        ch: ConnectionHandle,
+        id: StreamId,
+        bidi: bool,
+        session: u64,
+    ) -> Option<In> {
+        let w = self.sessions.get(&ch)?.web.as_ref()?;
+        if w.connect.map(u64::from) != Some(session) {
+            self.h3_refuse(ctx, ch, id, web::WT_BUFFERED_STREAM_REJECTED);
+            return None;
+        }
+        Some(match w.open {
+            true => In::Type {
+                bidi,
+                buf: Vec::new(),
+            },
+            false => In::Early {
+                bidi,
+                buf: Vec::new(),
+                fin: false,
+            },
+        })
+    }
+
+    /// Refuse a stream with an HTTP/3 code.
+    fn h3_refuse(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, id: StreamId, code: u64) {
+        let code = VarInt::from_u64(code).unwrap_or(VarInt::from_u32(0));
+        if let Some(s) = self.sessions.get_mut(&ch) {
+            s.ins.remove(&id);
+            s.outs.remove(&id);
+        }
+        if let Some(conn) = ctx.conn(ch) {
+            let _ = conn.recv_stream(id).stop(code);
+            if id.dir() == Dir::Bi {
+                let _ = conn.send_stream(id).reset(code);
             }
         }
-        self.accept(ctx, ch);
+    }
+
+    /// An HTTP/3 violation by the relay: a connection error closes the session.
+    fn h3_error(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, id: StreamId, e: web::Error) {
+        self.stats().protocol_errors.fetch_add(1, Ordering::Relaxed);
+        self.plan
+            .note_error(format!("HTTP/3 error from the relay: {e}"));
+        if e.is_connection() {
+            ctx.close(ch, e.code as u32, e.reason.as_bytes());
+        } else {
+            self.h3_refuse(ctx, ch, id, e.code);
+        }
     }
 
     /// Setup done: publishers start their tracks, viewers ask for their broadcasts.
@@ -571,13 +768,16 @@ impl Worker {
             let Some(s) = self.sessions.get_mut(&ch) else {
                 return;
             };
-            s.ins.insert(
-                id,
-                In::Type {
-                    bidi: id.dir() == Dir::Bi,
+            let bidi = id.dir() == Dir::Bi;
+            let state = match (s.web.is_some(), bidi) {
+                (false, _) => In::Type {
+                    bidi,
                     buf: Vec::new(),
                 },
-            );
+                (true, false) => In::H3Uni { buf: Vec::new() },
+                (true, true) => In::H3Bidi { buf: Vec::new() },
+            };
+            s.ins.insert(id, state);
             self.read(ctx, ch, id);
         }
     }
@@ -618,6 +818,19 @@ impl Worker {
         let Some(state) = self.sessions.get_mut(&ch).and_then(|s| s.ins.remove(&id)) else {
             return;
         };
+        self.feed(ctx, ch, id, state, chunks, end);
+    }
+
+    /// Run a stream's state machine over new bytes and keep the state while the stream is open.
+    fn feed(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        ch: ConnectionHandle,
+        id: StreamId,
+        state: In,
+        chunks: Vec<Bytes>,
+        end: End,
+    ) {
         let state = match self.consume(ctx, ch, id, state, chunks, end) {
             Ok(state) => state,
             Err(e) => {
@@ -731,6 +944,161 @@ impl Worker {
                 self.consume(ctx, ch, id, next, rest.into(), end)
             }
             In::Discard => Ok(Some(In::Discard)),
+            In::Early { bidi, mut buf, fin } => {
+                extend(&mut buf, &chunks)?;
+                match end {
+                    End::Reset => Ok(None),
+                    // Kept past FIN too: `web_open` replays it with the FIN.
+                    End::Fin => {
+                        if let Some(s) = self.sessions.get_mut(&ch) {
+                            s.ins.insert(
+                                id,
+                                In::Early {
+                                    bidi,
+                                    buf,
+                                    fin: true,
+                                },
+                            );
+                        }
+                        Ok(None)
+                    }
+                    End::Open => Ok(Some(In::Early { bidi, buf, fin })),
+                }
+            }
+            In::H3Uni { mut buf } => {
+                extend(&mut buf, &chunks)?;
+                let (kind, used) = match web::uni_header(&buf) {
+                    Ok(Some(header)) => header,
+                    Ok(None) => return Self::short(end, In::H3Uni { buf }),
+                    Err(e) => {
+                        self.h3_error(ctx, ch, id, e);
+                        return Ok(None);
+                    }
+                };
+                let rest = vec![Bytes::copy_from_slice(&buf[used..])];
+                let seen = match self.sessions.get_mut(&ch).and_then(|s| s.web.as_mut()) {
+                    Some(w) => w.peer.accept(kind),
+                    None => return Ok(None),
+                };
+                if let Err(e) = seen {
+                    self.h3_error(ctx, ch, id, e);
+                    return Ok(None);
+                }
+                let next = match kind {
+                    web::UniStream::Control => In::H3Control {
+                        reader: web::ControlReader::new(false),
+                        buf: Vec::new(),
+                    },
+                    // QPACK streams: nothing to decode with a static-table-only peer.
+                    web::UniStream::QpackEncoder | web::UniStream::QpackDecoder => In::Discard,
+                    web::UniStream::WebTransport { session } => {
+                        match self.web_stream(ctx, ch, id, false, session) {
+                            Some(state) => state,
+                            None => return Ok(None),
+                        }
+                    }
+                    web::UniStream::Push | web::UniStream::Unknown(_) => {
+                        self.h3_refuse(ctx, ch, id, web::H3_STREAM_CREATION_ERROR);
+                        return Ok(None);
+                    }
+                };
+                self.consume(ctx, ch, id, next, rest, end)
+            }
+            In::H3Bidi { mut buf } => {
+                extend(&mut buf, &chunks)?;
+                let (kind, used) = match web::bidi_header(&buf) {
+                    Ok(Some(header)) => header,
+                    Ok(None) => return Self::short(end, In::H3Bidi { buf }),
+                    Err(e) => {
+                        self.h3_error(ctx, ch, id, e);
+                        return Ok(None);
+                    }
+                };
+                let rest = vec![Bytes::copy_from_slice(&buf[used..])];
+                let next = match kind {
+                    web::BidiStream::WebTransport { session } => {
+                        match self.web_stream(ctx, ch, id, true, session) {
+                            Some(state) => state,
+                            None => return Ok(None),
+                        }
+                    }
+                    // A server has no requests to make of a client.
+                    web::BidiStream::Request => {
+                        self.h3_refuse(ctx, ch, id, web::H3_STREAM_CREATION_ERROR);
+                        return Ok(None);
+                    }
+                };
+                self.consume(ctx, ch, id, next, rest, end)
+            }
+            In::H3Control {
+                mut reader,
+                mut buf,
+            } => {
+                extend(&mut buf, &chunks)?;
+                match reader.feed(&buf) {
+                    Ok(used) => {
+                        buf.drain(..used);
+                    }
+                    Err(e) => {
+                        self.h3_error(ctx, ch, id, e);
+                        return Ok(None);
+                    }
+                }
+                if end != End::Open && !self.shutting_down {
+                    self.h3_error(ctx, ch, id, web::Error::closed_critical_stream());
+                    return Ok(None);
+                }
+                Ok(Some(In::H3Control { reader, buf }))
+            }
+            In::H3Response {
+                mut reader,
+                mut buf,
+            } => {
+                extend(&mut buf, &chunks)?;
+                loop {
+                    let (used, progress) = match reader.feed(&buf) {
+                        Ok(step) => step,
+                        Err(e) => {
+                            self.h3_error(ctx, ch, id, e);
+                            return Ok(None);
+                        }
+                    };
+                    buf.drain(..used);
+                    match progress {
+                        web::ResponseProgress::NeedMore => break,
+                        web::ResponseProgress::Response(r) if r.is_success() => {
+                            self.web_open(ctx, ch, r.protocol.as_deref());
+                        }
+                        web::ResponseProgress::Response(r) => {
+                            self.plan
+                                .note_error(format!("CONNECT refused with status {}", r.status));
+                            ctx.close(ch, web::H3_NO_ERROR as u32, b"CONNECT refused");
+                            return Ok(None);
+                        }
+                        web::ResponseProgress::Capsule(
+                            web::Capsule::CloseWebTransportSession { code, reason },
+                        ) => {
+                            if !self.shutting_down {
+                                self.plan.note_error(format!(
+                                    "the relay closed the WebTransport session: {code} {reason}"
+                                ));
+                            }
+                            ctx.close(ch, web::H3_NO_ERROR as u32, b"session closed");
+                            return Ok(None);
+                        }
+                        web::ResponseProgress::Capsule(web::Capsule::DrainWebTransportSession) => {}
+                    }
+                }
+                if end != End::Open {
+                    if !self.shutting_down {
+                        self.plan
+                            .note_error("the relay ended the CONNECT stream".to_string());
+                    }
+                    ctx.close(ch, web::H3_NO_ERROR as u32, b"CONNECT stream ended");
+                    return Ok(None);
+                }
+                Ok(Some(In::H3Response { reader, buf }))
+            }
             In::Session {
                 mut buf,
                 setup_done,
@@ -1183,6 +1551,7 @@ impl Worker {
             return;
         };
         let version = s.version;
+        let prefix = s.web_prefix(Dir::Uni);
         let Some(serving) = s.serving.get_mut(&sub) else {
             return;
         };
@@ -1223,6 +1592,9 @@ impl Worker {
             }
             let writer = GroupWriter::new(version);
             let mut hdr = BytesMut::new();
+            if let Some(prefix) = prefix {
+                hdr.extend_from_slice(&prefix);
+            }
             let _ = writer.header(
                 &GroupHeader {
                     subscribe_id: serving.id,

@@ -27,12 +27,17 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser, Debug)]
 #[command(name = "moq-load", disable_version_flag = true)]
 struct Args {
-    /// Relay URL: moql://host:port[/path] (ALPN moql, lite-02/01 via SETUP),
-    /// https://host:port/path (raw QUIC, moq-lite-05, root from the path), or
-    /// http://host:port/path (as https, pinning the fingerprint served at
+    /// Relay URL: moql://host:port[/path] (raw QUIC, ALPN moql: lite-02/01 via SETUP),
+    /// https://host:port/path (WebTransport, every moq-lite version offered, the path is the
+    /// root), or http://host:port/path (as https, pinning the certificate fingerprint served at
     /// http://host:port/certificate.sha256).
     #[arg(long)]
     url: String,
+
+    /// quic or webtransport [default: quic for moql://, webtransport for https:// and http://].
+    /// Raw QUIC to an https:// URL speaks moq-lite-05 with the path in SETUP.
+    #[arg(long)]
+    transport: Option<String>,
 
     /// Accept any server certificate (development only).
     #[arg(long)]
@@ -181,12 +186,14 @@ fn config(args: &Args) -> Result<LoadConfig, String> {
         return Err(format!("--threads {} is more than 256", args.threads));
     }
     let io: IoMode = args.io.parse().map_err(|e| format!("--io: {e}"))?;
+    let transport = args.transport.as_deref().map(str::parse).transpose()?;
     if args.connect_timeout.is_zero() {
         return Err("--connect-timeout must be above 0".into());
     }
     let target = Target::resolve(&TargetOptions {
         url: args.url.clone(),
         version: args.version.clone(),
+        transport,
         tls_disable_verify: args.tls_disable_verify,
         tls_fingerprints: args.tls_fingerprint.clone(),
         timeout: args.connect_timeout,
@@ -365,6 +372,10 @@ mod tests {
         assert!(e.contains("--fps"), "{e}");
         let e = refused(&["--version", "lite-7"]);
         assert!(e.contains("--version"), "{e}");
+        let e = refused(&["--transport", "tcp"]);
+        assert!(e.contains("--transport"), "{e}");
+        let e = refused(&["--transport", "webtransport"]);
+        assert!(e.contains("https://"), "{e}");
         let e = refused(&["--io", "kqueue"]);
         assert!(e.contains("--io"), "{e}");
         let e = refused(&["--threads", "1000"]);
