@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use moq_relay::config::{Cli, Config};
-use moq_relay::load::{Load, LoadConfig, Pacing, Scenario, Target, TargetOptions, procfs};
+use moq_relay::load::{
+    Load, LoadConfig, Pacing, Scenario, Target, TargetOptions, Transport, procfs,
+};
 use moq_relay::server::Server;
 
 const FRAME: usize = 10_000;
@@ -83,6 +85,8 @@ fn fanout(c: &mut Criterion) {
             server.local_addr().port()
         ));
         options.tls_disable_verify = true;
+        // Raw QUIC, moq-lite-05: the relay's core path without the HTTP/3 layer.
+        options.transport = Some(Transport::Quic);
         let target = Target::resolve(&options).expect("target");
         let scenario = Scenario {
             preset: None,
