@@ -38,6 +38,9 @@ pub struct Limits {
     pub max_announces: usize,
     /// Unfinished group streams per subscription; a newer group resets the oldest beyond this.
     pub max_groups_in_flight: usize,
+    /// How long a track nobody wants stays subscribed upstream and cached, so that a quick
+    /// re-subscribe (or an HTTP fetch) finds it warm.
+    pub track_linger: std::time::Duration,
     pub cache: CacheLimits,
 }
 
@@ -50,6 +53,7 @@ impl Default for Limits {
             max_subscriptions: 1024,
             max_announces: 64,
             max_groups_in_flight: 4,
+            track_linger: std::time::Duration::from_secs(5),
             cache: CacheLimits::default(),
         }
     }
@@ -177,8 +181,17 @@ fn now_ms() -> u64 {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum SubRef {
-    Down { conn: ConnectionHandle, id: u64 },
-    App { id: u64 },
+    Down {
+        conn: ConnectionHandle,
+        id: u64,
+    },
+    App {
+        id: u64,
+    },
+    /// An HTTP `/fetch` waiting for the track's next complete group.
+    Fetch {
+        id: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -199,6 +212,8 @@ struct TrackState {
     subs: Vec<SubRef>,
     /// Other cores that hold replicas of this track: (core, their replica id).
     remotes: Vec<(usize, u64)>,
+    /// Since when nobody wants the track; it stays subscribed (and cached) for the linger.
+    idle_since: Option<std::time::Instant>,
 }
 
 /// Bytes queued for a stream that flow control would not take yet.
@@ -405,6 +420,9 @@ pub struct Node {
     infos: HashMap<Arc<str>, HashMap<Arc<str>, TrackInfo>>,
     /// Who waits for a TRACK_INFO being asked for upstream or on the owning core.
     info_waits: HashMap<(Arc<str>, Arc<str>), Vec<InfoWaiter>>,
+    /// HTTP fetches waiting for a complete group, by their [`SubRef::Fetch`] id.
+    fetches: HashMap<u64, Sender<Vec<Bytes>>>,
+    next_fetch: u64,
 }
 
 /// Someone who asked for a track's TRACK_INFO.
@@ -445,6 +463,8 @@ impl Node {
             active,
             infos: HashMap::new(),
             info_waits: HashMap::new(),
+            fetches: HashMap::new(),
+            next_fetch: 0,
         }
     }
 
@@ -2083,6 +2103,7 @@ impl Node {
                 cache: GroupCache::default(),
                 subs: Vec::new(),
                 remotes: Vec::new(),
+                idle_since: None,
             },
         );
     }
@@ -2182,6 +2203,7 @@ impl Node {
             return;
         };
         t.subs.push(sub);
+        t.idle_since = None;
         let seqs: Vec<u64> = match start {
             Some(s) => t
                 .cache
@@ -2206,14 +2228,41 @@ impl Node {
         self.maybe_release(ctx, track);
     }
 
+    /// A track nobody wants: keep it for the linger, then release it.
     fn maybe_release(&mut self, ctx: &mut Ctx<'_>, track: u64) {
-        let Some(t) = self.tracks.get(&track) else {
+        let linger = self.limits.track_linger;
+        let Some(t) = self.tracks.get_mut(&track) else {
             return;
         };
         if !t.subs.is_empty() || !t.remotes.is_empty() || matches!(t.source, Source::App) {
+            t.idle_since = None;
             return;
         }
-        let t = self.tracks.remove(&track).expect("present");
+        let since = *t.idle_since.get_or_insert(ctx.now);
+        if ctx.now < since + linger {
+            ctx.wake_at(since + linger);
+            return;
+        }
+        self.release(ctx, track);
+    }
+
+    /// Release the tracks whose linger is over, and wake again for the next one.
+    fn release_idle(&mut self, ctx: &mut Ctx<'_>) {
+        let idle: Vec<u64> = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| t.idle_since.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in idle {
+            self.maybe_release(ctx, id);
+        }
+    }
+
+    fn release(&mut self, ctx: &mut Ctx<'_>, track: u64) {
+        let Some(t) = self.tracks.remove(&track) else {
+            return;
+        };
         self.unindex(&t);
         match t.source {
             Source::Session { conn, up } => {
@@ -2393,6 +2442,7 @@ impl Node {
                         sent.remove(&seq);
                     }
                 }
+                SubRef::Fetch { .. } => {}
                 SubRef::Down { conn, id } => {
                     let Some(down) = self
                         .sessions
@@ -2445,6 +2495,39 @@ impl Node {
                 }
             }
             SubRef::Down { conn, id } => self.sync_down(ctx, conn, id, seq, &frames, done),
+            SubRef::Fetch { id } => {
+                if done && let Some(reply) = self.fetches.remove(&id) {
+                    let _ = reply.send(frame_payloads(&frames));
+                    self.detach(ctx, track, sub);
+                }
+            }
+        }
+    }
+
+    /// An HTTP fetch of `track` of `path`, which this core publishes or relays: the newest
+    /// complete cached group at once, else the next group to complete.
+    fn fetch(&mut self, ctx: &mut Ctx<'_>, p: &str, name: &str, reply: Sender<Vec<Bytes>>) {
+        let Some(track) = self.resolve(ctx, p, name) else {
+            return;
+        };
+        let cached = self.tracks.get(&track).and_then(|t| {
+            t.cache
+                .groups
+                .iter()
+                .filter(|g| g.done)
+                .max_by_key(|g| g.seq)
+                .map(|g| frame_payloads(&g.frames))
+        });
+        if let Some(frames) = cached {
+            let _ = reply.send(frames);
+            self.maybe_release(ctx, track);
+            return;
+        }
+        let id = self.next_fetch;
+        self.next_fetch += 1;
+        self.fetches.insert(id, reply);
+        if let Some(t) = self.tracks.get_mut(&track) {
+            t.subs.push(SubRef::Fetch { id });
         }
     }
 
@@ -2578,6 +2661,10 @@ impl Node {
                     self.app_subs.remove(&id);
                     self.emit(AppEvent::Ended { id, code: code.0 });
                 }
+                SubRef::Fetch { id } => {
+                    // Dropping the reply tells the HTTP side there is nothing.
+                    self.fetches.remove(&id);
+                }
                 SubRef::Down { conn, id } => {
                     let Some(s) = self.sessions.get_mut(&conn) else {
                         continue;
@@ -2689,6 +2776,7 @@ impl Node {
             CoreMsg::GroupAbort { replica, seq, code } => {
                 self.group_abort(ctx, replica, seq, ErrorCode(code))
             }
+            CoreMsg::Fetch { path, track, reply } => self.fetch(ctx, &path, &track, reply),
             CoreMsg::TrackEnd { replica, code } => self.end_track(ctx, replica, ErrorCode(code)),
             CoreMsg::TrackInfo { path, track, from } => {
                 self.want_info(ctx, path, track, InfoWaiter::Core(from))
@@ -2858,6 +2946,10 @@ impl Handler for Node {
         }
     }
 
+    fn on_timer(&mut self, ctx: &mut Ctx<'_>) {
+        self.release_idle(ctx);
+    }
+
     fn on_wake(&mut self, ctx: &mut Ctx<'_>) {
         while let Ok(msg) = self.inbox.try_recv() {
             self.on_core_msg(ctx, msg);
@@ -2924,6 +3016,18 @@ fn announce_msg(
         suffix: suffix_of(path_, prefix),
         hops,
     }
+}
+
+/// Each frame's payload as one `Bytes` (chunks are joined only when there are several).
+fn frame_payloads(frames: &[Arc<Frame>]) -> Vec<Bytes> {
+    frames
+        .iter()
+        .map(|f| match f.chunks.as_slice() {
+            [] => Bytes::new(),
+            [one] => one.clone(),
+            many => Bytes::from(many.concat()),
+        })
+        .collect()
 }
 
 fn suffix_of(path_: &str, prefix: &str) -> String {
