@@ -304,7 +304,7 @@ enum In {
     H3Pending {
         bidi: bool,
         session: u64,
-        buf: Vec<u8>,
+        chunks: Vec<Bytes>,
         fin: bool,
     },
 }
@@ -317,8 +317,38 @@ enum WebStream {
     Refused,
 }
 
-/// WebTransport streams held while a session opens (RFC: a client buffers a few).
-const MAX_EARLY_STREAMS: usize = 32;
+/// WebTransport streams held while a session opens (a client buffers a few), and the bytes
+/// each may hold meanwhile.
+const MAX_EARLY_STREAMS: usize = 16;
+const MAX_EARLY_BYTES: usize = 256 * 1024;
+
+/// Longest HTTP/3 stream header: a stream type and a session id, two varints.
+const MAX_H3_HEADER: usize = 16;
+
+/// Move up to the header's worth of bytes into `buf`; the rest stays in its chunks, uncopied.
+fn header_bytes(buf: &mut Vec<u8>, chunks: Vec<Bytes>) -> VecDeque<Bytes> {
+    let mut rest = VecDeque::from(chunks);
+    while buf.len() < MAX_H3_HEADER {
+        let Some(front) = rest.front_mut() else { break };
+        let n = (MAX_H3_HEADER - buf.len()).min(front.len());
+        buf.extend_from_slice(&front[..n]);
+        bytes::Buf::advance(front, n);
+        if front.is_empty() {
+            rest.pop_front();
+        }
+    }
+    rest
+}
+
+/// What follows a parsed header of `used` bytes: the rest of `buf`, then the untouched chunks.
+fn after_header(buf: &[u8], used: usize, tail: VecDeque<Bytes>) -> Vec<Bytes> {
+    let mut rest = Vec::with_capacity(tail.len() + 1);
+    if used < buf.len() {
+        rest.push(Bytes::copy_from_slice(&buf[used..]));
+    }
+    rest.extend(tail);
+    rest
+}
 
 struct GroupIn {
     reader: GroupReader,
@@ -759,7 +789,7 @@ impl Node {
             let Some(In::H3Pending {
                 bidi,
                 session: named,
-                buf,
+                chunks,
                 fin,
             }) = self.sessions.get_mut(&ch).and_then(|s| s.ins.remove(&id))
             else {
@@ -771,7 +801,7 @@ impl Node {
             }
             let next = self.web_inner(ch, id, bidi);
             let end = if fin { End::Fin } else { End::Open };
-            self.feed(ctx, ch, id, next, vec![Bytes::from(buf)], end);
+            self.feed(ctx, ch, id, next, chunks, end);
         }
         self.accept(ctx, ch);
     }
@@ -1168,14 +1198,18 @@ impl Node {
             In::H3Pending {
                 bidi,
                 session,
-                mut buf,
+                chunks: mut held,
                 fin,
             } => {
-                extend(&mut buf, &chunks, max)?;
+                held.extend(chunks);
+                if held.iter().map(Bytes::len).sum::<usize>() > MAX_EARLY_BYTES {
+                    self.h3_refuse(ctx, ch, id, web::WT_BUFFERED_STREAM_REJECTED);
+                    return Ok(None);
+                }
                 Ok(Some(In::H3Pending {
                     bidi,
                     session,
-                    buf,
+                    chunks: held,
                     fin: fin || end == End::Fin,
                 }))
             }
@@ -1187,7 +1221,7 @@ impl Node {
                 Ok(Some(In::H3Critical))
             }
             In::H3Uni { mut buf } => {
-                extend(&mut buf, &chunks, max)?;
+                let tail = header_bytes(&mut buf, chunks);
                 let (kind, used) = match web::uni_header(&buf) {
                     Ok(Some(header)) => header,
                     Ok(None) => return self.short(end, In::H3Uni { buf }),
@@ -1196,7 +1230,7 @@ impl Node {
                         return Ok(None);
                     }
                 };
-                let rest = vec![Bytes::copy_from_slice(&buf[used..])];
+                let rest = after_header(&buf, used, tail);
                 let seen = match self.sessions.get_mut(&ch).and_then(|s| s.web.as_mut()) {
                     Some(w) => w.peer.accept(kind),
                     None => return Ok(None),
@@ -1218,7 +1252,7 @@ impl Node {
                             WebStream::Early => In::H3Pending {
                                 bidi: false,
                                 session,
-                                buf: Vec::new(),
+                                chunks: Vec::new(),
                                 fin: false,
                             },
                             WebStream::Refused => return Ok(None),
@@ -1244,7 +1278,7 @@ impl Node {
                 self.consume(ctx, ch, id, next, rest, end)
             }
             In::H3Bidi { mut buf } => {
-                extend(&mut buf, &chunks, max)?;
+                let tail = header_bytes(&mut buf, chunks);
                 let (kind, used) = match web::bidi_header(&buf) {
                     Ok(Some(header)) => header,
                     Ok(None) => return self.short(end, In::H3Bidi { buf }),
@@ -1253,7 +1287,7 @@ impl Node {
                         return Ok(None);
                     }
                 };
-                let rest = vec![Bytes::copy_from_slice(&buf[used..])];
+                let rest = after_header(&buf, used, tail);
                 let next = match kind {
                     web::BidiStream::WebTransport { session } => {
                         match self.web_stream(ctx, ch, id, session) {
@@ -1261,7 +1295,7 @@ impl Node {
                             WebStream::Early => In::H3Pending {
                                 bidi: true,
                                 session,
-                                buf: Vec::new(),
+                                chunks: Vec::new(),
                                 fin: false,
                             },
                             WebStream::Refused => return Ok(None),
@@ -2469,8 +2503,18 @@ impl Node {
         let Some(group) = self.tracks.get(&track).and_then(|t| t.cache.get(seq)) else {
             return;
         };
-        let frames = group.frames.clone();
         let done = group.done;
+        // A session subscriber only needs the frames it has not had (usually the newest one).
+        let from = match sub {
+            SubRef::Down { conn, id } => self
+                .sessions
+                .get(&conn)
+                .and_then(|s| s.downs.get(&id))
+                .and_then(|d| d.groups.iter().find(|g| g.seq == seq))
+                .map_or(0, |g| g.sent.min(group.frames.len())),
+            _ => 0,
+        };
+        let frames = group.frames[from..].to_vec();
         match sub {
             SubRef::App { id } => {
                 let Some((_, sent)) = self.app_subs.get_mut(&id) else {
@@ -2494,7 +2538,7 @@ impl Node {
                     self.emit(AppEvent::GroupDone { id, seq });
                 }
             }
-            SubRef::Down { conn, id } => self.sync_down(ctx, conn, id, seq, &frames, done),
+            SubRef::Down { conn, id } => self.sync_down(ctx, conn, id, seq, from, &frames, done),
             SubRef::Fetch { id } => {
                 if done && let Some(reply) = self.fetches.remove(&id) {
                     let _ = reply.send(frame_payloads(&frames));
@@ -2537,6 +2581,7 @@ impl Node {
         ch: ConnectionHandle,
         sub: u64,
         seq: u64,
+        offset: usize,
         frames: &[Arc<Frame>],
         done: bool,
     ) {
@@ -2616,7 +2661,9 @@ impl Node {
         }
         let stream = g.stream;
         let mut chunks = Vec::new();
-        for f in &frames[g.sent.min(frames.len())..] {
+        // `frames` starts at index `offset` of the group.
+        let skip = g.sent.saturating_sub(offset).min(frames.len());
+        for f in &frames[skip..] {
             let mut hdr = BytesMut::with_capacity(16);
             if g.writer.frame(f.size(), f.timestamp, &mut hdr).is_err() {
                 break;

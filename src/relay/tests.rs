@@ -781,3 +781,38 @@ fn long_group_ends_after_the_next_one_opens() {
         }
     }
 }
+
+/// A WebTransport stream whose header arrives together with a large group (more than any
+/// control message limit) is taken whole: only the header is parsed, the payload passes on.
+#[test]
+fn webtransport_group_larger_than_a_message_arrives_whole() {
+    // The smallest message limit: any read of a group stream holds more than it.
+    let mut limits = super::Limits::default();
+    limits.max_message = 256;
+    let server = relay_with(1, limits);
+    let publisher = connect_via(&server, Via::Web(BROWSER_PROTOCOLS, Version::Lite04));
+    publisher.send(AppCmd::Publish {
+        path: "demo".into(),
+    });
+    // The whole group is waiting at the publisher when the relay subscribes, so it arrives in
+    // a burst behind the stream header.
+    let sizes = [40_000usize, 40_000, 40_000, 40_000, 0, 1];
+    for (i, size) in sizes.iter().enumerate() {
+        frame(&publisher, 0, i, *size);
+    }
+    let subscriber = connect(&server, Version::Lite05);
+    wait(&subscriber, "announce", |e| match e {
+        AppEvent::Announced { path, active: true } if path == "demo" => Some(()),
+        _ => None,
+    });
+    subscriber.send(AppCmd::Subscribe {
+        id: 1,
+        path: "demo".into(),
+        track: "video".into(),
+    });
+    let got = frames(&subscriber, 1, sizes.len());
+    for (i, (seq, index, bytes)) in got.iter().enumerate() {
+        assert_eq!((*seq, *index), (0, i));
+        assert_eq!(bytes[..], payload(0, i, sizes[i])[..], "frame {i}");
+    }
+}
