@@ -309,6 +309,14 @@ enum In {
     },
 }
 
+/// What a subscriber has not had of group `seq`: `frames` start at index `offset`.
+struct News<'a> {
+    seq: u64,
+    offset: usize,
+    frames: &'a [Arc<Frame>],
+    done: bool,
+}
+
 /// Where a WebTransport stream header leads.
 enum WebStream {
     Ours,
@@ -2538,7 +2546,15 @@ impl Node {
                     self.emit(AppEvent::GroupDone { id, seq });
                 }
             }
-            SubRef::Down { conn, id } => self.sync_down(ctx, conn, id, seq, from, &frames, done),
+            SubRef::Down { conn, id } => {
+                let news = News {
+                    seq,
+                    offset: from,
+                    frames: &frames,
+                    done,
+                };
+                self.sync_down(ctx, conn, id, news)
+            }
             SubRef::Fetch { id } => {
                 if done && let Some(reply) = self.fetches.remove(&id) {
                     let _ = reply.send(frame_payloads(&frames));
@@ -2575,16 +2591,13 @@ impl Node {
         }
     }
 
-    fn sync_down(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        ch: ConnectionHandle,
-        sub: u64,
-        seq: u64,
-        offset: usize,
-        frames: &[Arc<Frame>],
-        done: bool,
-    ) {
+    fn sync_down(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, sub: u64, news: News<'_>) {
+        let News {
+            seq,
+            offset,
+            frames,
+            done,
+        } = news;
         let Some(s) = self.sessions.get_mut(&ch) else {
             return;
         };
