@@ -930,6 +930,18 @@ impl Node {
         true
     }
 
+    /// A capsule on the CONNECT stream; false when it ended the session.
+    fn web_capsule(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, c: web::Capsule) -> bool {
+        match c {
+            web::Capsule::CloseWebTransportSession { code, reason } => {
+                self.web_closed(ctx, ch, code, &reason);
+                false
+            }
+            // Nothing to wind down: a relay session ends when its peer leaves.
+            web::Capsule::DrainWebTransportSession => true,
+        }
+    }
+
     /// The peer ended the WebTransport session (capsule, FIN or reset of the CONNECT stream).
     fn web_closed(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, code: u32, reason: &str) {
         tracing::debug!(
@@ -1390,14 +1402,11 @@ impl Node {
                             }
                             return Ok(None);
                         }
-                        web::ConnectProgress::Capsule(web::Capsule::CloseWebTransportSession {
-                            code,
-                            reason,
-                        }) => {
-                            self.web_closed(ctx, ch, code, &reason);
-                            return Ok(None);
+                        web::ConnectProgress::Capsule(c) => {
+                            if !self.web_capsule(ctx, ch, c) {
+                                return Ok(None);
+                            }
                         }
-                        web::ConnectProgress::Capsule(web::Capsule::DrainWebTransportSession) => {}
                     }
                 }
                 match end {
@@ -1440,13 +1449,11 @@ impl Node {
                             ctx.close(ch, web::H3_NO_ERROR as u32, reason.as_bytes());
                             return Ok(None);
                         }
-                        web::ResponseProgress::Capsule(
-                            web::Capsule::CloseWebTransportSession { code, reason },
-                        ) => {
-                            self.web_closed(ctx, ch, code, &reason);
-                            return Ok(None);
+                        web::ResponseProgress::Capsule(c) => {
+                            if !self.web_capsule(ctx, ch, c) {
+                                return Ok(None);
+                            }
                         }
-                        web::ResponseProgress::Capsule(web::Capsule::DrainWebTransportSession) => {}
                     }
                 }
                 if end != End::Open {
