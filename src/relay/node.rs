@@ -643,6 +643,7 @@ impl Node {
             self.close(ctx, ch, ErrorCode::UNKNOWN_ALPN, "unsupported ALPN");
             return;
         }
+        tracing::debug!(core = self.core, conn = ?ch, alpn = %alpn, server, "session connected");
         let session = Session {
             version,
             legacy,
@@ -1039,6 +1040,7 @@ impl Node {
         let Some(s) = self.sessions.remove(&ch) else {
             return;
         };
+        tracing::debug!(core = self.core, conn = ?ch, reason = %reason, "session lost");
         if self.upstream == Some(ch) {
             self.upstream = None;
             self.emit(AppEvent::Closed { reason });
@@ -1061,7 +1063,84 @@ impl Node {
             .map(|(id, _)| *id)
             .collect();
         for id in sourced {
-            self.end_track(ctx, id, ErrorCode::DROPPED);
+            // A publisher that took the broadcast over keeps its subscribers; else it ends.
+            let taken = self
+                .tracks
+                .get(&id)
+                .and_then(|t| self.registry.lookup(&t.path));
+            if taken.is_some() {
+                self.resplice(ctx, id);
+            } else {
+                self.end_track(ctx, id, ErrorCode::DROPPED);
+            }
+        }
+    }
+
+    /// Feed `track` from whoever publishes its broadcast now. Its subscribers stay; the groups
+    /// in flight from the old source can never finish, so their streams are reset, and the
+    /// cache starts over with the new publisher's sequence.
+    fn resplice(&mut self, ctx: &mut Ctx<'_>, track: u64) {
+        let Some(t) = self.tracks.get(&track) else {
+            return;
+        };
+        let Some(owner) = self.registry.lookup(&t.path) else {
+            return;
+        };
+        let current = match t.source {
+            Source::Session { conn, .. } => owner.core == self.core && owner.conn == Some(conn),
+            // The owning core resplices its own track.
+            Source::Core { core } => owner.core == core,
+            Source::App => true,
+        };
+        let live = match t.source {
+            Source::Session { conn, .. } => self.sessions.contains_key(&conn),
+            _ => true,
+        };
+        if current && live {
+            return;
+        }
+        let (p, name) = (t.path.clone(), t.name.clone());
+        tracing::debug!(core = self.core, broadcast = %p, track = %name, "resplicing to the new publisher");
+        let unfinished: Vec<u64> = t
+            .cache
+            .groups
+            .iter()
+            .filter(|g| !g.done)
+            .map(|g| g.seq)
+            .collect();
+        for seq in unfinished {
+            self.group_abort(ctx, track, seq, ErrorCode::DROPPED);
+        }
+        let Some(t) = self.tracks.get_mut(&track) else {
+            return;
+        };
+        t.cache = GroupCache::default();
+        let old = std::mem::replace(&mut t.source, Source::App);
+        self.drop_source(ctx, track, old);
+        let source = if owner.core != self.core {
+            self.registry.send(
+                owner.core,
+                CoreMsg::Subscribe {
+                    path: p,
+                    track: name,
+                    from: self.core,
+                    replica: track,
+                },
+            );
+            Some(Source::Core { core: owner.core })
+        } else if let Some(conn) = owner.conn {
+            self.subscribe_upstream(ctx, conn, &p, &name, track)
+                .map(|up| Source::Session { conn, up })
+        } else {
+            Some(Source::App)
+        };
+        match source {
+            Some(source) => {
+                if let Some(t) = self.tracks.get_mut(&track) {
+                    t.source = source;
+                }
+            }
+            None => self.end_track(ctx, track, ErrorCode::DROPPED),
         }
     }
 
@@ -1913,7 +1992,18 @@ impl Node {
     ) {
         let owner = match owner {
             Some(o) if active => {
-                self.active.insert(path_.clone(), o.clone());
+                let previous = self.active.insert(path_.clone(), o.clone());
+                if previous.is_some_and(|old| old.core != o.core || old.conn != o.conn) {
+                    // A new publisher took the broadcast over: move this core's tracks to it.
+                    let ids: Vec<u64> = self
+                        .by_name
+                        .get(&path_)
+                        .map(|m| m.values().copied().collect())
+                        .unwrap_or_default();
+                    for id in ids {
+                        self.resplice(ctx, id);
+                    }
+                }
                 o
             }
             _ => match self.active.remove(&path_) {
@@ -2313,7 +2403,12 @@ impl Node {
             return;
         };
         self.unindex(&t);
-        match t.source {
+        self.drop_source(ctx, track, t.source);
+    }
+
+    /// Stop what feeds `track`: FIN our upstream SUBSCRIBE, or leave the owning core's track.
+    fn drop_source(&mut self, ctx: &mut Ctx<'_>, track: u64, source: Source) {
+        match source {
             Source::Session { conn, up } => {
                 if let Some((stream, _)) =
                     self.sessions.get_mut(&conn).and_then(|s| s.ups.remove(&up))

@@ -144,14 +144,15 @@ impl Registry {
     pub fn publish(&self, path: &str, owner: Owner) {
         let path: Arc<str> = path.into();
         let mut owners = self.owners.lock().expect("registry lock");
-        let fresh = match owners.get(&path) {
+        let changed = match owners.get(&path) {
             Some(old) if old.conn.is_none() && owner.conn.is_some() => return,
-            Some(_) => false,
+            Some(old) => old.core != owner.core || old.conn != owner.conn || old.hops != owner.hops,
             None => true,
         };
         owners.insert(path.clone(), owner.clone());
         drop(owners);
-        if fresh {
+        // Every core learns of a takeover too, to move its tracks to the new publisher.
+        if changed {
             self.announce_all(&path, Some(&owner), true);
         }
     }

@@ -917,3 +917,85 @@ fn webtransport_bad_requests_get_http_statuses() {
     engine.shutdown();
     let _ = engine.join();
 }
+
+/// A publisher that takes a broadcast over (the old one crashed and restarted under the same
+/// name) keeps the subscribers: they move to the new publisher at once, on every core, and
+/// the old publisher leaving later ends nothing.
+#[test]
+fn publisher_takeover_keeps_subscribers() {
+    let server = relay(2);
+    let old = connect(&server, Version::Lite05);
+    old.send(AppCmd::Publish {
+        path: "demo".into(),
+    });
+    let subscribers: Vec<Client> = (0..4).map(|_| connect(&server, Version::Lite04)).collect();
+    for (n, s) in subscribers.iter().enumerate() {
+        wait(s, "announce", |e| match e {
+            AppEvent::Announced { path, active: true } if path == "demo" => Some(()),
+            _ => None,
+        });
+        s.send(AppCmd::Subscribe {
+            id: n as u64,
+            path: "demo".into(),
+            track: "video".into(),
+        });
+    }
+    frame(&old, 0, 0, 10);
+    for (n, s) in subscribers.iter().enumerate() {
+        assert_eq!(frames(s, n as u64, 1)[0].0, 0);
+    }
+
+    // The new publisher starts its own sequence over while the old session still lives.
+    let new = connect(&server, Version::Lite02);
+    new.send(AppCmd::Publish {
+        path: "demo".into(),
+    });
+    // Its groups go out only once the relay has subscribed; keep writing until all have one.
+    let deadline = Instant::now() + WAIT;
+    let mut seq = 100;
+    let mut got = vec![false; subscribers.len()];
+    while got.iter().any(|g| !g) {
+        assert!(
+            Instant::now() < deadline,
+            "subscribers with the new publisher: {got:?}"
+        );
+        frame(&new, seq, 0, 20);
+        group_done(&new, seq);
+        for (n, s) in subscribers.iter().enumerate() {
+            while let Ok(e) = s.events.recv_timeout(Duration::from_millis(20)) {
+                match e {
+                    AppEvent::Frame {
+                        id,
+                        seq: sq,
+                        payload,
+                        ..
+                    } if id == n as u64 && sq >= 100 => {
+                        let bytes: Vec<u8> = payload.iter().flat_map(|b| b.to_vec()).collect();
+                        assert_eq!(bytes[..], super::tests::payload(sq, 0, 20)[..]);
+                        got[n] = true;
+                    }
+                    AppEvent::Ended { id, code } if id == n as u64 => {
+                        panic!("subscription {n} ended with {code} on takeover")
+                    }
+                    _ => {}
+                }
+            }
+        }
+        seq += 1;
+    }
+
+    // The old publisher going away now ends nothing: the next group still arrives.
+    old.close();
+    std::thread::sleep(Duration::from_millis(200));
+    frame(&new, seq, 0, 30);
+    group_done(&new, seq);
+    for (n, s) in subscribers.iter().enumerate() {
+        wait(s, "a group after the old publisher left", |e| match e {
+            AppEvent::Frame { id, seq: sq, .. } if id == n as u64 && sq == seq => Some(()),
+            AppEvent::Ended { id, code } if id == n as u64 => {
+                panic!("subscription {n} ended with {code} when the old publisher left")
+            }
+            _ => None,
+        });
+    }
+}
