@@ -145,6 +145,10 @@ pub struct Cli {
     /// Largest control message, in bytes [default: 16384].
     #[arg(long = "relay-max-message", env = "MOQ_RELAY_MAX_MESSAGE")]
     pub max_message: Option<usize>,
+
+    /// Milliseconds a track nobody wants stays subscribed upstream and cached [default: 5000].
+    #[arg(long = "relay-track-linger", env = "MOQ_RELAY_TRACK_LINGER")]
+    pub track_linger: Option<u64>,
 }
 
 /// One value or a list, as the reference accepts for paths.
@@ -196,6 +200,7 @@ pub struct FileRelay {
     pub max_announces: Option<usize>,
     pub max_frame: Option<u64>,
     pub max_message: Option<usize>,
+    pub track_linger: Option<u64>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -372,6 +377,7 @@ impl Config {
             max_announces: cli.max_announces,
             max_frame: cli.max_frame,
             max_message: cli.max_message,
+            track_linger: cli.track_linger,
         };
         let bind = pick(cli.server_bind, file.server.bind, "[::]:443".into());
         let bind = resolve("server.bind (--server-bind)", &bind)?;
@@ -519,6 +525,7 @@ struct CliRelay {
     max_announces: Option<usize>,
     max_frame: Option<u64>,
     max_message: Option<usize>,
+    track_linger: Option<u64>,
 }
 
 fn relay_limits(cli: &CliRelay, file: FileRelay) -> Result<Limits, ConfigError> {
@@ -586,12 +593,24 @@ fn relay_limits(cli: &CliRelay, file: FileRelay) -> Result<Limits, ConfigError> 
         256,
         1 << 20,
     )?;
+    let linger = pick(
+        cli.track_linger,
+        file.track_linger,
+        d.track_linger.as_millis() as u64,
+    );
+    at_least(
+        "relay.track_linger (--relay-track-linger)",
+        linger,
+        0,
+        3_600_000,
+    )?;
     Ok(Limits {
         max_message: message,
         max_frame: frame,
         max_subscriptions: subs,
         max_announces: announces,
         max_groups_in_flight: in_flight,
+        track_linger: std::time::Duration::from_millis(linger),
         cache: CacheLimits {
             groups,
             age: std::time::Duration::from_millis(age),

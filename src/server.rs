@@ -191,10 +191,11 @@ impl crate::http::Origin for RelayOrigin {
             .collect()
     }
 
-    /// Always `None`, so `/fetch` answers 404, until the node exposes the latest group of a
-    /// track to other threads.
-    fn fetch(&self, _broadcast: &str, _track: &str, _timeout: Duration) -> Option<Vec<Bytes>> {
-        None
+    fn fetch(&self, broadcast: &str, track: &str, timeout: Duration) -> Option<Vec<Bytes>> {
+        let broadcast = path::normalize(broadcast, 1024).ok()?;
+        self.nodes
+            .registry()?
+            .fetch_latest(&broadcast, track, timeout)
     }
 
     fn fingerprint(&self) -> String {

@@ -1,24 +1,52 @@
 //! Headless Chromium publishes and subscribes through an in-process relay over WebTransport with
-//! the reference JS client (`@moq/lite`), driven by `tests/browser/run.mjs`.
+//! the reference JS client (`@moq/lite`), driven by `tests/browser/run.mjs`. A raw-QUIC client
+//! of this crate shares the relay: it subscribes to the browser's broadcast and publishes one
+//! the page subscribes to, so sessions of both kinds meet in either direction.
 //!
 //! Needs `/usr/bin/chromium` (Debian's `chromium` package), `node`, and `npm ci` in
 //! `tests/browser`; `.ci/run` installs them. Without them the test fails under `CI=true` and
 //! skips, loudly, elsewhere. Run it alone with
 //! `cargo test --test browser -- --nocapture`.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::Read;
-use std::net::{TcpListener, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use moq_relay::client::{Client, ClientOptions};
 use moq_relay::config::{Cli, Config, File as ConfigFile};
+use moq_relay::lite::Version;
+use moq_relay::relay::{AppCmd, AppEvent};
 use moq_relay::server::Server;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 /// The runner gives the page 90 s; this covers Chromium's start and stop around that.
 const RUNNER_DEADLINE: Duration = Duration::from_secs(180);
+/// How long the raw-QUIC subscriber may take for its groups of the browser's broadcast; the
+/// runner holds the page's publisher as long (HOLD_MS).
+const SUBSCRIBE_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Frame sizes of every group and how many whole groups a subscriber waits for, as in page.js.
+const SIZES: [usize; 6] = [0, 1, 100, 1024, 16 * 1024, 64 * 1024];
+const GROUPS: usize = 3;
+const TRACK: &str = "data";
+/// The raw-QUIC publisher writes a group this often for as long as the runner runs: the page
+/// may subscribe at any time and gets the latest group from its first frame, then live ones.
+const GROUP_INTERVAL: Duration = Duration::from_millis(100);
+/// Added to the pattern of the raw-QUIC broadcast (NATIVE_SALT in run.mjs).
+const NATIVE_SALT: u64 = 128;
+
+/// Byte i of frame k in group g, as page.js and run.mjs compute it.
+fn pattern(group: u64, frame: usize, size: usize, salt: u64) -> Vec<u8> {
+    (0..size as u64)
+        .map(|i| (i * 31 + frame as u64 * 7 + group * 13 + salt) as u8)
+        .collect()
+}
 
 fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
@@ -76,6 +104,207 @@ fn relay_on_one_port() -> Server {
     panic!("no port free on both UDP and TCP: {last}");
 }
 
+/// The raw-QUIC (lite-05) client: publishes `name` and subscribes to the browser's broadcast.
+struct Native {
+    client: Client,
+    name: String,
+    browser: String,
+    next_group: u64,
+    next_at: Instant,
+    subscribed: bool,
+    /// Frames of the browser's broadcast by group sequence and index.
+    frames: BTreeMap<u64, BTreeMap<usize, Vec<u8>>>,
+    done: BTreeSet<u64>,
+    /// When `done` first had GROUPS groups.
+    enough_at: Option<Instant>,
+    /// The subscription is judged: what comes after (the browser winding down) does not count.
+    over: bool,
+    ended: Option<u32>,
+    closed: Option<String>,
+}
+
+impl Native {
+    const SUBSCRIPTION: u64 = 1;
+    const GAP_GRACE: Duration = Duration::from_secs(2);
+
+    fn connect(addr: SocketAddr, name: String, browser: String) -> Self {
+        let client = Client::connect(ClientOptions::new(addr, Version::Lite05)).unwrap();
+        match client.events.recv_timeout(Duration::from_secs(10)) {
+            Ok(AppEvent::Ready { version }) => assert_eq!(version, Version::Lite05),
+            other => panic!("raw-QUIC client: {other:?} instead of a session"),
+        }
+        client.send(AppCmd::Publish { path: name.clone() });
+        Self {
+            client,
+            name,
+            browser,
+            next_group: 0,
+            next_at: Instant::now(),
+            subscribed: false,
+            frames: BTreeMap::new(),
+            done: BTreeSet::new(),
+            enough_at: None,
+            over: false,
+            ended: None,
+            closed: None,
+        }
+    }
+
+    /// Write the group that is due, if any.
+    fn publish_due(&mut self) {
+        if Instant::now() < self.next_at {
+            return;
+        }
+        let seq = self.next_group;
+        for (k, size) in SIZES.iter().enumerate() {
+            self.client.send(AppCmd::Frame {
+                path: self.name.clone(),
+                track: TRACK.into(),
+                seq,
+                timestamp: seq * 100_000 + k as u64,
+                payload: Bytes::from(pattern(seq, k, *size, NATIVE_SALT)),
+            });
+        }
+        self.client.send(AppCmd::GroupDone {
+            path: self.name.clone(),
+            track: TRACK.into(),
+            seq,
+        });
+        self.next_group += 1;
+        self.next_at = Instant::now() + GROUP_INTERVAL;
+    }
+
+    /// Handle events until the next group is due, subscribing once the browser announces.
+    fn poll(&mut self) {
+        let until = self.next_at.min(Instant::now() + GROUP_INTERVAL);
+        while let Ok(event) = self
+            .client
+            .events
+            .recv_timeout(until.saturating_duration_since(Instant::now()))
+        {
+            let ours = matches!(
+                event,
+                AppEvent::Frame {
+                    id: Self::SUBSCRIPTION,
+                    ..
+                } | AppEvent::GroupDone {
+                    id: Self::SUBSCRIPTION,
+                    ..
+                } | AppEvent::Ended {
+                    id: Self::SUBSCRIPTION,
+                    ..
+                }
+            );
+            if ours && self.over {
+                continue;
+            }
+            match event {
+                AppEvent::Announced { path, active: true }
+                    if path == self.browser && !self.subscribed =>
+                {
+                    self.subscribed = true;
+                    self.client.send(AppCmd::Subscribe {
+                        id: Self::SUBSCRIPTION,
+                        path,
+                        track: TRACK.into(),
+                    });
+                }
+                AppEvent::Frame {
+                    id: Self::SUBSCRIPTION,
+                    seq,
+                    index,
+                    payload,
+                    ..
+                } => {
+                    let bytes = payload.iter().flat_map(|b| b.iter().copied()).collect();
+                    self.frames.entry(seq).or_default().insert(index, bytes);
+                }
+                AppEvent::GroupDone {
+                    id: Self::SUBSCRIPTION,
+                    seq,
+                } => {
+                    self.done.insert(seq);
+                }
+                AppEvent::Ended {
+                    id: Self::SUBSCRIPTION,
+                    code,
+                } => self.ended = self.ended.or(Some(code)),
+                AppEvent::Closed { reason } => self.closed = self.closed.take().or(Some(reason)),
+                _ => {}
+            }
+        }
+    }
+
+    /// Whether the subscription is over, one way or another: GROUPS whole groups in a row, or
+    /// GROUPS with a gap that GAP_GRACE did not fill (groups travel on their own streams, so a
+    /// later one may finish first).
+    /// Once true, the subscription is dropped and the verdict is final.
+    fn finished(&mut self) -> bool {
+        if self.over {
+            return true;
+        }
+        if self.done.len() >= GROUPS {
+            let enough = *self.enough_at.get_or_insert_with(Instant::now);
+            let first = *self.done.first().expect("not empty");
+            let in_a_row = (first..first + GROUPS as u64).all(|s| self.done.contains(&s));
+            self.over = in_a_row || enough.elapsed() > Self::GAP_GRACE;
+        }
+        self.over |= self.ended.is_some() || self.closed.is_some();
+        if self.over && self.subscribed && self.ended.is_none() {
+            self.client.send(AppCmd::Unsubscribe {
+                id: Self::SUBSCRIPTION,
+            });
+        }
+        self.over
+    }
+
+    /// GROUPS or more whole groups of the browser's broadcast, byte-exact, and none missing
+    /// between them unless the relay reset some group for a slow subscriber (the only way it may
+    /// skip one): which, or what's wrong.
+    fn verdict(&self, groups_reset: u64) -> Result<String, String> {
+        let mut problems = Vec::new();
+        if let Some(reason) = &self.closed {
+            problems.push(format!("session closed: {reason}"));
+        }
+        if self.done.len() < GROUPS {
+            problems.push(format!(
+                "{} whole groups (subscribed: {}, ended: {:?})",
+                self.done.len(),
+                self.subscribed,
+                self.ended
+            ));
+        }
+        if let (Some(first), Some(last)) = (self.done.first(), self.done.last()) {
+            let missing: Vec<u64> = (*first..*last).filter(|s| !self.done.contains(s)).collect();
+            if !missing.is_empty() && groups_reset == 0 {
+                problems.push(format!(
+                    "groups {missing:?} never arrived whole, yet the relay reset no group"
+                ));
+            }
+        }
+        for seq in &self.done {
+            let frames = &self.frames.get(seq).cloned().unwrap_or_default();
+            if frames.keys().copied().ne(0..SIZES.len()) {
+                problems.push(format!("group {seq}: frames {:?}", frames.keys()));
+                continue;
+            }
+            for (k, size) in SIZES.iter().enumerate() {
+                if frames[&k] != pattern(*seq, k, *size, 0) {
+                    problems.push(format!(
+                        "group {seq} frame {k}: {} B, want {size} B of the pattern",
+                        frames[&k].len()
+                    ));
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(format!("groups {:?}", self.done))
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+}
+
 #[test]
 fn chromium_publishes_and_subscribes_over_webtransport() {
     let missing = missing();
@@ -88,10 +317,21 @@ fn chromium_publishes_and_subscribes_over_webtransport() {
         return;
     }
 
+    // RUST_LOG=moq_relay=debug shows what the relay did.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let server = relay_on_one_port();
     let port = server.local_addr().port();
     assert_eq!(server.http_addr().map(|a| a.port()), Some(port));
     let fingerprint = server.fingerprints()[0].clone();
+    let browser = format!("browser/test-{}", std::process::id());
+    let mut native = Native::connect(
+        server.local_addr(),
+        format!("native/{}", std::process::id()),
+        browser.clone(),
+    );
 
     let log_path = std::env::temp_dir().join(format!("moq-browser-{}.log", std::process::id()));
     let log = File::create(&log_path).unwrap();
@@ -99,14 +339,25 @@ fn chromium_publishes_and_subscribes_over_webtransport() {
         .arg(browser_dir().join("run.mjs"))
         .arg(port.to_string())
         .arg(&fingerprint)
+        .args(["--name", &browser, "--native", &native.name, "--hold"])
         .current_dir(browser_dir())
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()
         .expect("starting node");
+    // The runner keeps the page's publisher going until a line here: the raw-QUIC subscriber
+    // has had its groups, or will not.
+    let mut hold = child.stdin.take();
     let started = Instant::now();
     let status = loop {
+        native.publish_due();
+        native.poll();
+        if (native.finished() || started.elapsed() > SUBSCRIBE_DEADLINE)
+            && let Some(mut stdin) = hold.take()
+        {
+            let _ = writeln!(stdin, "raw-QUIC subscriber finished");
+        }
         if let Some(status) = child.try_wait().unwrap() {
             break Some(status);
         }
@@ -115,8 +366,8 @@ fn chromium_publishes_and_subscribes_over_webtransport() {
             let _ = child.wait();
             break None;
         }
-        std::thread::sleep(Duration::from_millis(100));
     };
+    drop(hold);
     let mut output = String::new();
     File::open(&log_path)
         .unwrap()
@@ -124,11 +375,26 @@ fn chromium_publishes_and_subscribes_over_webtransport() {
         .unwrap();
     let _ = std::fs::remove_file(&log_path);
     println!("--- node tests/browser/run.mjs {port} ---\n{output}--- end ---");
+    let groups_reset = server.stats().groups_reset.load(Ordering::Relaxed);
+    let verdict = native.verdict(groups_reset);
+    match &verdict {
+        Ok(detail) => println!(
+            "PASS {GROUPS} groups of {browser} arrive byte-exact at a raw-QUIC (lite-05) subscriber: {detail}"
+        ),
+        Err(detail) => println!(
+            "FAIL {GROUPS} groups of {browser} arrive byte-exact at a raw-QUIC (lite-05) subscriber: {detail}"
+        ),
+    }
+    println!("raw-QUIC checks: {} of 1 passed", u8::from(verdict.is_ok()));
+    native.client.close();
     server.stop().unwrap();
 
     match status {
         None => panic!("the browser runner did not finish in {RUNNER_DEADLINE:?}"),
         Some(s) if s.success() => {}
         Some(s) => panic!("the browser runner failed ({s}); its output is above"),
+    }
+    if let Err(e) = verdict {
+        panic!("the raw-QUIC subscriber: {e}");
     }
 }

@@ -398,3 +398,59 @@ fn origin_is_only_a_trait_object() {
     assert_eq!(get(addr, "/certificate.sha256").text(), "f".repeat(64));
     http.stop();
 }
+
+/// `/fetch` answers with the newest complete group of a real publisher's track, waits for the
+/// next one when none is complete yet, and is 404 for what nobody publishes.
+#[test]
+fn fetch_returns_the_latest_complete_group() {
+    use bytes::Bytes;
+    let server = relay(None);
+    let http = server.http_addr().unwrap();
+    assert_eq!(get(http, "/fetch/demo/video").status, 404);
+
+    let publisher = connect(&server, ClientVerify::Disabled).unwrap();
+    publisher.send(AppCmd::Publish {
+        path: "demo".into(),
+    });
+    wait_body(http, "/announced", "demo");
+    let frame = |seq: u64, payload: &'static [u8]| AppCmd::Frame {
+        path: "demo".into(),
+        track: "video".into(),
+        seq,
+        timestamp: seq,
+        payload: Bytes::from_static(payload),
+    };
+    let done = |seq: u64| AppCmd::GroupDone {
+        path: "demo".into(),
+        track: "video".into(),
+        seq,
+    };
+    // Nothing complete yet: the fetch waits for group 0 to finish.
+    publisher.send(frame(0, b"ab"));
+    let waiting = std::thread::spawn(move || get(http, "/fetch/demo/video"));
+    std::thread::sleep(Duration::from_millis(300));
+    publisher.send(frame(0, b""));
+    publisher.send(frame(0, b"cde"));
+    publisher.send(done(0));
+    let r = waiting.join().unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, b"abcde");
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+
+    // Group 1 complete, group 2 in progress: the newest complete one is served at once.
+    publisher.send(frame(1, b"one"));
+    publisher.send(done(1));
+    publisher.send(frame(2, b"unfinished"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = get(http, "/fetch/demo/video");
+        if r.body == b"one" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "got {:?}", r.text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(get(http, "/fetch/nobody/video").status, 404);
+    publisher.close();
+    server.stop().unwrap();
+}

@@ -38,7 +38,7 @@ impl Default for TransportLimits {
             connection_window: 16 << 20,
             send_window: 16 << 20,
             idle_timeout: Duration::from_secs(30),
-            keep_alive: Some(Duration::from_secs(10)),
+            keep_alive: Some(Duration::from_secs(5)),
         }
     }
 }

@@ -38,6 +38,9 @@ pub struct Limits {
     pub max_announces: usize,
     /// Unfinished group streams per subscription; a newer group resets the oldest beyond this.
     pub max_groups_in_flight: usize,
+    /// How long a track nobody wants stays subscribed upstream and cached, so that a quick
+    /// re-subscribe (or an HTTP fetch) finds it warm.
+    pub track_linger: std::time::Duration,
     pub cache: CacheLimits,
 }
 
@@ -50,6 +53,7 @@ impl Default for Limits {
             max_subscriptions: 1024,
             max_announces: 64,
             max_groups_in_flight: 4,
+            track_linger: std::time::Duration::from_secs(5),
             cache: CacheLimits::default(),
         }
     }
@@ -177,8 +181,17 @@ fn now_ms() -> u64 {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum SubRef {
-    Down { conn: ConnectionHandle, id: u64 },
-    App { id: u64 },
+    Down {
+        conn: ConnectionHandle,
+        id: u64,
+    },
+    App {
+        id: u64,
+    },
+    /// An HTTP `/fetch` waiting for the track's next complete group.
+    Fetch {
+        id: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -199,6 +212,8 @@ struct TrackState {
     subs: Vec<SubRef>,
     /// Other cores that hold replicas of this track: (core, their replica id).
     remotes: Vec<(usize, u64)>,
+    /// Since when nobody wants the track; it stays subscribed (and cached) for the linger.
+    idle_since: Option<std::time::Instant>,
 }
 
 /// Bytes queued for a stream that flow control would not take yet.
@@ -289,9 +304,17 @@ enum In {
     H3Pending {
         bidi: bool,
         session: u64,
-        buf: Vec<u8>,
+        chunks: Vec<Bytes>,
         fin: bool,
     },
+}
+
+/// What a subscriber has not had of group `seq`: `frames` start at index `offset`.
+struct News<'a> {
+    seq: u64,
+    offset: usize,
+    frames: &'a [Arc<Frame>],
+    done: bool,
 }
 
 /// Where a WebTransport stream header leads.
@@ -302,8 +325,38 @@ enum WebStream {
     Refused,
 }
 
-/// WebTransport streams held while a session opens (RFC: a client buffers a few).
-const MAX_EARLY_STREAMS: usize = 32;
+/// WebTransport streams held while a session opens (a client buffers a few), and the bytes
+/// each may hold meanwhile.
+const MAX_EARLY_STREAMS: usize = 16;
+const MAX_EARLY_BYTES: usize = 256 * 1024;
+
+/// Longest HTTP/3 stream header: a stream type and a session id, two varints.
+const MAX_H3_HEADER: usize = 16;
+
+/// Move up to the header's worth of bytes into `buf`; the rest stays in its chunks, uncopied.
+fn header_bytes(buf: &mut Vec<u8>, chunks: Vec<Bytes>) -> VecDeque<Bytes> {
+    let mut rest = VecDeque::from(chunks);
+    while buf.len() < MAX_H3_HEADER {
+        let Some(front) = rest.front_mut() else { break };
+        let n = (MAX_H3_HEADER - buf.len()).min(front.len());
+        buf.extend_from_slice(&front[..n]);
+        bytes::Buf::advance(front, n);
+        if front.is_empty() {
+            rest.pop_front();
+        }
+    }
+    rest
+}
+
+/// What follows a parsed header of `used` bytes: the rest of `buf`, then the untouched chunks.
+fn after_header(buf: &[u8], used: usize, tail: VecDeque<Bytes>) -> Vec<Bytes> {
+    let mut rest = Vec::with_capacity(tail.len() + 1);
+    if used < buf.len() {
+        rest.push(Bytes::copy_from_slice(&buf[used..]));
+    }
+    rest.extend(tail);
+    rest
+}
 
 struct GroupIn {
     reader: GroupReader,
@@ -405,6 +458,9 @@ pub struct Node {
     infos: HashMap<Arc<str>, HashMap<Arc<str>, TrackInfo>>,
     /// Who waits for a TRACK_INFO being asked for upstream or on the owning core.
     info_waits: HashMap<(Arc<str>, Arc<str>), Vec<InfoWaiter>>,
+    /// HTTP fetches waiting for a complete group, by their [`SubRef::Fetch`] id.
+    fetches: HashMap<u64, Sender<Vec<Bytes>>>,
+    next_fetch: u64,
 }
 
 /// Someone who asked for a track's TRACK_INFO.
@@ -445,6 +501,8 @@ impl Node {
             active,
             infos: HashMap::new(),
             info_waits: HashMap::new(),
+            fetches: HashMap::new(),
+            next_fetch: 0,
         }
     }
 
@@ -585,6 +643,7 @@ impl Node {
             self.close(ctx, ch, ErrorCode::UNKNOWN_ALPN, "unsupported ALPN");
             return;
         }
+        tracing::debug!(core = self.core, conn = ?ch, alpn = %alpn, server, "session connected");
         let session = Session {
             version,
             legacy,
@@ -739,7 +798,7 @@ impl Node {
             let Some(In::H3Pending {
                 bidi,
                 session: named,
-                buf,
+                chunks,
                 fin,
             }) = self.sessions.get_mut(&ch).and_then(|s| s.ins.remove(&id))
             else {
@@ -751,7 +810,7 @@ impl Node {
             }
             let next = self.web_inner(ch, id, bidi);
             let end = if fin { End::Fin } else { End::Open };
-            self.feed(ctx, ch, id, next, vec![Bytes::from(buf)], end);
+            self.feed(ctx, ch, id, next, chunks, end);
         }
         self.accept(ctx, ch);
     }
@@ -872,6 +931,18 @@ impl Node {
         true
     }
 
+    /// A capsule on the CONNECT stream; false when it ended the session.
+    fn web_capsule(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, c: web::Capsule) -> bool {
+        match c {
+            web::Capsule::CloseWebTransportSession { code, reason } => {
+                self.web_closed(ctx, ch, code, &reason);
+                false
+            }
+            // Nothing to wind down: a relay session ends when its peer leaves.
+            web::Capsule::DrainWebTransportSession => true,
+        }
+    }
+
     /// The peer ended the WebTransport session (capsule, FIN or reset of the CONNECT stream).
     fn web_closed(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, code: u32, reason: &str) {
         tracing::debug!(
@@ -969,6 +1040,7 @@ impl Node {
         let Some(s) = self.sessions.remove(&ch) else {
             return;
         };
+        tracing::debug!(core = self.core, conn = ?ch, reason = %reason, "session lost");
         if self.upstream == Some(ch) {
             self.upstream = None;
             self.emit(AppEvent::Closed { reason });
@@ -991,7 +1063,84 @@ impl Node {
             .map(|(id, _)| *id)
             .collect();
         for id in sourced {
-            self.end_track(ctx, id, ErrorCode::DROPPED);
+            // A publisher that took the broadcast over keeps its subscribers; else it ends.
+            let taken = self
+                .tracks
+                .get(&id)
+                .and_then(|t| self.registry.lookup(&t.path));
+            if taken.is_some() {
+                self.resplice(ctx, id);
+            } else {
+                self.end_track(ctx, id, ErrorCode::DROPPED);
+            }
+        }
+    }
+
+    /// Feed `track` from whoever publishes its broadcast now. Its subscribers stay; the groups
+    /// in flight from the old source can never finish, so their streams are reset, and the
+    /// cache starts over with the new publisher's sequence.
+    fn resplice(&mut self, ctx: &mut Ctx<'_>, track: u64) {
+        let Some(t) = self.tracks.get(&track) else {
+            return;
+        };
+        let Some(owner) = self.registry.lookup(&t.path) else {
+            return;
+        };
+        let current = match t.source {
+            Source::Session { conn, .. } => owner.core == self.core && owner.conn == Some(conn),
+            // The owning core resplices its own track.
+            Source::Core { core } => owner.core == core,
+            Source::App => true,
+        };
+        let live = match t.source {
+            Source::Session { conn, .. } => self.sessions.contains_key(&conn),
+            _ => true,
+        };
+        if current && live {
+            return;
+        }
+        let (p, name) = (t.path.clone(), t.name.clone());
+        tracing::debug!(core = self.core, broadcast = %p, track = %name, "resplicing to the new publisher");
+        let unfinished: Vec<u64> = t
+            .cache
+            .groups
+            .iter()
+            .filter(|g| !g.done)
+            .map(|g| g.seq)
+            .collect();
+        for seq in unfinished {
+            self.group_abort(ctx, track, seq, ErrorCode::DROPPED);
+        }
+        let Some(t) = self.tracks.get_mut(&track) else {
+            return;
+        };
+        t.cache = GroupCache::default();
+        let old = std::mem::replace(&mut t.source, Source::App);
+        self.drop_source(ctx, track, old);
+        let source = if owner.core != self.core {
+            self.registry.send(
+                owner.core,
+                CoreMsg::Subscribe {
+                    path: p,
+                    track: name,
+                    from: self.core,
+                    replica: track,
+                },
+            );
+            Some(Source::Core { core: owner.core })
+        } else if let Some(conn) = owner.conn {
+            self.subscribe_upstream(ctx, conn, &p, &name, track)
+                .map(|up| Source::Session { conn, up })
+        } else {
+            Some(Source::App)
+        };
+        match source {
+            Some(source) => {
+                if let Some(t) = self.tracks.get_mut(&track) {
+                    t.source = source;
+                }
+            }
+            None => self.end_track(ctx, track, ErrorCode::DROPPED),
         }
     }
 
@@ -1148,14 +1297,18 @@ impl Node {
             In::H3Pending {
                 bidi,
                 session,
-                mut buf,
+                chunks: mut held,
                 fin,
             } => {
-                extend(&mut buf, &chunks, max)?;
+                held.extend(chunks);
+                if held.iter().map(Bytes::len).sum::<usize>() > MAX_EARLY_BYTES {
+                    self.h3_refuse(ctx, ch, id, web::WT_BUFFERED_STREAM_REJECTED);
+                    return Ok(None);
+                }
                 Ok(Some(In::H3Pending {
                     bidi,
                     session,
-                    buf,
+                    chunks: held,
                     fin: fin || end == End::Fin,
                 }))
             }
@@ -1167,7 +1320,7 @@ impl Node {
                 Ok(Some(In::H3Critical))
             }
             In::H3Uni { mut buf } => {
-                extend(&mut buf, &chunks, max)?;
+                let tail = header_bytes(&mut buf, chunks);
                 let (kind, used) = match web::uni_header(&buf) {
                     Ok(Some(header)) => header,
                     Ok(None) => return self.short(end, In::H3Uni { buf }),
@@ -1176,7 +1329,7 @@ impl Node {
                         return Ok(None);
                     }
                 };
-                let rest = vec![Bytes::copy_from_slice(&buf[used..])];
+                let rest = after_header(&buf, used, tail);
                 let seen = match self.sessions.get_mut(&ch).and_then(|s| s.web.as_mut()) {
                     Some(w) => w.peer.accept(kind),
                     None => return Ok(None),
@@ -1198,7 +1351,7 @@ impl Node {
                             WebStream::Early => In::H3Pending {
                                 bidi: false,
                                 session,
-                                buf: Vec::new(),
+                                chunks: Vec::new(),
                                 fin: false,
                             },
                             WebStream::Refused => return Ok(None),
@@ -1224,7 +1377,7 @@ impl Node {
                 self.consume(ctx, ch, id, next, rest, end)
             }
             In::H3Bidi { mut buf } => {
-                extend(&mut buf, &chunks, max)?;
+                let tail = header_bytes(&mut buf, chunks);
                 let (kind, used) = match web::bidi_header(&buf) {
                     Ok(Some(header)) => header,
                     Ok(None) => return self.short(end, In::H3Bidi { buf }),
@@ -1233,7 +1386,7 @@ impl Node {
                         return Ok(None);
                     }
                 };
-                let rest = vec![Bytes::copy_from_slice(&buf[used..])];
+                let rest = after_header(&buf, used, tail);
                 let next = match kind {
                     web::BidiStream::WebTransport { session } => {
                         match self.web_stream(ctx, ch, id, session) {
@@ -1241,7 +1394,7 @@ impl Node {
                             WebStream::Early => In::H3Pending {
                                 bidi: true,
                                 session,
-                                buf: Vec::new(),
+                                chunks: Vec::new(),
                                 fin: false,
                             },
                             WebStream::Refused => return Ok(None),
@@ -1328,14 +1481,11 @@ impl Node {
                             }
                             return Ok(None);
                         }
-                        web::ConnectProgress::Capsule(web::Capsule::CloseWebTransportSession {
-                            code,
-                            reason,
-                        }) => {
-                            self.web_closed(ctx, ch, code, &reason);
-                            return Ok(None);
+                        web::ConnectProgress::Capsule(c) => {
+                            if !self.web_capsule(ctx, ch, c) {
+                                return Ok(None);
+                            }
                         }
-                        web::ConnectProgress::Capsule(web::Capsule::DrainWebTransportSession) => {}
                     }
                 }
                 match end {
@@ -1378,13 +1528,11 @@ impl Node {
                             ctx.close(ch, web::H3_NO_ERROR as u32, reason.as_bytes());
                             return Ok(None);
                         }
-                        web::ResponseProgress::Capsule(
-                            web::Capsule::CloseWebTransportSession { code, reason },
-                        ) => {
-                            self.web_closed(ctx, ch, code, &reason);
-                            return Ok(None);
+                        web::ResponseProgress::Capsule(c) => {
+                            if !self.web_capsule(ctx, ch, c) {
+                                return Ok(None);
+                            }
                         }
-                        web::ResponseProgress::Capsule(web::Capsule::DrainWebTransportSession) => {}
                     }
                 }
                 if end != End::Open {
@@ -1844,7 +1992,18 @@ impl Node {
     ) {
         let owner = match owner {
             Some(o) if active => {
-                self.active.insert(path_.clone(), o.clone());
+                let previous = self.active.insert(path_.clone(), o.clone());
+                if previous.is_some_and(|old| old.core != o.core || old.conn != o.conn) {
+                    // A new publisher took the broadcast over: move this core's tracks to it.
+                    let ids: Vec<u64> = self
+                        .by_name
+                        .get(&path_)
+                        .map(|m| m.values().copied().collect())
+                        .unwrap_or_default();
+                    for id in ids {
+                        self.resplice(ctx, id);
+                    }
+                }
                 o
             }
             _ => match self.active.remove(&path_) {
@@ -2083,6 +2242,7 @@ impl Node {
                 cache: GroupCache::default(),
                 subs: Vec::new(),
                 remotes: Vec::new(),
+                idle_since: None,
             },
         );
     }
@@ -2182,6 +2342,7 @@ impl Node {
             return;
         };
         t.subs.push(sub);
+        t.idle_since = None;
         let seqs: Vec<u64> = match start {
             Some(s) => t
                 .cache
@@ -2206,16 +2367,48 @@ impl Node {
         self.maybe_release(ctx, track);
     }
 
+    /// A track nobody wants: keep it for the linger, then release it.
     fn maybe_release(&mut self, ctx: &mut Ctx<'_>, track: u64) {
-        let Some(t) = self.tracks.get(&track) else {
+        let linger = self.limits.track_linger;
+        let Some(t) = self.tracks.get_mut(&track) else {
             return;
         };
         if !t.subs.is_empty() || !t.remotes.is_empty() || matches!(t.source, Source::App) {
+            t.idle_since = None;
             return;
         }
-        let t = self.tracks.remove(&track).expect("present");
+        let since = *t.idle_since.get_or_insert(ctx.now);
+        if ctx.now < since + linger {
+            ctx.wake_at(since + linger);
+            return;
+        }
+        self.release(ctx, track);
+    }
+
+    /// Release the tracks whose linger is over, and wake again for the next one.
+    fn release_idle(&mut self, ctx: &mut Ctx<'_>) {
+        let idle: Vec<u64> = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| t.idle_since.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in idle {
+            self.maybe_release(ctx, id);
+        }
+    }
+
+    fn release(&mut self, ctx: &mut Ctx<'_>, track: u64) {
+        let Some(t) = self.tracks.remove(&track) else {
+            return;
+        };
         self.unindex(&t);
-        match t.source {
+        self.drop_source(ctx, track, t.source);
+    }
+
+    /// Stop what feeds `track`: FIN our upstream SUBSCRIBE, or leave the owning core's track.
+    fn drop_source(&mut self, ctx: &mut Ctx<'_>, track: u64, source: Source) {
+        match source {
             Source::Session { conn, up } => {
                 if let Some((stream, _)) =
                     self.sessions.get_mut(&conn).and_then(|s| s.ups.remove(&up))
@@ -2393,6 +2586,7 @@ impl Node {
                         sent.remove(&seq);
                     }
                 }
+                SubRef::Fetch { .. } => {}
                 SubRef::Down { conn, id } => {
                     let Some(down) = self
                         .sessions
@@ -2419,8 +2613,18 @@ impl Node {
         let Some(group) = self.tracks.get(&track).and_then(|t| t.cache.get(seq)) else {
             return;
         };
-        let frames = group.frames.clone();
         let done = group.done;
+        // A session subscriber only needs the frames it has not had (usually the newest one).
+        let from = match sub {
+            SubRef::Down { conn, id } => self
+                .sessions
+                .get(&conn)
+                .and_then(|s| s.downs.get(&id))
+                .and_then(|d| d.groups.iter().find(|g| g.seq == seq))
+                .map_or(0, |g| g.sent.min(group.frames.len())),
+            _ => 0,
+        };
+        let frames = group.frames[from..].to_vec();
         match sub {
             SubRef::App { id } => {
                 let Some((_, sent)) = self.app_subs.get_mut(&id) else {
@@ -2444,19 +2648,58 @@ impl Node {
                     self.emit(AppEvent::GroupDone { id, seq });
                 }
             }
-            SubRef::Down { conn, id } => self.sync_down(ctx, conn, id, seq, &frames, done),
+            SubRef::Down { conn, id } => {
+                let news = News {
+                    seq,
+                    offset: from,
+                    frames: &frames,
+                    done,
+                };
+                self.sync_down(ctx, conn, id, news)
+            }
+            SubRef::Fetch { id } => {
+                if done && let Some(reply) = self.fetches.remove(&id) {
+                    let _ = reply.send(frame_payloads(&frames));
+                    self.detach(ctx, track, sub);
+                }
+            }
         }
     }
 
-    fn sync_down(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        ch: ConnectionHandle,
-        sub: u64,
-        seq: u64,
-        frames: &[Arc<Frame>],
-        done: bool,
-    ) {
+    /// An HTTP fetch of `track` of `path`, which this core publishes or relays: the newest
+    /// complete cached group at once, else the next group to complete.
+    fn fetch(&mut self, ctx: &mut Ctx<'_>, p: &str, name: &str, reply: Sender<Vec<Bytes>>) {
+        let Some(track) = self.resolve(ctx, p, name) else {
+            return;
+        };
+        let cached = self.tracks.get(&track).and_then(|t| {
+            t.cache
+                .groups
+                .iter()
+                .filter(|g| g.done)
+                .max_by_key(|g| g.seq)
+                .map(|g| frame_payloads(&g.frames))
+        });
+        if let Some(frames) = cached {
+            let _ = reply.send(frames);
+            self.maybe_release(ctx, track);
+            return;
+        }
+        let id = self.next_fetch;
+        self.next_fetch += 1;
+        self.fetches.insert(id, reply);
+        if let Some(t) = self.tracks.get_mut(&track) {
+            t.subs.push(SubRef::Fetch { id });
+        }
+    }
+
+    fn sync_down(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, sub: u64, news: News<'_>) {
+        let News {
+            seq,
+            offset,
+            frames,
+            done,
+        } = news;
         let Some(s) = self.sessions.get_mut(&ch) else {
             return;
         };
@@ -2533,7 +2776,9 @@ impl Node {
         }
         let stream = g.stream;
         let mut chunks = Vec::new();
-        for f in &frames[g.sent.min(frames.len())..] {
+        // `frames` starts at index `offset` of the group.
+        let skip = g.sent.saturating_sub(offset).min(frames.len());
+        for f in &frames[skip..] {
             let mut hdr = BytesMut::with_capacity(16);
             if g.writer.frame(f.size(), f.timestamp, &mut hdr).is_err() {
                 break;
@@ -2577,6 +2822,10 @@ impl Node {
                 SubRef::App { id } => {
                     self.app_subs.remove(&id);
                     self.emit(AppEvent::Ended { id, code: code.0 });
+                }
+                SubRef::Fetch { id } => {
+                    // Dropping the reply tells the HTTP side there is nothing.
+                    self.fetches.remove(&id);
                 }
                 SubRef::Down { conn, id } => {
                     let Some(s) = self.sessions.get_mut(&conn) else {
@@ -2689,6 +2938,7 @@ impl Node {
             CoreMsg::GroupAbort { replica, seq, code } => {
                 self.group_abort(ctx, replica, seq, ErrorCode(code))
             }
+            CoreMsg::Fetch { path, track, reply } => self.fetch(ctx, &path, &track, reply),
             CoreMsg::TrackEnd { replica, code } => self.end_track(ctx, replica, ErrorCode(code)),
             CoreMsg::TrackInfo { path, track, from } => {
                 self.want_info(ctx, path, track, InfoWaiter::Core(from))
@@ -2858,6 +3108,10 @@ impl Handler for Node {
         }
     }
 
+    fn on_timer(&mut self, ctx: &mut Ctx<'_>) {
+        self.release_idle(ctx);
+    }
+
     fn on_wake(&mut self, ctx: &mut Ctx<'_>) {
         while let Ok(msg) = self.inbox.try_recv() {
             self.on_core_msg(ctx, msg);
@@ -2924,6 +3178,18 @@ fn announce_msg(
         suffix: suffix_of(path_, prefix),
         hops,
     }
+}
+
+/// Each frame's payload as one `Bytes` (chunks are joined only when there are several).
+fn frame_payloads(frames: &[Arc<Frame>]) -> Vec<Bytes> {
+    frames
+        .iter()
+        .map(|f| match f.chunks.as_slice() {
+            [] => Bytes::new(),
+            [one] => one.clone(),
+            many => Bytes::from(many.concat()),
+        })
+        .collect()
 }
 
 fn suffix_of(path_: &str, prefix: &str) -> String {

@@ -53,6 +53,12 @@ pub enum CoreMsg {
     GroupDone { replica: u64, seq: u64 },
     /// Group `seq` will never finish: reset its subscribers' streams with `code`.
     GroupAbort { replica: u64, seq: u64, code: u32 },
+    /// An HTTP fetch for the publishing core: the newest complete group's frame payloads.
+    Fetch {
+        path: Arc<str>,
+        track: Arc<str>,
+        reply: Sender<Vec<bytes::Bytes>>,
+    },
     /// The track ended; `code` 0 is a clean end.
     TrackEnd { replica: u64, code: u32 },
     /// Core `from` wants the TRACK_INFO of `track` of `path`, which this core publishes.
@@ -138,14 +144,15 @@ impl Registry {
     pub fn publish(&self, path: &str, owner: Owner) {
         let path: Arc<str> = path.into();
         let mut owners = self.owners.lock().expect("registry lock");
-        let fresh = match owners.get(&path) {
+        let changed = match owners.get(&path) {
             Some(old) if old.conn.is_none() && owner.conn.is_some() => return,
-            Some(_) => false,
+            Some(old) => old.core != owner.core || old.conn != owner.conn || old.hops != owner.hops,
             None => true,
         };
         owners.insert(path.clone(), owner.clone());
         drop(owners);
-        if fresh {
+        // Every core learns of a takeover too, to move its tracks to the new publisher.
+        if changed {
             self.announce_all(&path, Some(&owner), true);
         }
     }
@@ -171,6 +178,27 @@ impl Registry {
             .expect("registry lock")
             .get(path)
             .cloned()
+    }
+
+    /// The newest complete group of `track` of `path`, from the core that publishes it,
+    /// waiting up to `timeout` for one. Blocking: for threads outside the cores.
+    pub fn fetch_latest(
+        &self,
+        path: &str,
+        track: &str,
+        timeout: std::time::Duration,
+    ) -> Option<Vec<bytes::Bytes>> {
+        let owner = self.lookup(path)?;
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.send(
+            owner.core,
+            CoreMsg::Fetch {
+                path: path.into(),
+                track: track.into(),
+                reply: tx,
+            },
+        );
+        rx.recv_timeout(timeout).ok()
     }
 
     /// Every active broadcast with its owner (for a core that starts late).

@@ -342,6 +342,8 @@ mod raw {
         Connected,
         /// The relay reset or stopped one of our streams (index in the script).
         Refused(usize),
+        /// The relay finished its half of our bidi stream (index) after sending these bytes.
+        Answered(usize, Vec<u8>),
         Lost(String),
     }
 
@@ -350,6 +352,7 @@ mod raw {
         pub script: Vec<(Dir, Vec<u8>, bool)>,
         pub seen: mpsc::Sender<Seen>,
         pub streams: Vec<StreamId>,
+        pub received: std::collections::HashMap<usize, Vec<u8>>,
     }
 
     impl Handler for Raw {
@@ -388,19 +391,27 @@ mod raw {
                         return;
                     };
                     let mut reset = false;
-                    while let Ok(Some(_)) | Err(quinn_proto::ReadError::Reset(_)) =
-                        chunks.next(usize::MAX).map_err(|e| {
-                            reset |= matches!(e, quinn_proto::ReadError::Reset(_));
-                            e
-                        })
-                    {
-                        if reset {
-                            break;
+                    let mut fin = false;
+                    loop {
+                        match chunks.next(usize::MAX) {
+                            Ok(Some(c)) => self.received.entry(i).or_default().extend(&c.bytes[..]),
+                            Ok(None) => {
+                                fin = true;
+                                break;
+                            }
+                            Err(quinn_proto::ReadError::Reset(_)) => {
+                                reset = true;
+                                break;
+                            }
+                            Err(_) => break,
                         }
                     }
                     let _ = chunks.finalize();
                     if reset {
                         let _ = self.seen.send(Seen::Refused(i));
+                    } else if fin {
+                        let got = self.received.remove(&i).unwrap_or_default();
+                        let _ = self.seen.send(Seen::Answered(i, got));
                     }
                 }
                 Event::ConnectionLost { reason } => {
@@ -417,8 +428,17 @@ fn raw_peer(
     script: Vec<(crate::quic::Dir, Vec<u8>, bool)>,
     limits: crate::quic::TransportLimits,
 ) -> (crate::quic::Engine, std::sync::mpsc::Receiver<raw::Seen>) {
+    raw_peer_alpn(server, b"moq-lite-03", script, limits)
+}
+
+fn raw_peer_alpn(
+    server: &Server,
+    alpn: &[u8],
+    script: Vec<(crate::quic::Dir, Vec<u8>, bool)>,
+    limits: crate::quic::TransportLimits,
+) -> (crate::quic::Engine, std::sync::mpsc::Receiver<raw::Seen>) {
     use crate::quic::{ClientRole, Engine, EngineConfig, client_config, tls};
-    let tls = tls::client_config(&ClientVerify::Disabled, &[b"moq-lite-03"]).unwrap();
+    let tls = tls::client_config(&ClientVerify::Disabled, &[alpn]).unwrap();
     let config = EngineConfig {
         threads: 1,
         pin: false,
@@ -435,6 +455,7 @@ fn raw_peer(
         script: script.clone(),
         seen: tx.clone(),
         streams: Vec::new(),
+        received: Default::default(),
     })
     .unwrap();
     assert_eq!(rx.recv_timeout(WAIT).unwrap(), raw::Seen::Connected);
@@ -779,5 +800,202 @@ fn long_group_ends_after_the_next_one_opens() {
                 Some(())
             });
         }
+    }
+}
+
+/// A WebTransport stream whose header arrives together with a large group (more than any
+/// control message limit) is taken whole: only the header is parsed, the payload passes on.
+#[test]
+fn webtransport_group_larger_than_a_message_arrives_whole() {
+    // The smallest message limit: any read of a group stream holds more than it.
+    let limits = super::Limits {
+        max_message: 256,
+        ..Default::default()
+    };
+    let server = relay_with(1, limits);
+    let publisher = connect_via(&server, Via::Web(BROWSER_PROTOCOLS, Version::Lite04));
+    publisher.send(AppCmd::Publish {
+        path: "demo".into(),
+    });
+    // The whole group is waiting at the publisher when the relay subscribes, so it arrives in
+    // a burst behind the stream header.
+    let sizes = [40_000usize, 40_000, 40_000, 40_000, 0, 1];
+    for (i, size) in sizes.iter().enumerate() {
+        frame(&publisher, 0, i, *size);
+    }
+    let subscriber = connect(&server, Version::Lite05);
+    wait(&subscriber, "announce", |e| match e {
+        AppEvent::Announced { path, active: true } if path == "demo" => Some(()),
+        _ => None,
+    });
+    subscriber.send(AppCmd::Subscribe {
+        id: 1,
+        path: "demo".into(),
+        track: "video".into(),
+    });
+    let got = frames(&subscriber, 1, sizes.len());
+    for (i, (seq, index, bytes)) in got.iter().enumerate() {
+        assert_eq!((*seq, *index), (0, i));
+        assert_eq!(bytes[..], payload(0, i, sizes[i])[..], "frame {i}");
+    }
+}
+
+/// Requests that are not a valid WebTransport CONNECT get their HTTP/3 status on their stream,
+/// and the connection lives on: GET is 405, a CONNECT for another protocol or without a path
+/// is 400, an oversize header section is 431; grease frames before HEADERS are skipped.
+#[test]
+fn webtransport_bad_requests_get_http_statuses() {
+    use crate::quic::Dir;
+    use crate::web;
+
+    let server = relay(1);
+    let base = [
+        (":method", "CONNECT"),
+        (":scheme", "https"),
+        (":authority", "localhost"),
+        (":path", "/room"),
+    ];
+    let with = |change: &[(&str, &str)], drop: &str| -> Vec<u8> {
+        let mut fields: Vec<(&str, &str)> =
+            base.iter().copied().filter(|(n, _)| *n != drop).collect();
+        for (n, v) in change {
+            match fields.iter_mut().find(|(f, _)| f == n) {
+                Some(f) => f.1 = v,
+                None => fields.push((n, v)),
+            }
+        }
+        web::headers_frame(&fields).to_vec()
+    };
+    let big = "x".repeat(20_000);
+    // A reserved (grease) frame type 0x21 with 3 bytes, then the request.
+    let mut greased = vec![0x21, 0x03, 1, 2, 3];
+    greased.extend(with(&[(":method", "GET")], ":protocol"));
+    let script = vec![
+        (Dir::Uni, web::control_stream(false).to_vec(), false),
+        (Dir::Bi, with(&[(":method", "GET")], ""), true),
+        (Dir::Bi, with(&[(":protocol", "websocket")], ""), true),
+        (
+            Dir::Bi,
+            with(&[(":protocol", "webtransport")], ":path"),
+            true,
+        ),
+        (
+            Dir::Bi,
+            with(&[(":protocol", "webtransport"), ("x-big", &big)], ""),
+            true,
+        ),
+        (Dir::Bi, greased, true),
+    ];
+    let expect = [(1usize, 405u16), (2, 400), (3, 400), (4, 431), (5, 405)];
+    let (engine, seen) = raw_peer_alpn(&server, b"h3", script, Default::default());
+    let mut statuses = std::collections::HashMap::new();
+    while statuses.len() < expect.len() {
+        match seen
+            .recv_timeout(WAIT)
+            .expect("a response to every request")
+        {
+            raw::Seen::Answered(i, bytes) => {
+                let mut reader = web::ResponseReader::new();
+                let (_, progress) = reader.feed(&bytes).unwrap();
+                let web::ResponseProgress::Response(r) = progress else {
+                    panic!("request {i}: no response in {bytes:?}");
+                };
+                statuses.insert(i, r.status);
+            }
+            raw::Seen::Lost(reason) => panic!("connection lost: {reason}"),
+            // STOP_SENDING(H3_NO_ERROR) after an early answer (the 431) is allowed.
+            raw::Seen::Refused(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    for (i, status) in expect {
+        assert_eq!(statuses[&i], status, "request {i}");
+    }
+    // The relay keeps serving: a real WebTransport client still gets a session.
+    let c = connect_via(&server, Via::Web(BROWSER_PROTOCOLS, Version::Lite04));
+    c.close();
+    engine.shutdown();
+    let _ = engine.join();
+}
+
+/// A publisher that takes a broadcast over (the old one crashed and restarted under the same
+/// name) keeps the subscribers: they move to the new publisher at once, on every core, and
+/// the old publisher leaving later ends nothing.
+#[test]
+fn publisher_takeover_keeps_subscribers() {
+    let server = relay(2);
+    let old = connect(&server, Version::Lite05);
+    old.send(AppCmd::Publish {
+        path: "demo".into(),
+    });
+    let subscribers: Vec<Client> = (0..4).map(|_| connect(&server, Version::Lite04)).collect();
+    for (n, s) in subscribers.iter().enumerate() {
+        wait(s, "announce", |e| match e {
+            AppEvent::Announced { path, active: true } if path == "demo" => Some(()),
+            _ => None,
+        });
+        s.send(AppCmd::Subscribe {
+            id: n as u64,
+            path: "demo".into(),
+            track: "video".into(),
+        });
+    }
+    frame(&old, 0, 0, 10);
+    for (n, s) in subscribers.iter().enumerate() {
+        assert_eq!(frames(s, n as u64, 1)[0].0, 0);
+    }
+
+    // The new publisher starts its own sequence over while the old session still lives.
+    let new = connect(&server, Version::Lite02);
+    new.send(AppCmd::Publish {
+        path: "demo".into(),
+    });
+    // Its groups go out only once the relay has subscribed; keep writing until all have one.
+    let deadline = Instant::now() + WAIT;
+    let mut seq = 100;
+    let mut got = vec![false; subscribers.len()];
+    while got.iter().any(|g| !g) {
+        assert!(
+            Instant::now() < deadline,
+            "subscribers with the new publisher: {got:?}"
+        );
+        frame(&new, seq, 0, 20);
+        group_done(&new, seq);
+        for (n, s) in subscribers.iter().enumerate() {
+            while let Ok(e) = s.events.recv_timeout(Duration::from_millis(20)) {
+                match e {
+                    AppEvent::Frame {
+                        id,
+                        seq: sq,
+                        payload,
+                        ..
+                    } if id == n as u64 && sq >= 100 => {
+                        let bytes: Vec<u8> = payload.iter().flat_map(|b| b.to_vec()).collect();
+                        assert_eq!(bytes[..], super::tests::payload(sq, 0, 20)[..]);
+                        got[n] = true;
+                    }
+                    AppEvent::Ended { id, code } if id == n as u64 => {
+                        panic!("subscription {n} ended with {code} on takeover")
+                    }
+                    _ => {}
+                }
+            }
+        }
+        seq += 1;
+    }
+
+    // The old publisher going away now ends nothing: the next group still arrives.
+    old.close();
+    std::thread::sleep(Duration::from_millis(200));
+    frame(&new, seq, 0, 30);
+    group_done(&new, seq);
+    for (n, s) in subscribers.iter().enumerate() {
+        wait(s, "a group after the old publisher left", |e| match e {
+            AppEvent::Frame { id, seq: sq, .. } if id == n as u64 && sq == seq => Some(()),
+            AppEvent::Ended { id, code } if id == n as u64 => {
+                panic!("subscription {n} ended with {code} when the old publisher left")
+            }
+            _ => None,
+        });
     }
 }

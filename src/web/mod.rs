@@ -48,3 +48,14 @@ pub const ALPN: &[u8] = b"h3";
 
 #[cfg(test)]
 mod tests;
+
+/// A HEADERS frame carrying `fields` in order (static-table QPACK, no Huffman): any request or
+/// response, malformed ones included, for clients and tests.
+pub fn headers_frame(fields: &[(&str, &str)]) -> bytes::Bytes {
+    let mut section = bytes::BytesMut::new();
+    qpack::encode_section(fields, &mut section);
+    let mut out = bytes::BytesMut::with_capacity(section.len() + 16);
+    frame::put_frame_header(&mut out, frame::HEADERS, section.len());
+    out.extend_from_slice(&section);
+    out.freeze()
+}

@@ -1,19 +1,25 @@
 // The browser side of the relay's WebTransport test. Served by run.mjs as
-// /?relay=PORT&name=BROADCAST, bundled with esbuild. It fetches the relay's certificate hash
-// over HTTP, publishes a broadcast over one WebTransport session and subscribes to it over a
-// second one, then records everything in `window.__result` for the runner to check. WebSocket
-// fallback is off on every session, so only WebTransport can pass.
+// /?relay=PORT&name=BROADCAST[&native=BROADCAST], bundled with esbuild. It fetches the relay's
+// certificate hash over HTTP, publishes a broadcast over one WebTransport session and
+// subscribes to it over a second one, as well as to `native` (published by a raw-QUIC client of
+// the relay, if given), then records everything in `window.__result` for the runner to check.
+// WebSocket fallback is off on every session, so only WebTransport can pass.
+//
+// `done` turns true once the subscriptions are over; the publisher keeps writing until the
+// runner calls `window.__stop()`, so other subscribers (the raw-QUIC one) can still join.
 
 import * as Moq from "@moq/lite";
 
 const params = new URLSearchParams(location.search);
 const port = Number(params.get("relay"));
 const name = params.get("name") ?? "browser/test";
+const native = params.get("native");
 const TRACK = "data";
 
-// Frame sizes of every group, and how many groups the publisher writes.
+// Frame sizes of every group, how many groups a subscriber waits for, and the publisher's pace.
 const SIZES = [0, 1, 100, 1024, 16 * 1024, 64 * 1024];
 const GROUPS = 3;
+const GROUP_INTERVAL_MS = 100;
 const STEP_TIMEOUT_MS = 15_000;
 
 const result = {
@@ -23,6 +29,7 @@ const result = {
 	publisher: null,
 	subscriber: null,
 	groups: {},
+	nativeGroups: {},
 	wrongFingerprint: null,
 	error: null,
 };
@@ -33,10 +40,11 @@ function step(what, detail) {
 	console.log(`[test] ${what}`, detail ?? "");
 }
 
-// Byte i of frame k in group g; run.mjs computes the same.
-function pattern(g, k, size) {
+// Byte i of frame k in group g; run.mjs computes the same, and tests/browser.rs the same with
+// salt 128 for its broadcast.
+function pattern(g, k, size, salt = 0) {
 	const out = new Uint8Array(size);
-	for (let i = 0; i < size; i++) out[i] = (i * 31 + k * 7 + g * 13) & 0xff;
+	for (let i = 0; i < size; i++) out[i] = (i * 31 + k * 7 + g * 13 + salt) & 0xff;
 	return out;
 }
 
@@ -104,56 +112,83 @@ async function probe(url, hash) {
 	}
 }
 
-async function publish(connection, done) {
+let stop;
+const stopped = new Promise((resolve) => {
+	stop = resolve;
+});
+const sessions = [];
+let publishing = Promise.resolve();
+
+// Ends publishing and closes every session; the runner calls it once it is done with the page.
+window.__stop = async () => {
+	stop();
+	try {
+		await timeout(publishing, "publisher stop");
+	} catch (e) {
+		step("publisher stop", describe(e));
+	}
+	for (const session of sessions) session.close();
+	step("closed");
+};
+
+async function publish(connection) {
 	const broadcast = new Moq.Broadcast();
 	connection.publish(Moq.Path.from(name), broadcast);
 	step("published", name);
+	const writers = [];
 	for (;;) {
-		const request = await broadcast.requested();
-		if (!request) return;
+		const request = await Promise.race([broadcast.requested(), stopped]);
+		if (!request) break;
 		const track = request.track;
 		if (track.name !== TRACK) {
 			track.close(new Error(`no track ${track.name}`));
 			continue;
 		}
 		step("relay subscribed", track.name);
-		// The relay asks only once a subscriber is in; a short pause more keeps the first group
-		// from racing the subscriber's SUBSCRIBE_OK, and groups are paced so none is stale.
-		await sleep(100);
-		for (let g = 0; g < GROUPS; g++) {
-			const group = track.appendGroup();
-			SIZES.forEach((size, k) => group.writeFrame(pattern(group.sequence, k, size)));
-			group.close();
-			step("wrote group", group.sequence);
-			await sleep(50);
-		}
-		await done;
-		track.close();
-		broadcast.close();
-		return;
+		writers.push(write(track));
 	}
+	await Promise.all(writers);
+	broadcast.close();
 }
 
-async function subscribe(connection) {
-	const announced = connection.announced(Moq.Path.from(name.split("/")[0]));
-	for (;;) {
-		const entry = await timeout(announced.next(), "announce");
-		if (!entry) throw new Error("announcements ended before the broadcast appeared");
-		if (entry.path === name && entry.active) break;
+// Paced groups until stopped: the relay asks once for all its subscribers, which may join at
+// any time and get the latest group from its first frame, then the live ones.
+async function write(track) {
+	let stopping = false;
+	stopped.then(() => {
+		stopping = true;
+	});
+	while (!stopping && !track.state.closed.peek()) {
+		const group = track.appendGroup();
+		SIZES.forEach((size, k) => group.writeFrame(pattern(group.sequence, k, size)));
+		group.close();
+		if (group.sequence < 2 * GROUPS) step("wrote group", group.sequence);
+		await Promise.race([sleep(GROUP_INTERVAL_MS), stopped]);
 	}
-	step("announced", name);
-	const track = connection.consume(Moq.Path.from(name)).subscribe(TRACK, 0);
-	while (Object.keys(result.groups).length < GROUPS) {
-		const group = await timeout(track.recvGroup(), "group");
-		if (!group) throw new Error("track ended early");
+	track.close();
+}
+
+// Wait for `path` to be announced, then read GROUPS whole groups of it into `into`.
+async function subscribe(connection, path, into) {
+	const announced = connection.announced(Moq.Path.from(path.split("/")[0]));
+	for (;;) {
+		const entry = await timeout(announced.next(), `announce of ${path}`);
+		if (!entry) throw new Error(`announcements ended before ${path} appeared`);
+		if (entry.path === path && entry.active) break;
+	}
+	step("announced", path);
+	const track = connection.consume(Moq.Path.from(path)).subscribe(TRACK, 0);
+	while (Object.keys(into).length < GROUPS) {
+		const group = await timeout(track.recvGroup(), `group of ${path}`);
+		if (!group) throw new Error(`${path} ended early`);
 		const frames = [];
 		for (;;) {
-			const frame = await timeout(group.readFrame(), `frame ${frames.length} of group ${group.sequence}`);
+			const frame = await timeout(group.readFrame(), `frame ${frames.length} of group ${group.sequence} of ${path}`);
 			if (frame === undefined) break;
 			frames.push(base64(frame));
 		}
-		result.groups[group.sequence] = frames;
-		step("received group", `${group.sequence} (${frames.length} frames)`);
+		into[group.sequence] = frames;
+		step("received group", `${path} ${group.sequence} (${frames.length} frames)`);
 	}
 	track.close();
 }
@@ -192,25 +227,19 @@ async function main() {
 		step("bare WebTransport probe", await probe(https, hash));
 		throw new Error(`publisher connect: ${describe(e)}`);
 	}
+	sessions.push(publisher);
 	result.publisher = { version: publisher.version, url: publisher.url.toString() };
 	step("publisher connected", publisher.version);
 	const subscriber = await timeout(Moq.Connection.connect(https, pinned(hash)), "subscriber connect");
+	sessions.push(subscriber);
 	result.subscriber = { version: subscriber.version, url: subscriber.url.toString() };
 	step("subscriber connected", subscriber.version);
 
-	let finish;
-	const done = new Promise((resolve) => {
-		finish = resolve;
-	});
-	const publishing = publish(publisher, done);
-	try {
-		await subscribe(subscriber);
-	} finally {
-		finish();
-	}
-	await publishing.catch(() => {});
-	subscriber.close();
-	publisher.close();
+	publishing = publish(publisher).catch((e) => step("publisher failed", describe(e)));
+	await Promise.all([
+		subscribe(subscriber, name, result.groups),
+		native ? subscribe(subscriber, native, result.nativeGroups) : undefined,
+	]);
 }
 
 main()

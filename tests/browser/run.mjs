@@ -1,9 +1,15 @@
 // Runs page.js in headless Debian Chromium against a relay on 127.0.0.1 and checks what the
 // page reports.
 //
-//   node run.mjs RELAY_PORT [EXPECTED_SHA256]   run the test; the relay serves QUIC on UDP
-//                                               RELAY_PORT and HTTP on TCP RELAY_PORT
-//   node run.mjs --build                        only bundle page.js into dist/page.js
+//   node run.mjs RELAY_PORT [EXPECTED_SHA256] [--name BROADCAST] [--native BROADCAST] [--hold]
+//       run the test; the relay serves QUIC on UDP RELAY_PORT and HTTP on TCP RELAY_PORT.
+//       --name      the broadcast the page publishes (default browser/test-PID)
+//       --native    a broadcast another client publishes (see tests/browser.rs) for the page
+//                   to check too
+//       --hold      once the page's own checks are done, keep its publisher going until a line
+//                   or EOF on stdin, so another client can finish subscribing to it
+//   node run.mjs --build
+//       only bundle page.js into dist/page.js
 //
 // Every console message of the page is printed. MOQ_BROWSER_NETLOG=FILE also writes Chromium's
 // net log there (handshakes, WebTransport headers). Exit status: 0 every check passed, 1 a
@@ -19,10 +25,13 @@ const CHROMIUM = "/usr/bin/chromium";
 const SIZES = [0, 1, 100, 1024, 16 * 1024, 64 * 1024];
 const GROUPS = 3;
 const DEADLINE_MS = 90_000;
+const HOLD_MS = 60_000;
+// Added to the pattern of the native broadcast, so a mix-up of the two cannot pass.
+const NATIVE_SALT = 128;
 
-function pattern(g, k, size) {
+function pattern(g, k, size, salt = 0) {
 	const out = Buffer.alloc(size);
-	for (let i = 0; i < size; i++) out[i] = (i * 31 + k * 7 + g * 13) & 0xff;
+	for (let i = 0; i < size; i++) out[i] = (i * 31 + k * 7 + g * 13 + salt) & 0xff;
 	return out;
 }
 
@@ -58,7 +67,31 @@ function check(results, name, ok, detail) {
 	console.log(`${ok ? "PASS" : "FAIL"} ${name}${detail ? `: ${detail}` : ""}`);
 }
 
-function verify(result, expectedFingerprint) {
+// Whether `groups` (sequence -> base64 frames) holds GROUPS or more groups of SIZES frames,
+// each the pattern; with what is wrong or which groups came.
+function exactGroups(groups, salt) {
+	const sequences = Object.keys(groups ?? {}).map(Number);
+	let exact = sequences.length >= GROUPS;
+	const problems = [];
+	for (const g of sequences) {
+		const frames = groups[g];
+		if (frames.length !== SIZES.length) {
+			exact = false;
+			problems.push(`group ${g}: ${frames.length} frames`);
+			continue;
+		}
+		SIZES.forEach((size, k) => {
+			const got = Buffer.from(frames[k], "base64");
+			if (!got.equals(pattern(g, k, size, salt))) {
+				exact = false;
+				problems.push(`group ${g} frame ${k}: ${got.length} B, want ${size} B of the pattern`);
+			}
+		});
+	}
+	return [exact, problems.length ? problems.join("; ") : `groups ${sequences.join(",")}`];
+}
+
+function verify(result, expectedFingerprint, native) {
 	const results = [];
 	check(results, "page ran to the end without error", result.done && !result.error, result.error ?? undefined);
 	if (expectedFingerprint) {
@@ -80,44 +113,61 @@ function verify(result, expectedFingerprint) {
 	);
 	check(results, "publisher session over WebTransport", !!result.publisher, JSON.stringify(result.publisher));
 	check(results, "subscriber session over WebTransport", !!result.subscriber, JSON.stringify(result.subscriber));
-	const groups = Object.keys(result.groups ?? {}).map(Number);
-	let exact = groups.length >= GROUPS;
-	const problems = [];
-	for (const g of groups) {
-		const frames = result.groups[g];
-		if (frames.length !== SIZES.length) {
-			exact = false;
-			problems.push(`group ${g}: ${frames.length} frames`);
-			continue;
-		}
-		SIZES.forEach((size, k) => {
-			const got = Buffer.from(frames[k], "base64");
-			if (!got.equals(pattern(g, k, size))) {
-				exact = false;
-				problems.push(`group ${g} frame ${k}: ${got.length} B, want ${size} B of the pattern`);
-			}
-		});
+	check(results, `${GROUPS} groups of ${SIZES.join("/")} B frames arrive byte-exact`, ...exactGroups(result.groups, 0));
+	if (native) {
+		check(
+			results,
+			`${GROUPS} groups of ${native} (a raw-QUIC publisher) arrive byte-exact over WebTransport`,
+			...exactGroups(result.nativeGroups, NATIVE_SALT),
+		);
 	}
-	check(
-		results,
-		`${GROUPS} groups of ${SIZES.join("/")} B frames arrive byte-exact`,
-		exact,
-		problems.length ? problems.join("; ") : `groups ${groups.join(",")}`,
-	);
 	const failed = results.filter((r) => !r.ok).length;
 	console.log(`browser checks: ${results.length - failed} of ${results.length} passed`);
 	return failed === 0;
 }
 
+const USAGE = "usage: node run.mjs RELAY_PORT [EXPECTED_SHA256] [--name BROADCAST] [--native BROADCAST] [--hold] | --build";
+
+function parseArgs(argv) {
+	const args = { positional: [], name: `browser/test-${process.pid}`, native: null, hold: false };
+	for (let i = 0; i < argv.length; i++) {
+		const arg = argv[i];
+		if (arg === "--hold") args.hold = true;
+		else if (arg === "--name" || arg === "--native") {
+			if (i + 1 >= argv.length) return null;
+			args[arg.slice(2)] = argv[++i];
+		} else if (arg.startsWith("--")) return null;
+		else args.positional.push(arg);
+	}
+	return args;
+}
+
+// Resolves on a line or EOF on stdin, or after `ms`; says which.
+function stdinLine(ms) {
+	return new Promise((resolve) => {
+		const timer = setTimeout(() => finish(`no line on stdin in ${ms} ms`), ms);
+		const onData = (chunk) => {
+			if (chunk.includes("\n")) finish(`stdin: ${chunk.toString().trim()}`);
+		};
+		const onEnd = () => finish("stdin closed");
+		function finish(why) {
+			clearTimeout(timer);
+			process.stdin.off("data", onData).off("end", onEnd).pause();
+			resolve(why);
+		}
+		process.stdin.on("data", onData).on("end", onEnd);
+	});
+}
+
 async function main() {
-	const args = process.argv.slice(2);
-	if (args[0] === "--build") {
+	if (process.argv[2] === "--build") {
 		await build();
 		return 0;
 	}
-	const port = Number(args[0]);
-	if (!Number.isInteger(port) || port <= 0 || port > 65535) {
-		console.error("usage: node run.mjs RELAY_PORT [EXPECTED_SHA256] | --build");
+	const args = parseArgs(process.argv.slice(2));
+	const port = Number(args?.positional[0]);
+	if (!args || args.positional.length > 2 || !Number.isInteger(port) || port <= 0 || port > 65535) {
+		console.error(USAGE);
 		return 2;
 	}
 	if (!existsSync(CHROMIUM)) {
@@ -158,21 +208,32 @@ async function main() {
 		page.on("console", (msg) => console.log(`[page ${msg.type()}] ${msg.text()}`));
 		page.on("pageerror", (err) => console.log(`[page uncaught] ${err.stack ?? err}`));
 		page.on("requestfailed", (req) => console.log(`[page request failed] ${req.url()}: ${req.failure()?.errorText}`));
-		const name = `browser/test-${process.pid}`;
-		await page.goto(`http://127.0.0.1:${pagePort}/?relay=${port}&name=${encodeURIComponent(name)}`);
+		const query = new URLSearchParams({ relay: port, name: args.name, ...(args.native ? { native: args.native } : {}) });
+		await page.goto(`http://127.0.0.1:${pagePort}/?${query}`);
+		let finished = false;
 		try {
 			await page.waitForFunction(() => window.__result?.done === true, null, { timeout: DEADLINE_MS });
+			finished = true;
 		} catch (e) {
 			console.log(`page did not finish in ${DEADLINE_MS} ms: ${e.message}`);
+		}
+		if (finished) {
+			const error = await page.evaluate(() => window.__result.error);
+			if (args.hold && !error) {
+				console.log("page done; its publisher goes on until a line on stdin");
+				console.log(`released: ${await stdinLine(HOLD_MS)}`);
+			}
+			await page.evaluate(() => window.__stop());
 		}
 		result = await page.evaluate(() => window.__result);
 	} finally {
 		await browser.close();
 		server.close();
 	}
-	const summary = { ...result, groups: Object.fromEntries(Object.entries(result?.groups ?? {}).map(([g, f]) => [g, f.length])) };
+	const counts = (groups) => Object.fromEntries(Object.entries(groups ?? {}).map(([g, f]) => [g, f.length]));
+	const summary = { ...result, groups: counts(result?.groups), nativeGroups: counts(result?.nativeGroups) };
 	console.log(`page result: ${JSON.stringify(summary, null, 2)}`);
-	return verify(result ?? {}, args[1]) ? 0 : 1;
+	return verify(result ?? {}, args.positional[1], args.native) ? 0 : 1;
 }
 
 main().then(
