@@ -4,9 +4,8 @@
 //! 2.5 Mbit/s video) as fast as flow control allows and waits until every subscriber has all of
 //! it, so criterion's bytes/s is delivered payload (frames x size x N) per second. One group at
 //! a time keeps the relay's slow-subscriber policy (reset the oldest of too many backlogged
-//! groups) out of the measurement; the price is that the single client thread, publisher and
-//! subscribers at once, alternates with the relay instead of overlapping with it, so the rate
-//! is a lower bound on what the relay sustains, and the CPU figures are the ones to compare.
+//! groups) out of the measurement; the price is a short idle gap between groups, so the rate is
+//! a lower bound on what the relay sustains, and the CPU figures are the ones to compare.
 //!
 //! Relay CPU: the relay's core threads are named `moq-core-*` and the load generator renames
 //! its own to `moq-load-*`, so the relay's CPU is the sum of `/proc/self/task/*/stat` over the
