@@ -381,6 +381,21 @@ struct Down {
     priority: u8,
     started: bool,
     groups: VecDeque<DownGroup>,
+    /// Groups given up for this subscriber (reset as too far behind, or stopped by it): their
+    /// later frames must not reopen them from frame 0.
+    skipped: VecDeque<u64>,
+}
+
+/// Skipped groups remembered per subscription; groups come in order, so a few suffice.
+const MAX_SKIPPED: usize = 16;
+
+impl Down {
+    fn skip(&mut self, seq: u64) {
+        if self.skipped.len() == MAX_SKIPPED {
+            self.skipped.pop_front();
+        }
+        self.skipped.push_back(seq);
+    }
 }
 
 /// A peer's announce request we keep answering.
@@ -1115,6 +1130,17 @@ impl Node {
             return;
         };
         t.cache = GroupCache::default();
+        // The new publisher's sequence may reuse numbers the old one's skipped groups had.
+        for sub in &t.subs {
+            if let SubRef::Down { conn, id } = sub
+                && let Some(d) = self
+                    .sessions
+                    .get_mut(conn)
+                    .and_then(|s| s.downs.get_mut(id))
+            {
+                d.skipped.clear();
+            }
+        }
         let old = std::mem::replace(&mut t.source, Source::App);
         self.drop_source(ctx, track, old);
         let source = if owner.core != self.core {
@@ -2315,6 +2341,7 @@ impl Node {
                 priority: req.options.priority,
                 started: false,
                 groups: VecDeque::new(),
+                skipped: VecDeque::new(),
             },
         );
         if let Some(c) = ctx.conn(ch) {
@@ -2713,6 +2740,9 @@ impl Node {
             .retain(|g| !g.done || outs.contains_key(&g.stream));
         let mut resets = Vec::new();
         let mut pre = Vec::new();
+        if down.skipped.contains(&seq) {
+            return;
+        }
         if !down.groups.iter().any(|g| g.seq == seq) {
             // A new group: if the subscriber is behind (data stuck behind its flow control),
             // reset its oldest backlogged groups. Groups that only wait on upstream cost no
@@ -2725,6 +2755,7 @@ impl Node {
                     .position(|g| s.outs.get(&g.stream).is_some_and(|o| !o.queue.is_empty()));
                 let Some(victim) = backlogged else { break };
                 let old = down.groups.remove(victim).expect("in range");
+                down.skip(old.seq);
                 resets.push(old.stream);
                 self.registry
                     .stats
@@ -3097,7 +3128,10 @@ impl Handler for Node {
                 if let Some(s) = self.sessions.get_mut(&ch) {
                     s.outs.remove(&id);
                     for d in s.downs.values_mut() {
-                        d.groups.retain(|g| g.stream != id);
+                        if let Some(i) = d.groups.iter().position(|g| g.stream == id) {
+                            let g = d.groups.remove(i).expect("in range");
+                            d.skip(g.seq);
+                        }
                     }
                 }
                 let _ = ctx
