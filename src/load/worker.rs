@@ -25,6 +25,7 @@ use crate::lite::{
     GroupWriter, Message, ProbeLevel, Role, ServerSetup, Setup, Subscribe, SubscribeOptions,
     SubscribeResponse, SubscribeUpdate, Track, TrackInfo, Version, path,
 };
+use crate::quic::stream_io::{self, Out, ReadEnd, flush};
 use crate::quic::{
     Connection, ConnectionHandle, Ctx, Dir, Event, Handler, StreamEvent, StreamId, VarInt,
 };
@@ -71,57 +72,15 @@ enum End {
     Reset,
 }
 
-/// Everything readable now on `id`, as the received `Bytes`.
+/// Everything readable now on `id`; a reset's code does not matter to the load generator.
 fn read_chunks(conn: &mut Connection, id: StreamId) -> (Vec<Bytes>, End) {
-    let mut out = Vec::new();
-    let mut stream = conn.recv_stream(id);
-    let Ok(mut chunks) = stream.read(true) else {
-        return (out, End::Reset);
+    let (chunks, end) = stream_io::read_chunks(conn, id);
+    let end = match end {
+        ReadEnd::Open => End::Open,
+        ReadEnd::Fin => End::Fin,
+        ReadEnd::Reset(_) => End::Reset,
     };
-    let end = loop {
-        match chunks.next(usize::MAX) {
-            Ok(Some(c)) => out.push(c.bytes),
-            Ok(None) => break End::Fin,
-            Err(quinn_proto::ReadError::Blocked) => break End::Open,
-            Err(quinn_proto::ReadError::Reset(_)) => break End::Reset,
-        }
-    };
-    let _ = chunks.finalize();
-    (out, end)
-}
-
-/// Bytes flow control would not take yet.
-#[derive(Default)]
-struct Out {
-    queue: VecDeque<Bytes>,
-    fin: bool,
-}
-
-/// Hand quinn what it takes; true once everything including FIN is gone (or the stream is).
-fn flush(conn: &mut Connection, id: StreamId, out: &mut Out) -> bool {
-    let mut send = conn.send_stream(id);
-    while !out.queue.is_empty() {
-        let (front, _) = out.queue.as_mut_slices();
-        let offered = front.len();
-        match send.write_chunks(front) {
-            Ok(_) => {}
-            Err(quinn_proto::WriteError::Blocked) => return false,
-            Err(_) => return true,
-        }
-        let mut written = 0;
-        while out.queue.front().is_some_and(Bytes::is_empty) {
-            out.queue.pop_front();
-            written += 1;
-        }
-        if written < offered {
-            // Flow control took only part of what was offered.
-            return false;
-        }
-    }
-    if out.fin {
-        let _ = send.finish();
-    }
-    true
+    (chunks, end)
 }
 
 fn extend(buf: &mut Vec<u8>, chunks: &[Bytes]) -> Result<(), DecodeError> {

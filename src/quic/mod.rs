@@ -4,6 +4,7 @@
 mod cid;
 mod driver;
 mod engine;
+pub mod stream_io;
 pub mod tls;
 
 pub use driver::{Ctx, Handler};

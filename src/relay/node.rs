@@ -18,6 +18,7 @@ use crate::lite::{
     GroupWriter, Message, ProbeLevel, Role, ServerSetup, Setup, Subscribe, SubscribeOptions,
     SubscribeResponse, SubscribeUpdate, Track as TrackReq, TrackInfo, Version, path,
 };
+use crate::quic::stream_io::{self, Out, ReadEnd, flush};
 use crate::quic::{
     Connection, ConnectionHandle, Ctx, Dir, Event, Handler, StreamEvent, StreamId, VarInt,
 };
@@ -214,13 +215,6 @@ struct TrackState {
     remotes: Vec<(usize, u64)>,
     /// Since when nobody wants the track; it stays subscribed (and cached) for the linger.
     idle_since: Option<std::time::Instant>,
-}
-
-/// Bytes queued for a stream that flow control would not take yet.
-#[derive(Default)]
-struct Out {
-    queue: VecDeque<Bytes>,
-    fin: bool,
 }
 
 enum In {
@@ -3240,54 +3234,17 @@ enum End {
     Reset(ErrorCode),
 }
 
-/// Everything readable now on `id`, in order, as the received `Bytes`.
+/// Everything readable now on `id`, with the peer's reset code as a moq code.
 fn read_chunks(conn: &mut Connection, id: StreamId) -> (Vec<Bytes>, End) {
-    let mut out = Vec::new();
-    let mut stream = conn.recv_stream(id);
-    let Ok(mut chunks) = stream.read(true) else {
-        return (out, End::Reset(ErrorCode::CANCEL));
-    };
-    let end = loop {
-        match chunks.next(usize::MAX) {
-            Ok(Some(c)) => out.push(c.bytes),
-            Ok(None) => break End::Fin,
-            Err(quinn_proto::ReadError::Blocked) => break End::Open,
-            Err(quinn_proto::ReadError::Reset(code)) => {
-                break End::Reset(
-                    ErrorCode::from_stream_code(code.into_inner()).unwrap_or(ErrorCode::CANCEL),
-                );
-            }
+    let (chunks, end) = stream_io::read_chunks(conn, id);
+    let end = match end {
+        ReadEnd::Open => End::Open,
+        ReadEnd::Fin => End::Fin,
+        ReadEnd::Reset(code) => {
+            End::Reset(ErrorCode::from_stream_code(code).unwrap_or(ErrorCode::CANCEL))
         }
     };
-    let _ = chunks.finalize();
-    (out, end)
-}
-
-/// Hand quinn what it will take; true when everything including FIN is gone.
-fn flush(conn: &mut Connection, id: StreamId, out: &mut Out) -> bool {
-    let mut send = conn.send_stream(id);
-    while !out.queue.is_empty() {
-        let (front, _) = out.queue.as_mut_slices();
-        let offered = front.len();
-        match send.write_chunks(front) {
-            Ok(_) => {}
-            Err(quinn_proto::WriteError::Blocked) => return false,
-            Err(_) => return true,
-        }
-        let mut written = 0;
-        while out.queue.front().is_some_and(Bytes::is_empty) {
-            out.queue.pop_front();
-            written += 1;
-        }
-        if written < offered {
-            // Flow control took only part of what was offered.
-            return false;
-        }
-    }
-    if out.fin {
-        let _ = send.finish();
-    }
-    true
+    (chunks, end)
 }
 
 fn extend(buf: &mut Vec<u8>, chunks: &[Bytes], max: usize) -> Result<(), DecodeError> {
