@@ -191,11 +191,11 @@ impl crate::http::Origin for RelayOrigin {
             .collect()
     }
 
+    /// `broadcast` comes normalised from the route.
     fn fetch(&self, broadcast: &str, track: &str, timeout: Duration) -> Option<Vec<Bytes>> {
-        let broadcast = path::normalize(broadcast, 1024).ok()?;
         self.nodes
             .registry()?
-            .fetch_latest(&broadcast, track, timeout)
+            .fetch_latest(broadcast, track, timeout)
     }
 
     fn fingerprint(&self) -> String {

@@ -25,7 +25,7 @@ use crate::lite::{
     GroupWriter, Message, ProbeLevel, Role, ServerSetup, Setup, Subscribe, SubscribeOptions,
     SubscribeResponse, SubscribeUpdate, Track, TrackInfo, Version, path,
 };
-use crate::quic::stream_io::{self, Out, ReadEnd, flush};
+use crate::quic::stream_io::{self, Outs, ReadEnd};
 use crate::quic::{
     Connection, ConnectionHandle, Ctx, Dir, Event, Handler, StreamEvent, StreamId, VarInt,
 };
@@ -211,7 +211,7 @@ struct Session {
     ready: bool,
     connected: bool,
     ins: HashMap<StreamId, In>,
-    outs: HashMap<StreamId, Out>,
+    outs: Outs,
     /// Our subscribe id -> index into the worker's subscriptions.
     subs: HashMap<u64, usize>,
     next_sub: u64,
@@ -326,13 +326,7 @@ impl Worker {
             return;
         };
         let Some(conn) = ctx.conn(ch) else { return };
-        let out = s.outs.entry(id).or_default();
-        out.queue
-            .extend(chunks.into_iter().filter(|c| !c.is_empty()));
-        out.fin |= fin;
-        if flush(conn, id, out) {
-            s.outs.remove(&id);
-        }
+        stream_io::send(conn, &mut s.outs, id, chunks, fin);
     }
 
     fn write_msg(
@@ -1764,15 +1758,8 @@ impl Handler for Worker {
             Event::Stream(StreamEvent::Opened { .. }) => self.accept(ctx, ch),
             Event::Stream(StreamEvent::Readable { id }) => self.read(ctx, ch, id),
             Event::Stream(StreamEvent::Writable { id }) => {
-                let Some(s) = self.sessions.get_mut(&ch) else {
-                    return;
-                };
-                let Some(out) = s.outs.get_mut(&id) else {
-                    return;
-                };
-                let Some(conn) = ctx.conn(ch) else { return };
-                if flush(conn, id, out) {
-                    s.outs.remove(&id);
+                if let (Some(s), Some(conn)) = (self.sessions.get_mut(&ch), ctx.conn(ch)) {
+                    stream_io::resume(conn, &mut s.outs, id);
                 }
             }
             Event::Stream(StreamEvent::Stopped { id, .. }) => {

@@ -1,7 +1,7 @@
 //! Reading and writing quinn-proto streams without copies: what every handler on the engine
 //! needs, whatever protocol it speaks.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use bytes::Bytes;
 
@@ -44,8 +44,32 @@ pub struct Out {
     pub fin: bool,
 }
 
+/// A connection's streams with bytes waiting for flow control.
+pub type Outs = HashMap<StreamId, Out>;
+
+/// Queue `chunks` (and FIN) on `id` behind what already waits there, and hand quinn what flow
+/// control allows now; the rest goes out on [`resume`].
+pub fn send(conn: &mut Connection, outs: &mut Outs, id: StreamId, chunks: Vec<Bytes>, fin: bool) {
+    let out = outs.entry(id).or_default();
+    out.queue
+        .extend(chunks.into_iter().filter(|c| !c.is_empty()));
+    out.fin |= fin;
+    if flush(conn, id, out) {
+        outs.remove(&id);
+    }
+}
+
+/// `id` became writable: send what waits for it.
+pub fn resume(conn: &mut Connection, outs: &mut Outs, id: StreamId) {
+    if let Some(out) = outs.get_mut(&id)
+        && flush(conn, id, out)
+    {
+        outs.remove(&id);
+    }
+}
+
 /// Hand quinn what it will take; true when everything including FIN is gone (or the stream is).
-pub fn flush(conn: &mut Connection, id: StreamId, out: &mut Out) -> bool {
+fn flush(conn: &mut Connection, id: StreamId, out: &mut Out) -> bool {
     let mut send = conn.send_stream(id);
     while !out.queue.is_empty() {
         let (front, _) = out.queue.as_mut_slices();

@@ -18,7 +18,7 @@ use crate::lite::{
     GroupWriter, Message, ProbeLevel, Role, ServerSetup, Setup, Subscribe, SubscribeOptions,
     SubscribeResponse, SubscribeUpdate, Track as TrackReq, TrackInfo, Version, path,
 };
-use crate::quic::stream_io::{self, Out, ReadEnd, flush};
+use crate::quic::stream_io::{self, Outs, ReadEnd};
 use crate::quic::{
     Connection, ConnectionHandle, Ctx, Dir, Event, Handler, StreamEvent, StreamId, VarInt,
 };
@@ -418,7 +418,7 @@ struct Session {
     ready: bool,
     session_stream: Option<StreamId>,
     ins: HashMap<StreamId, In>,
-    outs: HashMap<StreamId, Out>,
+    outs: Outs,
     downs: HashMap<u64, Down>,
     ups: HashMap<u64, (StreamId, u64)>,
     next_up: u64,
@@ -441,9 +441,6 @@ impl Session {
         w.open.then_some(u64::from(w.connect?))
     }
 }
-
-/// The WebTransport subprotocols the relay speaks, in its order (the client's order wins).
-const WEB_PROTOCOLS: [&str; 4] = ["moq-lite-05", "moq-lite-04", "moq-lite-03", "moql"];
 
 /// Everything a session operation may touch besides the session itself.
 pub struct Node {
@@ -536,13 +533,7 @@ impl Node {
             return;
         };
         let Some(conn) = ctx.conn(ch) else { return };
-        let out = session.outs.entry(id).or_default();
-        out.queue
-            .extend(chunks.into_iter().filter(|c| !c.is_empty()));
-        out.fin |= fin;
-        if flush(conn, id, out) {
-            session.outs.remove(&id);
-        }
+        stream_io::send(conn, &mut session.outs, id, chunks, fin);
     }
 
     fn write_msg(
@@ -911,7 +902,7 @@ impl Node {
                 return false;
             }
         };
-        let protocol = web::choose_protocol(&req.protocols, &WEB_PROTOCOLS);
+        let protocol = web::choose_protocol(&req.protocols, &Version::ALPNS);
         tracing::debug!(
             core = self.core,
             root = %root,
@@ -922,9 +913,6 @@ impl Node {
         if let Some(s) = self.sessions.get_mut(&ch) {
             s.root = root;
             s.jwt = req.jwt;
-            if let Some(w) = s.web.as_mut() {
-                w.connect = Some(id);
-            }
         }
         if let Some(c) = ctx.conn(ch) {
             let _ = c.send_stream(id).set_priority(CONTROL_PRIORITY);
@@ -2635,32 +2623,38 @@ impl Node {
             return;
         };
         let done = group.done;
-        // A session subscriber only needs the frames it has not had (usually the newest one).
-        let from = match sub {
+        // A subscriber only needs the frames it has not had (usually the newest one); a fetch
+        // takes the whole group.
+        let sent = match sub {
             SubRef::Down { conn, id } => self
                 .sessions
                 .get(&conn)
                 .and_then(|s| s.downs.get(&id))
                 .and_then(|d| d.groups.iter().find(|g| g.seq == seq))
-                .map_or(0, |g| g.sent.min(group.frames.len())),
-            _ => 0,
+                .map_or(0, |g| g.sent),
+            SubRef::App { id } => self
+                .app_subs
+                .get(&id)
+                .and_then(|(_, sent)| sent.get(&seq).copied())
+                .unwrap_or(0),
+            SubRef::Fetch { .. } => 0,
         };
+        let from = sent.min(group.frames.len());
         let frames = group.frames[from..].to_vec();
         match sub {
             SubRef::App { id } => {
                 let Some((_, sent)) = self.app_subs.get_mut(&id) else {
                     return;
                 };
-                let from = *sent.get(&seq).unwrap_or(&0);
-                sent.insert(seq, frames.len());
+                sent.insert(seq, from + frames.len());
                 if done {
                     sent.remove(&seq);
                 }
-                for (index, f) in frames.iter().enumerate().skip(from) {
+                for (i, f) in frames.iter().enumerate() {
                     self.emit(AppEvent::Frame {
                         id,
                         seq,
-                        index,
+                        index: from + i,
                         timestamp: f.timestamp,
                         payload: f.chunks.clone(),
                     });
@@ -2709,9 +2703,8 @@ impl Node {
         let id = self.next_fetch;
         self.next_fetch += 1;
         self.fetches.insert(id, reply);
-        if let Some(t) = self.tracks.get_mut(&track) {
-            t.subs.push(SubRef::Fetch { id });
-        }
+        // No cached group is complete, so attaching only waits for the next to complete.
+        self.attach(ctx, track, SubRef::Fetch { id }, None);
     }
 
     fn sync_down(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, sub: u64, news: News<'_>) {
@@ -3107,15 +3100,8 @@ impl Handler for Node {
             Event::Stream(StreamEvent::Opened { .. }) => self.accept(ctx, ch),
             Event::Stream(StreamEvent::Readable { id }) => self.read(ctx, ch, id),
             Event::Stream(StreamEvent::Writable { id }) => {
-                let Some(s) = self.sessions.get_mut(&ch) else {
-                    return;
-                };
-                let Some(out) = s.outs.get_mut(&id) else {
-                    return;
-                };
-                let Some(conn) = ctx.conn(ch) else { return };
-                if flush(conn, id, out) {
-                    s.outs.remove(&id);
+                if let (Some(s), Some(conn)) = (self.sessions.get_mut(&ch), ctx.conn(ch)) {
+                    stream_io::resume(conn, &mut s.outs, id);
                 }
             }
             Event::Stream(StreamEvent::Stopped { id, .. }) => {
