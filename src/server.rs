@@ -14,7 +14,7 @@ use crate::lite::path;
 use crate::quic::tls::{self, ServerCerts};
 use crate::quic::{ClientRole, Engine, EngineConfig, ServerRole, TransportLimits};
 
-use crate::relay::{NodeFactory, RelayStats};
+use crate::relay::{Census, NodeFactory, RelayStats};
 
 /// ALPNs the relay offers, in its own preference order (rustls picks the first the client
 /// also offers).
@@ -148,6 +148,23 @@ impl Server {
     /// Data-path counters of the relay.
     pub fn stats(&self) -> &RelayStats {
         &self.nodes.registry().expect("cores started").stats
+    }
+
+    /// Every active broadcast the relay knows, by absolute path.
+    pub fn broadcasts(&self) -> Vec<String> {
+        self.nodes.registry().map_or_else(Vec::new, |r| {
+            r.snapshot()
+                .into_iter()
+                .map(|(p, _)| p.to_string())
+                .collect()
+        })
+    }
+
+    /// What each core holds now, table by table (see [`Census`]).
+    pub fn census(&self) -> Vec<Census> {
+        self.nodes
+            .registry()
+            .map_or_else(Vec::new, |r| r.census(Duration::from_secs(5)))
     }
 
     /// Stop the HTTP endpoints, close every connection and wait for the cores to exit.

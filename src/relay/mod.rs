@@ -7,7 +7,7 @@ mod registry;
 
 pub use model::{CacheLimits, Frame, Group, GroupCache};
 pub use node::{App, AppCmd, AppEvent, Dial, Limits, Node};
-pub use registry::{CoreMsg, Link, Owner, Registry, RelayStats};
+pub use registry::{Census, CoreMsg, Link, Owner, Registry, RelayStats};
 
 use std::sync::{Arc, Mutex, OnceLock};
 

@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use crossbeam_channel::{Receiver, Sender};
 
 use super::model::{CacheLimits, Frame, GroupCache};
-use super::registry::{CoreMsg, Owner, Registry};
+use super::registry::{Census, CoreMsg, Owner, Registry};
 use crate::lite::{
     self, Announce, AnnounceInit, AnnounceOk, AnnounceRequest, AnnounceStatus, ClientSetup,
     ControlType, DataType, DecodeError, ErrorCode, Fetch, GroupEvent, GroupHeader, GroupReader,
@@ -172,6 +172,13 @@ const CONTROL_PRIORITY: i32 = i32::MAX;
 
 fn stream_code(code: ErrorCode) -> VarInt {
     VarInt::from_u64(code.to_stream_code()).unwrap_or(VarInt::from_u32(0))
+}
+
+fn dir_index(dir: Dir) -> usize {
+    match dir {
+        Dir::Bi => 0,
+        Dir::Uni => 1,
+    }
 }
 
 fn now_ms() -> u64 {
@@ -428,11 +435,24 @@ struct Session {
     web: Option<Web>,
     /// The `jwt` query parameter of the CONNECT URL, kept for the auth layer.
     jwt: Option<String>,
+    /// Peer streams taken with `accept`, per direction ([`dir_index`]): quinn hands them out
+    /// in index order, so a peer stream is accepted when its index is below this.
+    peer_accepted: [u64; 2],
 }
 
 impl Session {
     fn version(&self) -> Version {
         self.version.unwrap_or(Version::Lite02)
+    }
+
+    /// Whether `id` is ours or a peer stream already taken with `accept`.
+    fn accepted(&self, id: StreamId) -> bool {
+        let ours = if self.server {
+            quinn_proto::Side::Server
+        } else {
+            quinn_proto::Side::Client
+        };
+        id.initiator() == ours || id.index() < self.peer_accepted[dir_index(id.dir())]
     }
 
     /// The WebTransport session id, once the session is open.
@@ -660,6 +680,7 @@ impl Node {
             published: HashSet::new(),
             web: h3.then(Web::default),
             jwt: None,
+            peer_accepted: [0; 2],
         };
         self.sessions.insert(ch, session);
         if h3 {
@@ -1011,6 +1032,7 @@ impl Node {
             });
             let Some(id) = id else { return };
             let s = self.sessions.get_mut(&ch).expect("checked");
+            s.peer_accepted[dir_index(id.dir())] = id.index() + 1;
             let state = if web {
                 match id.dir() {
                     Dir::Uni => In::H3Uni { buf: Vec::new() },
@@ -1045,6 +1067,11 @@ impl Node {
         for path in &s.published {
             self.registry.unpublish(path, self.core, Some(ch));
         }
+        // Its TRACK streams wait for nothing any more; a later session may reuse the handle.
+        self.info_waits.retain(|_, waiters| {
+            waiters.retain(|w| !matches!(w, InfoWaiter::Stream(c, _) if *c == ch));
+            !waiters.is_empty()
+        });
         for state in s.ins.values() {
             if let In::OurTrack { path: p, name, .. } = state {
                 self.info_known(ctx, p.clone(), name.clone(), Err(ErrorCode::DROPPED));
@@ -1155,11 +1182,23 @@ impl Node {
     // ----- reading ----------------------------------------------------------------------
 
     fn read(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, id: StreamId) {
-        let Some(conn) = ctx.conn(ch) else { return };
-        let (chunks, end) = read_chunks(conn, id);
-        let Some(state) = self.sessions.get_mut(&ch).and_then(|s| s.ins.remove(&id)) else {
+        let Some(s) = self.sessions.get_mut(&ch) else {
             return;
         };
+        let Some(state) = s.ins.remove(&id) else {
+            // quinn reports bytes on a peer stream that is not accepted yet (its first frame
+            // only said Opened): they must stay in quinn until `accept` takes the stream, or
+            // a request sent in two packets before SETUP loses its body. A stream we are done
+            // with is drained, so its bytes keep no flow-control credit.
+            if s.accepted(id)
+                && let Some(conn) = ctx.conn(ch)
+            {
+                let _ = read_chunks(conn, id);
+            }
+            return;
+        };
+        let Some(conn) = ctx.conn(ch) else { return };
+        let (chunks, end) = read_chunks(conn, id);
         self.feed(ctx, ch, id, state, chunks, end);
     }
 
@@ -2966,6 +3005,9 @@ impl Node {
                 track,
                 result,
             } => self.info_known(ctx, path, track, result.map_err(ErrorCode)),
+            CoreMsg::Census { reply } => {
+                let _ = reply.send(self.census());
+            }
         }
     }
 
@@ -3068,6 +3110,31 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// How much this core holds in each table, for operators and for tests that check a
+    /// session leaves nothing behind.
+    fn census(&self) -> Census {
+        let mut c = Census {
+            core: self.core,
+            sessions: self.sessions.len(),
+            tracks: self.tracks.len(),
+            names: self.by_name.values().map(HashMap::len).sum(),
+            replicas: self.remote_index.len(),
+            app_subscriptions: self.app_subs.len(),
+            broadcasts: self.active.len(),
+            track_infos: self.infos.values().map(HashMap::len).sum(),
+            info_waits: self.info_waits.len(),
+            fetches: self.fetches.len(),
+            ..Census::default()
+        };
+        for s in self.sessions.values() {
+            c.streams += s.ins.len() + s.outs.len();
+            c.subscriptions += s.downs.len();
+            c.upstream_subscriptions += s.ups.len();
+            c.announce_requests += s.announce_outs.len();
+        }
+        c
     }
 
     fn app_track(&mut self, p: &str, track: &str) -> u64 {

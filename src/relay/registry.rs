@@ -73,6 +73,46 @@ pub enum CoreMsg {
         track: Arc<str>,
         result: Result<TrackInfo, u32>,
     },
+    /// Count what the core holds ([`Registry::census`]).
+    Census { reply: Sender<Census> },
+}
+
+/// What one core holds, table by table: a session that ended must leave nothing behind but
+/// the broadcasts and tracks others still use.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Census {
+    pub core: usize,
+    pub sessions: usize,
+    /// Streams with read state or bytes queued, over all sessions.
+    pub streams: usize,
+    /// Peers' subscriptions to tracks of ours.
+    pub subscriptions: usize,
+    /// Our subscriptions to peers' tracks.
+    pub upstream_subscriptions: usize,
+    /// Peers' announce requests being answered.
+    pub announce_requests: usize,
+    pub tracks: usize,
+    /// Track names indexed by broadcast path.
+    pub names: usize,
+    /// This core's tracks that feed replicas on other cores.
+    pub replicas: usize,
+    pub app_subscriptions: usize,
+    /// Active broadcasts in this core's announce view.
+    pub broadcasts: usize,
+    pub track_infos: usize,
+    pub info_waits: usize,
+    pub fetches: usize,
+}
+
+impl Census {
+    /// Nothing of any session remains (the application's own entries aside).
+    pub fn is_empty(&self) -> bool {
+        *self
+            == Census {
+                core: self.core,
+                ..Census::default()
+            }
+    }
 }
 
 pub struct Link {
@@ -199,6 +239,18 @@ impl Registry {
             },
         );
         rx.recv_timeout(timeout).ok()
+    }
+
+    /// What every core holds now, asked of each in turn; a core that does not answer within
+    /// `timeout` is left out. Blocking: for threads outside the cores.
+    pub fn census(&self, timeout: std::time::Duration) -> Vec<Census> {
+        (0..self.links.len())
+            .filter_map(|core| {
+                let (tx, rx) = crossbeam_channel::bounded(1);
+                self.send(core, CoreMsg::Census { reply: tx });
+                rx.recv_timeout(timeout).ok()
+            })
+            .collect()
     }
 
     /// Every active broadcast with its owner (for a core that starts late).
