@@ -17,10 +17,8 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use moq_load::{Load, LoadConfig, Pacing, Scenario, Target, TargetOptions, Transport, procfs};
 use moq_relay::config::{Cli, Config};
-use moq_relay::load::{
-    Load, LoadConfig, Pacing, Scenario, Target, TargetOptions, Transport, procfs,
-};
 use moq_relay::server::Server;
 
 const FRAME: usize = 10_000;

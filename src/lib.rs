@@ -7,7 +7,6 @@ pub mod client;
 pub mod config;
 pub mod http;
 pub mod lite;
-pub mod load;
 pub mod net;
 pub mod quic;
 pub mod relay;

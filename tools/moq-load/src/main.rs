@@ -10,9 +10,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use moq_relay::load::{
-    self, Load, LoadConfig, Phase, Preset, Progress, Report, Scenario, Target, TargetOptions,
-    parse_duration,
+use moq_load::{
+    self as load, Load, LoadConfig, Phase, Preset, Progress, Report, Scenario, Target,
+    TargetOptions, parse_duration,
 };
 use moq_relay::net::IoMode;
 

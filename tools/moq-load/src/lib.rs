@@ -1,7 +1,8 @@
-//! A moq-lite load generator on this crate's engine in the client role: one thread per core,
+//! A moq-lite load generator on moq-relay's engine in the client role: one thread per core,
 //! GSO/GRO sockets, many connections per thread. Publishers write stamped frames on a timer (or
 //! on demand, for benches); subscribers check every frame for latency, loss, duplicates and
-//! reordering. `tools/moq-load` is its command line; `benches/fanout.rs` drives it in-process.
+//! reordering. The `moq-load` binary is its command line; moq-relay's `benches/fanout.rs` drives
+//! it in-process.
 //!
 //! A run: publishers connect at once; subscribers connect spread over the ramp-up, watch their
 //! broadcast's announcement and subscribe to its tracks; publishing starts when the ramp-up is
@@ -33,9 +34,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::net::{Doorbell, IoMode, SocketOptions};
-use crate::quic::tls;
-use crate::quic::{ClientRole, Engine, EngineConfig, TransportLimits, client_config};
+use moq_relay::net::{Doorbell, IoMode, SocketOptions};
+use moq_relay::quic::tls;
+use moq_relay::quic::{ClientRole, Engine, EngineConfig, TransportLimits, client_config};
 use plan::Plan;
 use procfs::ProcessWatch;
 use worker::{Cmd, Worker, WorkerReport};

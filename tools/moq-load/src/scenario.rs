@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::payload::STAMP_LEN;
-use crate::lite::MAX_FRAME_SIZE;
+use moq_relay::lite::MAX_FRAME_SIZE;
 
 /// The usual traffic shapes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

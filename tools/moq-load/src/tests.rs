@@ -1,4 +1,4 @@
-//! The load generator against this crate's relay on 127.0.0.1: every frame published reaches
+//! The load generator against moq-relay's relay on 127.0.0.1: every frame published reaches
 //! every subscriber, per version and with subscribers packed onto shared connections; and an
 //! unreachable relay is reported, not waited for.
 
@@ -7,8 +7,8 @@ use std::time::Duration;
 use clap::Parser;
 
 use super::*;
-use crate::config::{Cli, Config};
-use crate::server::Server;
+use moq_relay::config::{Cli, Config};
+use moq_relay::server::Server;
 
 fn relay(threads: usize) -> Server {
     relay_with(threads, "127.0.0.1:0", &[])
@@ -219,7 +219,7 @@ fn http_url_pins_the_relay_fingerprint() {
     let server = relay_with(1, &addr, &["--web-http-listen", &addr]);
     let target = Target::resolve(&TargetOptions::new(&format!("http://{addr}/pinned"))).unwrap();
     match &target.verify {
-        crate::quic::tls::ClientVerify::Fingerprints(f) => {
+        moq_relay::quic::tls::ClientVerify::Fingerprints(f) => {
             assert_eq!(f, server.fingerprints())
         }
         other => panic!("{other:?}"),

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::lite::{Version, path};
-use crate::quic::tls::ClientVerify;
-use crate::web;
+use moq_relay::lite::{Version, path};
+use moq_relay::quic::tls::ClientVerify;
+use moq_relay::web;
 
 /// How sessions reach the relay; the session code differs only in how streams open and are
 /// accepted.

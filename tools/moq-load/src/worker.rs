@@ -19,17 +19,17 @@ use super::histogram::Histogram;
 use super::payload::{STAMP_LEN, Stamp};
 use super::plan::{ConnPlan, Pacing, Plan};
 use super::procfs;
-use crate::lite::{
+use moq_relay::lite::{
     self, Announce, AnnounceInit, AnnounceOk, AnnounceRequest, AnnounceStatus, ClientSetup,
     ControlType, DataType, DecodeError, ErrorCode, GroupEvent, GroupHeader, GroupReader,
     GroupWriter, Message, ProbeLevel, Role, ServerSetup, Setup, Subscribe, SubscribeOptions,
     SubscribeResponse, SubscribeUpdate, Track, TrackInfo, Version, path,
 };
-use crate::quic::stream_io::{self, Outs, ReadEnd};
-use crate::quic::{
+use moq_relay::quic::stream_io::{self, Outs, ReadEnd};
+use moq_relay::quic::{
     Connection, ConnectionHandle, Ctx, Dir, Event, Handler, StreamEvent, StreamId, VarInt,
 };
-use crate::web;
+use moq_relay::web;
 
 /// Largest control message we accept from the relay.
 const MAX_MESSAGE: usize = 64 * 1024;
