@@ -1,7 +1,24 @@
 //! A Media over QUIC relay: one pinned io_uring event loop per core driving sans-IO quinn-proto.
 //!
-//! Layers, bottom up: [`net`] (sockets, runtimes, routing datagrams to cores), [`quic`] (the
-//! per-core endpoint driver and TLS). See DESIGN.md for the rest of the stack.
+//! Modules, bottom up:
+//! - [`net`]: sockets (GSO, GRO, pktinfo, ECN), the pinned per-core runtimes (io_uring or
+//!   epoll), the connection-ID router, reuseport cBPF steering and the inter-core doorbell.
+//! - [`quic`]: the per-core engine on quinn-proto: driver, timers, GSO transmit, TLS, both
+//!   roles, and the [`quic::Handler`] the layers above plug in as; [`quic::stream_io`] reads and
+//!   writes streams without copies.
+//! - [`web`]: HTTP/3 just far enough for WebTransport, sans IO.
+//! - [`lite`]: the moq-lite wire codecs, lite-01 to lite-05, sans IO.
+//! - [`relay`]: the model (frames, groups, the group cache), the shared [`relay::Registry`], and
+//!   [`relay::Node`], each core's handler: the sessions over raw QUIC and WebTransport, tracks,
+//!   subscriptions, announcements, fan-out within and across cores.
+//! - [`http`]: the TCP endpoints `/certificate.sha256`, `/announced/...`, `/fetch/...`.
+//! - [`config`]: CLI flags, `MOQ_*` variables and the TOML file, merged.
+//! - [`server`]: starts the relay from a [`config::Config`] and stops it gracefully.
+//! - [`client`]: a one-connection moq-lite client on the same engine and node.
+//! - [`load`]: the load generator's engine; `tools/moq-load` is its command line.
+//!
+//! The design (layers, the path of one frame, the rules of the house, and the redesign under
+//! way) is in the repository's `docs/design.md`.
 
 pub mod client;
 pub mod config;

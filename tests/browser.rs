@@ -3,10 +3,19 @@
 //! of this crate shares the relay: it subscribes to the browser's broadcast and publishes one
 //! the page subscribes to, so sessions of both kinds meet in either direction.
 //!
-//! Needs `/usr/bin/chromium` (Debian's `chromium` package), `node`, and `npm ci` in
-//! `tests/browser`; `.ci/run` installs them. Without them the test fails under `CI=true` and
-//! skips, loudly, elsewhere. Run it alone with
-//! `cargo test --test browser -- --nocapture`.
+//! Needs `/usr/bin/chromium` (Debian's `chromium` package), `node` and `npm` (Debian's `nodejs`
+//! and `npm`); `.ci/run` installs them. The test prepares the page itself: it runs
+//! `npm ci --no-audit --no-fund` in `tests/browser` when `node_modules` is missing or older than
+//! `package.json`/`package-lock.json`, then always `npm run --silent build` (the page bundle,
+//! `tests/browser/dist/`), once per process and under a lock on `package-lock.json` so that two
+//! test processes do not install at the same time.
+//!
+//! A test that cannot run must not report a pass. Stable Rust's test harness has no run-time
+//! "skipped" outcome (`#[ignore]` is fixed at compile time and would keep the test from running
+//! by default), so when Chromium, node or npm is missing the test **fails**, naming what is
+//! missing and the command that installs it. Only `MOQ_SKIP_BROWSER=1` turns that into a skip,
+//! printed as such, for a machine that knowingly has no browser; under `CI=true` it is ignored
+//! and the test always fails. Run it alone with `cargo test --test browser -- --nocapture`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -14,6 +23,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -52,25 +62,75 @@ fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
 }
 
-/// What the machine lacks for this test, if anything.
+/// What the machine lacks for this test, each with the command that installs it.
 fn missing() -> Vec<String> {
     let mut missing = Vec::new();
     if !Path::new(CHROMIUM).exists() {
         missing.push(format!("{CHROMIUM} (apt-get install -y chromium)"));
     }
-    if Command::new("node").arg("--version").output().is_err() {
-        missing.push("node".into());
-    }
-    let modules = browser_dir().join("node_modules");
-    for package in ["playwright-core", "@moq/lite", "esbuild"] {
-        if !modules.join(package).exists() {
-            missing.push(format!(
-                "{} (npm ci in tests/browser)",
-                modules.join(package).display()
-            ));
+    for (program, package) in [("node", "nodejs"), ("npm", "npm")] {
+        if Command::new(program).arg("--version").output().is_err() {
+            missing.push(format!("{program} on PATH (apt-get install -y {package})"));
         }
     }
     missing
+}
+
+/// Whether `node_modules` predates the package files, or was never installed: `npm ci` writes
+/// `node_modules/.package-lock.json` last.
+fn modules_stale(dir: &Path) -> bool {
+    let modified = |p: PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let Some(installed) = modified(dir.join("node_modules/.package-lock.json")) else {
+        return true;
+    };
+    ["package.json", "package-lock.json"]
+        .into_iter()
+        .any(|f| modified(dir.join(f)).is_none_or(|m| m > installed))
+}
+
+/// Run `npm ARGS` in `dir`; its output goes with the error.
+fn npm(dir: &Path, args: &[&str]) -> Result<(), String> {
+    println!("(cd {} && npm {})", dir.display(), args.join(" "));
+    let out = Command::new("npm")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .map_err(|e| format!("npm {}: {e}", args.join(" ")))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(format!(
+        "npm {} in {} failed ({}):\n{}{}",
+        args.join(" "),
+        dir.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    ))
+}
+
+/// Install the page's packages if needed and build its bundle: once per process, and under an
+/// exclusive lock on `package-lock.json` across processes.
+fn prepare_page() -> Result<(), String> {
+    static PREPARED: OnceLock<Result<(), String>> = OnceLock::new();
+    PREPARED
+        .get_or_init(|| {
+            let dir = browser_dir();
+            let lock = File::open(dir.join("package-lock.json"))
+                .map_err(|e| format!("tests/browser/package-lock.json: {e}"))?;
+            // SAFETY: flock on a descriptor we own; released when `lock` is closed.
+            if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
+                return Err(format!(
+                    "locking package-lock.json: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+            if modules_stale(&dir) {
+                npm(&dir, &["ci", "--no-audit", "--no-fund"])?;
+            }
+            npm(&dir, &["run", "--silent", "build"])
+        })
+        .clone()
 }
 
 /// A relay with QUIC on UDP and HTTP on TCP of the same port number, as `@moq/lite` assumes
@@ -309,12 +369,24 @@ impl Native {
 fn chromium_publishes_and_subscribes_over_webtransport() {
     let missing = missing();
     if !missing.is_empty() {
-        let msg = format!("browser test cannot run, missing: {}", missing.join(", "));
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{msg}");
+        let msg = format!(
+            "the browser test cannot run; missing: {}",
+            missing.join(", ")
+        );
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+        if !ci && std::env::var("MOQ_SKIP_BROWSER").is_ok_and(|v| v == "1") {
+            eprintln!("\n!!! SKIPPED (MOQ_SKIP_BROWSER=1): {msg}\n");
+            return;
         }
-        eprintln!("\n!!! SKIPPED {msg}\n");
-        return;
+        if ci {
+            panic!("{msg} (.ci/run installs it; MOQ_SKIP_BROWSER is not honoured under CI=true)");
+        }
+        panic!(
+            "{msg}. Install what is missing, or set MOQ_SKIP_BROWSER=1 to skip this test knowingly"
+        );
+    }
+    if let Err(e) = prepare_page() {
+        panic!("preparing the page in tests/browser: {e}");
     }
 
     // RUST_LOG=moq_relay=debug shows what the relay did.
