@@ -15,7 +15,8 @@
 //! - [`config`]: CLI flags, `MOQ_*` variables and the TOML file, merged.
 //! - [`server`]: starts the relay from a [`config::Config`] and stops it gracefully.
 //! - [`client`]: a one-connection moq-lite client on the same engine and node.
-//! - [`load`]: the load generator's engine; `tools/moq-load` is its command line.
+//!
+//! The load generator is not in this library: it is the `moq-load` crate in `tools/moq-load`.
 //!
 //! The design (layers, the path of one frame, the rules of the house, and the redesign under
 //! way) is in the repository's `docs/design.md`.
