@@ -142,11 +142,14 @@ fn cross_core_handoff(c: &mut Criterion) {
         vec![
             Link {
                 tx: tx0,
-                doorbell: Arc::new(Doorbell::default()),
+                wake: Arc::new(|| {}),
             },
             Link {
                 tx: tx1,
-                doorbell: bell1.clone(),
+                wake: {
+                    let bell = bell1.clone();
+                    Arc::new(move || bell.ring())
+                },
             },
         ],
         1,

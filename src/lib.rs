@@ -7,6 +7,8 @@
 //!   roles, and the [`quic::Handler`] the layers above plug in as; [`quic::stream_io`] reads and
 //!   writes streams without copies.
 //! - [`web`]: HTTP/3 just far enough for WebTransport, sans IO.
+//! - [`model`]: the vocabulary with no I/O: paths, frames, groups and the group cache, track
+//!   info, peer ids.
 //! - [`lite`]: the moq-lite wire codecs, lite-01 to lite-05, sans IO.
 //! - [`relay`]: the model (frames, groups, the group cache), the shared [`relay::Registry`], and
 //!   [`relay::Node`], each core's handler: the sessions over raw QUIC and WebTransport, tracks,
@@ -25,6 +27,7 @@ pub mod client;
 pub mod config;
 pub mod http;
 pub mod lite;
+pub mod model;
 pub mod net;
 pub mod quic;
 pub mod relay;

@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use crate::config::Config;
 use crate::http::{HttpServer, Listener};
-use crate::lite::path;
+use crate::model::path;
 use crate::quic::tls::{self, ServerCerts};
 use crate::quic::{ClientRole, Engine, EngineConfig, ServerRole, TransportLimits};
 
@@ -146,8 +146,8 @@ impl Server {
     }
 
     /// Data-path counters of the relay.
-    pub fn stats(&self) -> &RelayStats {
-        &self.nodes.registry().expect("cores started").stats
+    pub fn stats(&self) -> RelayStats {
+        self.nodes.registry().expect("cores started").stats()
     }
 
     /// Every active broadcast the relay knows, by absolute path.

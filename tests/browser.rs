@@ -24,7 +24,6 @@ use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -447,7 +446,7 @@ fn chromium_publishes_and_subscribes_over_webtransport() {
         .unwrap();
     let _ = std::fs::remove_file(&log_path);
     println!("--- node tests/browser/run.mjs {port} ---\n{output}--- end ---");
-    let groups_reset = server.stats().groups_reset.load(Ordering::Relaxed);
+    let groups_reset = server.stats().groups_reset;
     let verdict = native.verdict(groups_reset);
     match &verdict {
         Ok(detail) => println!(

@@ -10,7 +10,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::{FETCH_TIMEOUT, Origin};
-use crate::lite::path;
+use crate::model::path;
 
 type Reply = Response<Full<Bytes>>;
 

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use bytes::BufMut;
 
-use super::{DecodeError, EncodeError, Version, path};
+use super::{DecodeError, EncodeError, Version};
+use crate::model::path;
 
 /// The largest value a QUIC varint can carry.
 pub const MAX_VARINT: u64 = (1 << 62) - 1;
@@ -61,7 +62,7 @@ pub(crate) trait Read<'a> {
     /// A broadcast path or suffix: a string, normalized on receive (§6).
     fn path(&mut self) -> Result<String, DecodeError> {
         let s = self.string()?;
-        path::normalize(&s, usize::MAX)
+        Ok(path::normalize(&s, usize::MAX)?)
     }
 
     /// Lenient like the Rust reference: any non-zero byte is true.

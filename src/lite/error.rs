@@ -127,6 +127,12 @@ impl DecodeError {
     }
 }
 
+impl From<crate::model::path::PathTooLong> for DecodeError {
+    fn from(_: crate::model::path::PathTooLong) -> Self {
+        Self::BoundsExceeded
+    }
+}
+
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

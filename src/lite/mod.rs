@@ -13,7 +13,6 @@ mod error;
 mod fetch;
 mod goaway;
 mod group;
-pub mod path;
 mod probe;
 mod setup;
 mod stream;
@@ -417,7 +416,7 @@ mod tests {
         let _ = DataType::decode(&mut &buf[..], version);
         let _ = FrameHeader::decode(&mut &buf[..], version);
         let _ = Datagram::decode(Bytes::copy_from_slice(buf), version);
-        let _ = path::normalize(&String::from_utf8_lossy(buf), 64);
+        let _ = crate::model::path::normalize(&String::from_utf8_lossy(buf), 64);
         for mut reader in [
             GroupReader::new(version, 64),
             GroupReader::frames(version, 64),

@@ -1,9 +1,8 @@
 //! The Track stream (§5.5, lite-05): TRACK from the subscriber, TRACK_INFO and FIN back.
 
-use std::time::Duration;
-
 use super::coding::{Message, Read, Write};
 use super::{DecodeError, EncodeError, Version};
+pub use crate::model::TrackInfo;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Track {
@@ -29,30 +28,6 @@ impl Message for Track {
             broadcast: buf.path()?,
             track: buf.string()?,
         })
-    }
-}
-
-/// A track's immutable properties.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TrackInfo {
-    /// Tie-breakers only; the subscriber's preferences come first.
-    pub priority: u8,
-    pub ordered: bool,
-    /// How long the publisher keeps groups; bounds cache retention.
-    pub max_latency: Duration,
-    /// Frame timestamp units per second; never zero.
-    pub timescale: u64,
-}
-
-/// The reference defaults, which a relay serves when its upstream predates lite-05.
-impl Default for TrackInfo {
-    fn default() -> Self {
-        Self {
-            priority: 0,
-            ordered: false,
-            max_latency: Duration::from_secs(5),
-            timescale: 1000,
-        }
     }
 }
 

@@ -1,13 +1,12 @@
 //! The relay model: origin (path -> broadcast), broadcast -> track -> group -> frame, with
 //! subscriptions, announcements, late join, a bounded group cache and cross-core fan-out.
 
-mod model;
 mod node;
 mod registry;
 
-pub use model::{CacheLimits, Frame, Group, GroupCache};
+pub use crate::model::{CacheLimits, Frame, Group, GroupCache};
 pub use node::{App, AppCmd, AppEvent, Dial, Limits, Node};
-pub use registry::{Census, CoreMsg, Link, Owner, Registry, RelayStats};
+pub use registry::{Census, CoreCounters, CoreMsg, Link, Owner, Registry, RelayStats};
 
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -51,9 +50,12 @@ impl NodeFactory {
                     .senders
                     .iter()
                     .zip(info.doorbells.iter())
-                    .map(|(tx, doorbell)| Link {
-                        tx: tx.clone(),
-                        doorbell: doorbell.clone(),
+                    .map(|(tx, doorbell)| {
+                        let doorbell = doorbell.clone();
+                        Link {
+                            tx: tx.clone(),
+                            wake: Arc::new(move || doorbell.ring()),
+                        }
                     })
                     .collect();
                 Arc::new(Registry::new(links, self.origin))

@@ -10,14 +10,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use crossbeam_channel::{Receiver, Sender};
 
-use super::model::{CacheLimits, Frame, GroupCache};
 use super::registry::{Census, CoreMsg, Owner, Registry};
 use crate::lite::{
     self, Announce, AnnounceInit, AnnounceOk, AnnounceRequest, AnnounceStatus, ClientSetup,
     ControlType, DataType, DecodeError, ErrorCode, Fetch, GroupEvent, GroupHeader, GroupReader,
     GroupWriter, Message, ProbeLevel, Role, ServerSetup, Setup, Subscribe, SubscribeOptions,
-    SubscribeResponse, SubscribeUpdate, Track as TrackReq, TrackInfo, Version, path,
+    SubscribeResponse, SubscribeUpdate, Track as TrackReq, TrackInfo, Version,
 };
+use crate::model::{CacheLimits, Frame, GroupCache, PeerId, path};
 use crate::quic::stream_io::{self, Outs, ReadEnd};
 use crate::quic::{
     Connection, ConnectionHandle, Ctx, Dir, Event, Handler, StreamEvent, StreamId, VarInt,
@@ -418,6 +418,8 @@ struct Web {
 }
 
 struct Session {
+    /// Names this session in the registry and in cross-core messages; never reused.
+    peer: PeerId,
     version: Option<Version>,
     legacy: bool,
     server: bool,
@@ -472,6 +474,9 @@ pub struct Node {
     dial: Option<Dial>,
     upstream: Option<ConnectionHandle>,
     sessions: HashMap<ConnectionHandle, Session>,
+    /// The connection of each live session, by its [`PeerId`].
+    peers: HashMap<PeerId, ConnectionHandle>,
+    next_peer: u64,
     tracks: HashMap<u64, TrackState>,
     /// path -> track name -> track id; nested so lookups by `&str` allocate nothing.
     by_name: HashMap<Arc<str>, HashMap<Arc<str>, u64>>,
@@ -519,6 +524,8 @@ impl Node {
             dial,
             upstream: None,
             sessions: HashMap::new(),
+            peers: HashMap::new(),
+            next_peer: 0,
             tracks: HashMap::new(),
             by_name: HashMap::new(),
             remote_index: HashMap::new(),
@@ -530,6 +537,23 @@ impl Node {
             fetches: HashMap::new(),
             next_fetch: 0,
         }
+    }
+
+    fn peer_of(&self, ch: ConnectionHandle) -> Option<PeerId> {
+        self.sessions.get(&ch).map(|s| s.peer)
+    }
+
+    fn conn_of(&self, peer: PeerId) -> Option<ConnectionHandle> {
+        self.peers.get(&peer).copied()
+    }
+
+    /// A client routes what nobody here publishes to its one upstream session.
+    fn upstream_owner(&self) -> Option<Owner> {
+        Some(Owner {
+            core: self.core,
+            peer: Some(self.peer_of(self.upstream?)?),
+            hops: Vec::new(),
+        })
     }
 
     fn emit(&self, event: AppEvent) {
@@ -664,7 +688,11 @@ impl Node {
             return;
         }
         tracing::debug!(core = self.core, conn = ?ch, alpn = %alpn, server, "session connected");
+        let peer = PeerId(self.next_peer);
+        self.next_peer += 1;
+        self.peers.insert(peer, ch);
         let session = Session {
+            peer,
             version,
             legacy,
             server,
@@ -1059,13 +1087,14 @@ impl Node {
         let Some(s) = self.sessions.remove(&ch) else {
             return;
         };
+        self.peers.remove(&s.peer);
         tracing::debug!(core = self.core, conn = ?ch, reason = %reason, "session lost");
         if self.upstream == Some(ch) {
             self.upstream = None;
             self.emit(AppEvent::Closed { reason });
         }
         for path in &s.published {
-            self.registry.unpublish(path, self.core, Some(ch));
+            self.registry.unpublish(path, self.core, Some(s.peer));
         }
         // Its TRACK streams wait for nothing any more; a later session may reuse the handle.
         self.info_waits.retain(|_, waiters| {
@@ -1111,7 +1140,9 @@ impl Node {
             return;
         };
         let current = match t.source {
-            Source::Session { conn, .. } => owner.core == self.core && owner.conn == Some(conn),
+            Source::Session { conn, .. } => {
+                owner.core == self.core && owner.peer.is_some() && owner.peer == self.peer_of(conn)
+            }
             // The owning core resplices its own track.
             Source::Core { core } => owner.core == core,
             Source::App => true,
@@ -1163,9 +1194,11 @@ impl Node {
                 },
             );
             Some(Source::Core { core: owner.core })
-        } else if let Some(conn) = owner.conn {
-            self.subscribe_upstream(ctx, conn, &p, &name, track)
-                .map(|up| Source::Session { conn, up })
+        } else if let Some(peer) = owner.peer {
+            self.conn_of(peer).and_then(|conn| {
+                self.subscribe_upstream(ctx, conn, &p, &name, track)
+                    .map(|up| Source::Session { conn, up })
+            })
         } else {
             Some(Source::App)
         };
@@ -1952,12 +1985,12 @@ impl Node {
                 &abs,
                 Owner {
                     core: self.core,
-                    conn: Some(ch),
+                    peer: Some(s.peer),
                     hops,
                 },
             );
         } else if s.published.remove(&abs) {
-            self.registry.unpublish(&abs, self.core, Some(ch));
+            self.registry.unpublish(&abs, self.core, Some(s.peer));
         }
         Ok(())
     }
@@ -1984,7 +2017,7 @@ impl Node {
             .filter(|(p, o)| {
                 path::has_prefix(p, &prefix)
                     && !(req.exclude_hop != 0 && o.hops.contains(&req.exclude_hop))
-                    && advertise(self.core, client, ch, o)
+                    && advertise(self.core, client, s.peer, o)
             })
             .map(|(p, o)| (p.clone(), o.hops.clone()))
             .collect();
@@ -2040,7 +2073,7 @@ impl Node {
         let owner = match owner {
             Some(o) if active => {
                 let previous = self.active.insert(path_.clone(), o.clone());
-                if previous.is_some_and(|old| old.core != o.core || old.conn != o.conn) {
+                if previous.is_some_and(|old| old.core != o.core || old.peer != o.peer) {
                     // A new publisher took the broadcast over: move this core's tracks to it.
                     let ids: Vec<u64> = self
                         .by_name
@@ -2072,7 +2105,7 @@ impl Node {
         let mut writes = Vec::new();
         let client = self.app.is_some();
         for (ch, s) in &mut self.sessions {
-            if !advertise(self.core, client, *ch, &owner) {
+            if !advertise(self.core, client, s.peer, &owner) {
                 continue;
             }
             let version = s.version();
@@ -2118,13 +2151,7 @@ impl Node {
             waiters.push(waiter);
             return;
         }
-        let owner = self.registry.lookup(&p).or_else(|| {
-            self.upstream.map(|conn| Owner {
-                core: self.core,
-                conn: Some(conn),
-                hops: Vec::new(),
-            })
-        });
+        let owner = self.registry.lookup(&p).or_else(|| self.upstream_owner());
         let Some(owner) = owner else {
             self.give_info(ctx, &p, &name, waiter, Err(ErrorCode::UNROUTABLE));
             return;
@@ -2141,7 +2168,8 @@ impl Node {
             );
             return;
         }
-        let upstream = owner.conn.and_then(|conn| {
+        let upstream = owner.peer.and_then(|peer| {
+            let conn = self.conn_of(peer)?;
             let s = self.sessions.get(&conn)?;
             (s.version() >= Version::Lite05).then_some(())?;
             let rel = path::strip_prefix(&p, &s.root)?.to_string();
@@ -2230,13 +2258,10 @@ impl Node {
         if let Some(id) = self.track_id(path_, name) {
             return Some(id);
         }
-        let owner = self.registry.lookup(path_).or_else(|| {
-            self.upstream.map(|conn| Owner {
-                core: self.core,
-                conn: Some(conn),
-                hops: Vec::new(),
-            })
-        })?;
+        let owner = self
+            .registry
+            .lookup(path_)
+            .or_else(|| self.upstream_owner())?;
         let id = self.next_track;
         self.next_track += 1;
         let source = if owner.core != self.core {
@@ -2250,7 +2275,8 @@ impl Node {
                 },
             );
             Source::Core { core: owner.core }
-        } else if let Some(conn) = owner.conn {
+        } else if let Some(peer) = owner.peer {
+            let conn = self.conn_of(peer)?;
             let up = self.subscribe_upstream(ctx, conn, path_, name, id)?;
             Source::Session { conn, up }
         } else {
@@ -2570,6 +2596,7 @@ impl Node {
             "append"
         );
         for (core, replica) in &t.remotes {
+            self.registry.counters[self.core].cross_core_frame();
             self.registry.send(
                 *core,
                 CoreMsg::Frame {
@@ -2783,10 +2810,7 @@ impl Node {
                 let old = down.groups.remove(victim).expect("in range");
                 down.skip(old.seq);
                 resets.push(old.stream);
-                self.registry
-                    .stats
-                    .groups_reset
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.registry.counters[self.core].group_reset();
             }
             let Some(conn) = ctx.conn(ch) else { return };
             let Some(stream) = conn.streams().open(Dir::Uni) else {
@@ -2835,6 +2859,7 @@ impl Node {
         let mut chunks = Vec::new();
         // `frames` starts at index `offset` of the group.
         let skip = g.sent.saturating_sub(offset).min(frames.len());
+        let mut delivered = 0;
         for f in &frames[skip..] {
             let mut hdr = BytesMut::with_capacity(16);
             if g.writer.frame(f.size(), f.timestamp, &mut hdr).is_err() {
@@ -2843,11 +2868,9 @@ impl Node {
             chunks.push(hdr.freeze());
             chunks.extend(f.chunks.iter().cloned());
             g.sent += 1;
-            self.registry
-                .stats
-                .frames_delivered
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            delivered += 1;
         }
+        self.registry.counters[self.core].frames_delivered(delivered);
         g.done |= done;
         for old in resets {
             self.reset(ctx, ch, old, ErrorCode::CANCEL);
@@ -2925,7 +2948,7 @@ impl Node {
                 owner,
                 active,
             } => {
-                let owner = owner.map(|(core, conn)| Owner { core, conn, hops });
+                let owner = owner.map(|(core, peer)| Owner { core, peer, hops });
                 self.announced(ctx, path, owner, active)
             }
             CoreMsg::Subscribe {
@@ -2958,6 +2981,7 @@ impl Node {
                 t.remotes.push((from, replica));
                 if let Some(g) = t.cache.latest_group() {
                     for frame in &g.frames {
+                        self.registry.counters[self.core].cross_core_frame();
                         self.registry.send(
                             from,
                             CoreMsg::Frame {
@@ -3019,7 +3043,7 @@ impl Node {
                         &p,
                         Owner {
                             core: self.core,
-                            conn: None,
+                            peer: None,
                             hops: Vec::new(),
                         },
                     );
@@ -3218,11 +3242,11 @@ impl Handler for Node {
 /// Whether a broadcast owned by `owner` may be announced to session `ch` of `core`: never back
 /// to the session it came from (split horizon), and a client only announces what its own
 /// application publishes.
-fn advertise(core: usize, client: bool, ch: ConnectionHandle, owner: &Owner) -> bool {
-    if owner.core == core && owner.conn == Some(ch) {
+fn advertise(core: usize, client: bool, peer: PeerId, owner: &Owner) -> bool {
+    if owner.core == core && owner.peer == Some(peer) {
         return false;
     }
-    !client || owner.conn.is_none()
+    !client || owner.peer.is_none()
 }
 
 /// The announce message for `path` as seen under `prefix`, with the hop list each version

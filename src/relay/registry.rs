@@ -8,17 +8,14 @@ use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::Sender;
 
-use super::model::Frame;
-use crate::lite::TrackInfo;
-use crate::net::Doorbell;
-use crate::quic::ConnectionHandle;
+use crate::model::{Frame, PeerId, TrackInfo};
 
 /// Who publishes a broadcast: a session on some core, or the local application of a core.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Owner {
     pub core: usize,
-    /// `None`: the application on that core (a client node publishing).
-    pub conn: Option<ConnectionHandle>,
+    /// The session on that core; `None`: the application on that core (a client publishing).
+    pub peer: Option<PeerId>,
     /// The hop chain of origin ids the announcement came through, for loop avoidance.
     pub hops: Vec<u64>,
 }
@@ -31,7 +28,7 @@ pub enum CoreMsg {
         path: Arc<str>,
         hops: Vec<u64>,
         /// Who publishes it, so that it is never announced back to where it came from.
-        owner: Option<(usize, Option<ConnectionHandle>)>,
+        owner: Option<(usize, Option<PeerId>)>,
         active: bool,
     },
     /// Core `from` wants `track` of `path` for its replica `replica`.
@@ -115,25 +112,60 @@ impl Census {
     }
 }
 
+/// A core's inbox, and how to wake the core once something is in it (its doorbell, which
+/// coalesces rings, so calling it per message is cheap).
 pub struct Link {
     pub tx: Sender<CoreMsg>,
-    pub doorbell: Arc<Doorbell>,
+    pub wake: Arc<dyn Fn() + Send + Sync>,
 }
 
-/// Counters of the relay's data path, summed over cores.
+/// Counters of one core's data path. Only that core writes them, each in a cache line of its
+/// own, so nothing shared is bumped per frame; readers sum them with [`Registry::stats`].
 #[derive(Default, Debug)]
+#[repr(align(128))]
+pub struct CoreCounters {
+    cross_core_frames: AtomicU64,
+    groups_reset: AtomicU64,
+    frames_delivered: AtomicU64,
+}
+
+/// Single writer: a plain load and store, no locked read-modify-write.
+fn bump(counter: &AtomicU64, n: u64) {
+    counter.store(counter.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+}
+
+impl CoreCounters {
+    /// Frames handed to another core (one per frame per core with subscribers).
+    pub fn cross_core_frame(&self) {
+        bump(&self.cross_core_frames, 1);
+    }
+
+    /// A group stream reset because its subscriber fell more than the bound behind.
+    pub fn group_reset(&self) {
+        bump(&self.groups_reset, 1);
+    }
+
+    /// Frames written to downstream subscriptions.
+    pub fn frames_delivered(&self, n: u64) {
+        bump(&self.frames_delivered, n);
+    }
+}
+
+/// The relay's data-path counters, summed over cores.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RelayStats {
     /// Frames handed to another core (one per frame per core with subscribers).
-    pub cross_core_frames: AtomicU64,
+    pub cross_core_frames: u64,
     /// Group streams reset because a subscriber fell more than the bound behind.
-    pub groups_reset: AtomicU64,
+    pub groups_reset: u64,
     /// Frames written to downstream subscriptions.
-    pub frames_delivered: AtomicU64,
+    pub frames_delivered: u64,
 }
 
 /// Shared by every core of one process.
 pub struct Registry {
-    pub stats: RelayStats,
+    /// One per core, indexed by core.
+    pub counters: Vec<CoreCounters>,
     owners: Mutex<HashMap<Arc<str>, Owner>>,
     links: Vec<Link>,
     /// This node's origin (hop) id, non-zero and below 2^53 as the reference advises.
@@ -143,10 +175,25 @@ pub struct Registry {
 impl Registry {
     pub fn new(links: Vec<Link>, origin: u64) -> Self {
         Self {
-            stats: RelayStats::default(),
+            counters: links.iter().map(|_| CoreCounters::default()).collect(),
             owners: Mutex::new(HashMap::new()),
             links,
             origin,
+        }
+    }
+
+    /// The data-path counters of every core, summed.
+    pub fn stats(&self) -> RelayStats {
+        let sum = |f: fn(&CoreCounters) -> &AtomicU64| {
+            self.counters
+                .iter()
+                .map(|c| f(c).load(Ordering::Relaxed))
+                .sum()
+        };
+        RelayStats {
+            cross_core_frames: sum(|c| &c.cross_core_frames),
+            groups_reset: sum(|c| &c.groups_reset),
+            frames_delivered: sum(|c| &c.frames_delivered),
         }
     }
 
@@ -156,12 +203,9 @@ impl Registry {
 
     /// Queue a message for `core` and ring its doorbell (coalesced, so cheap per message).
     pub fn send(&self, core: usize, msg: CoreMsg) {
-        if let CoreMsg::Frame { .. } = msg {
-            self.stats.cross_core_frames.fetch_add(1, Ordering::Relaxed);
-        }
         let link = &self.links[core];
         if link.tx.send(msg).is_ok() {
-            link.doorbell.ring();
+            (link.wake)();
         }
     }
 
@@ -172,7 +216,7 @@ impl Registry {
                 CoreMsg::Announce {
                     path: path.clone(),
                     hops: owner.map(|o| o.hops.clone()).unwrap_or_default(),
-                    owner: owner.map(|o| (o.core, o.conn)),
+                    owner: owner.map(|o| (o.core, o.peer)),
                     active,
                 },
             );
@@ -185,8 +229,8 @@ impl Registry {
         let path: Arc<str> = path.into();
         let mut owners = self.owners.lock().expect("registry lock");
         let changed = match owners.get(&path) {
-            Some(old) if old.conn.is_none() && owner.conn.is_some() => return,
-            Some(old) => old.core != owner.core || old.conn != owner.conn || old.hops != owner.hops,
+            Some(old) if old.peer.is_none() && owner.peer.is_some() => return,
+            Some(old) => old.core != owner.core || old.peer != owner.peer || old.hops != owner.hops,
             None => true,
         };
         owners.insert(path.clone(), owner.clone());
@@ -197,13 +241,13 @@ impl Registry {
         }
     }
 
-    /// Remove `path` if `core`/`conn` still owns it.
-    pub fn unpublish(&self, path: &str, core: usize, conn: Option<ConnectionHandle>) {
+    /// Remove `path` if `core`/`peer` still owns it.
+    pub fn unpublish(&self, path: &str, core: usize, peer: Option<PeerId>) {
         let mut owners = self.owners.lock().expect("registry lock");
         let Some((key, owner)) = owners.get_key_value(path) else {
             return;
         };
-        if owner.core != core || owner.conn != conn {
+        if owner.core != core || owner.peer != peer {
             return;
         }
         let key = key.clone();

@@ -282,7 +282,7 @@ fn fan_out_across_cores_sends_each_frame_once() {
             .collect()
     };
     let mut subs: Vec<Client> = (0..8).map(|_| connect(&server, Version::Lite05)).collect();
-    while accepted().iter().any(|&n| n == 0) && subs.len() < 64 {
+    while accepted().contains(&0) && subs.len() < 64 {
         subs.push(connect(&server, Version::Lite05));
     }
     let accepted = accepted();
@@ -306,7 +306,7 @@ fn fan_out_across_cores_sends_each_frame_once() {
     for s in &subs {
         frames(s, 1, 1);
     }
-    let before = server.stats().cross_core_frames.load(Ordering::Relaxed);
+    let before = server.stats().cross_core_frames;
     let groups = 5;
     let per_group = 4;
     for g in 1..=groups {
@@ -324,7 +324,7 @@ fn fan_out_across_cores_sends_each_frame_once() {
             assert_eq!(bytes[..], payload(g, i, 3000)[..]);
         }
     }
-    let crossed = server.stats().cross_core_frames.load(Ordering::Relaxed) - before;
+    let crossed = server.stats().cross_core_frames - before;
     assert_eq!(
         crossed,
         groups * per_group as u64,
@@ -500,7 +500,6 @@ fn subscribe_bytes(version: Version, id: u64, broadcast: &str) -> Vec<u8> {
 /// other subscriber still gets every frame promptly.
 #[test]
 fn slow_subscriber_is_bounded_and_does_not_delay_others() {
-    use std::sync::atomic::Ordering;
     let server = relay(1);
     let publisher = connect(&server, Version::Lite03);
     publisher.send(AppCmd::Publish {
@@ -547,7 +546,7 @@ fn slow_subscriber_is_bounded_and_does_not_delay_others() {
         elapsed < Duration::from_secs(5),
         "the fast subscriber was held up: {elapsed:?}"
     );
-    let reset = server.stats().groups_reset.load(Ordering::Relaxed);
+    let reset = server.stats().groups_reset;
     assert!(
         reset >= groups - 4 - 2,
         "only {reset} of the slow subscriber's groups were reset"

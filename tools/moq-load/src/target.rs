@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use moq_relay::lite::{Version, path};
+use moq_relay::lite::Version;
+use moq_relay::model::path;
 use moq_relay::quic::tls::ClientVerify;
 use moq_relay::web;
 

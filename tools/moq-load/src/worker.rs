@@ -23,8 +23,9 @@ use moq_relay::lite::{
     self, Announce, AnnounceInit, AnnounceOk, AnnounceRequest, AnnounceStatus, ClientSetup,
     ControlType, DataType, DecodeError, ErrorCode, GroupEvent, GroupHeader, GroupReader,
     GroupWriter, Message, ProbeLevel, Role, ServerSetup, Setup, Subscribe, SubscribeOptions,
-    SubscribeResponse, SubscribeUpdate, Track, TrackInfo, Version, path,
+    SubscribeResponse, SubscribeUpdate, Track, TrackInfo, Version,
 };
+use moq_relay::model::path;
 use moq_relay::quic::stream_io::{self, Outs, ReadEnd};
 use moq_relay::quic::{
     Connection, ConnectionHandle, Ctx, Dir, Event, Handler, StreamEvent, StreamId, VarInt,

@@ -3,26 +3,37 @@
 //! Every path on the wire is relative to the session root; the relay stores absolute paths
 //! (`join(root, path)`) and strips the root again on the way out.
 
-use super::DecodeError;
+/// A path past the limits: more than [`MAX_PARTS`] parts or more bytes than allowed. On the
+/// wire it is the protocol's bounds error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PathTooLong;
+
+impl std::fmt::Display for PathTooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "path too long or too deep")
+    }
+}
+
+impl std::error::Error for PathTooLong {}
 
 /// Paths deeper than this fail to decode (`Path::MAX_PARTS` in the reference).
 pub const MAX_PARTS: usize = 32;
 
 /// Trims leading and trailing `/` and collapses runs of `/`: `"/room//a/"` becomes `"room/a"`.
 ///
-/// Fails with `BoundsExceeded` past [`MAX_PARTS`] parts or `max_len` bytes.
-pub fn normalize(path: &str, max_len: usize) -> Result<String, DecodeError> {
+/// Fails past [`MAX_PARTS`] parts or `max_len` bytes.
+pub fn normalize(path: &str, max_len: usize) -> Result<String, PathTooLong> {
     let mut out = String::with_capacity(path.len().min(max_len));
     for (i, part) in path.split('/').filter(|p| !p.is_empty()).enumerate() {
         if i == MAX_PARTS {
-            return Err(DecodeError::BoundsExceeded);
+            return Err(PathTooLong);
         }
         if i > 0 {
             out.push('/');
         }
         out.push_str(part);
         if out.len() > max_len {
-            return Err(DecodeError::BoundsExceeded);
+            return Err(PathTooLong);
         }
     }
     Ok(out)
@@ -48,7 +59,7 @@ pub fn strip_prefix<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
 
 /// `base/path`, or the non-empty side alone, checked against the same limits as
 /// [`normalize`] because a root plus a relative path can exceed them.
-pub fn join(base: &str, path: &str, max_len: usize) -> Result<String, DecodeError> {
+pub fn join(base: &str, path: &str, max_len: usize) -> Result<String, PathTooLong> {
     let joined = match (base.is_empty(), path.is_empty()) {
         (true, _) => path.to_owned(),
         (_, true) => base.to_owned(),
@@ -60,7 +71,7 @@ pub fn join(base: &str, path: &str, max_len: usize) -> Result<String, DecodeErro
         joined.split('/').count()
     };
     if parts > MAX_PARTS || joined.len() > max_len {
-        return Err(DecodeError::BoundsExceeded);
+        return Err(PathTooLong);
     }
     Ok(joined)
 }
@@ -82,14 +93,11 @@ mod tests {
     fn limits_parts_and_length() {
         let deep = vec!["x"; MAX_PARTS].join("/");
         assert_eq!(normalize(&deep, 100).unwrap(), deep);
-        assert_eq!(
-            normalize(&format!("{deep}/x"), 100),
-            Err(DecodeError::BoundsExceeded)
-        );
+        assert_eq!(normalize(&format!("{deep}/x"), 100), Err(PathTooLong));
         // Empty segments do not count.
         assert_eq!(normalize(&format!("{deep}//"), 100).unwrap(), deep);
         assert_eq!(normalize("abcd", 4).unwrap(), "abcd");
-        assert_eq!(normalize("abcde", 4), Err(DecodeError::BoundsExceeded));
+        assert_eq!(normalize("abcde", 4), Err(PathTooLong));
         assert_eq!(normalize("//ab//cd//", 5).unwrap(), "ab/cd");
     }
 
@@ -120,13 +128,10 @@ mod tests {
         assert_eq!(join("", "demo", 100).unwrap(), "demo");
         assert_eq!(join("anon", "", 100).unwrap(), "anon");
         assert_eq!(join("", "", 100).unwrap(), "");
-        assert_eq!(join("anon", "demo", 8), Err(DecodeError::BoundsExceeded));
+        assert_eq!(join("anon", "demo", 8), Err(PathTooLong));
         let half = vec!["x"; 16].join("/");
         assert!(join(&half, &half, 100).is_ok());
-        assert_eq!(
-            join(&half, &format!("{half}/x"), 100),
-            Err(DecodeError::BoundsExceeded)
-        );
+        assert_eq!(join(&half, &format!("{half}/x"), 100), Err(PathTooLong));
         // Joining and stripping are inverses (the relay's root handling).
         let full = join("anon", "demo/video", 100).unwrap();
         assert_eq!(strip_prefix(&full, "anon"), Some("demo/video"));
