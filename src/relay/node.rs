@@ -10,14 +10,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use crossbeam_channel::{Receiver, Sender};
 
-use super::registry::{Census, CoreMsg, Owner, Registry};
+use super::registry::{Census, CoreCounters, CoreMsg, Owner, Registry};
 use crate::lite::{
     self, Announce, AnnounceInit, AnnounceOk, AnnounceRequest, AnnounceStatus, ClientSetup,
     ControlType, DataType, DecodeError, ErrorCode, Fetch, GroupEvent, GroupHeader, GroupReader,
     GroupWriter, Message, ProbeLevel, Role, ServerSetup, Setup, Subscribe, SubscribeOptions,
     SubscribeResponse, SubscribeUpdate, Track as TrackReq, TrackInfo, Version,
 };
-use crate::model::{CacheLimits, Frame, GroupCache, PeerId, path};
+use crate::model::{CacheLimits, Frame, Group, GroupCache, PeerId, path};
 use crate::quic::stream_io::{self, Outs, ReadEnd};
 use crate::quic::{
     Connection, ConnectionHandle, Ctx, Dir, Event, Handler, StreamEvent, StreamId, VarInt,
@@ -310,14 +310,6 @@ enum In {
     },
 }
 
-/// What a subscriber has not had of group `seq`: `frames` start at index `offset`.
-struct News<'a> {
-    seq: u64,
-    offset: usize,
-    frames: &'a [Arc<Frame>],
-    done: bool,
-}
-
 /// Where a WebTransport stream header leads.
 enum WebStream {
     Ours,
@@ -445,6 +437,107 @@ struct Session {
 impl Session {
     fn version(&self) -> Version {
         self.version.unwrap_or(Version::Lite02)
+    }
+
+    /// Write what subscription `sub` has not had of `group`: open its stream if the group is
+    /// new to it (resetting its oldest backlogged groups past the in-flight bound), then the
+    /// frame headers and the same payload `Bytes`, and FIN once the group is done.
+    fn sync_down(
+        &mut self,
+        conn: &mut Connection,
+        limits: &Limits,
+        counters: &CoreCounters,
+        sub: u64,
+        group: &Group,
+    ) {
+        let seq = group.seq;
+        let version = self.version();
+        let web_session = self.web_session();
+        let Some(down) = self.downs.get_mut(&sub) else {
+            return;
+        };
+        let outs = &mut self.outs;
+        down.groups
+            .retain(|g| !g.done || outs.contains_key(&g.stream));
+        if down.skipped.contains(&seq) {
+            return;
+        }
+        if !down.groups.iter().any(|g| g.seq == seq) {
+            // A new group: if the subscriber is behind (data stuck behind its flow control),
+            // reset its oldest backlogged groups. Groups that only wait on upstream cost no
+            // payload memory here and are left alone.
+            let max = limits.max_groups_in_flight.max(1);
+            while down.groups.len() >= max {
+                let backlogged = down
+                    .groups
+                    .iter()
+                    .position(|g| outs.get(&g.stream).is_some_and(|o| !o.queue.is_empty()));
+                let Some(victim) = backlogged else { break };
+                let old = down.groups.remove(victim).expect("in range");
+                down.skip(old.seq);
+                outs.remove(&old.stream);
+                let _ = conn
+                    .send_stream(old.stream)
+                    .reset(stream_code(ErrorCode::CANCEL));
+                counters.group_reset();
+            }
+            let Some(stream) = conn.streams().open(Dir::Uni) else {
+                return;
+            };
+            let priority = ((down.priority as i32) << 23) | (seq & 0x7f_ffff) as i32;
+            let _ = conn.send_stream(stream).set_priority(priority);
+            if version == Version::Lite05 && !down.started {
+                down.started = true;
+                let mut b = BytesMut::new();
+                if SubscribeResponse::Start(seq)
+                    .encode(version, &mut b)
+                    .is_ok()
+                {
+                    stream_io::send(conn, outs, down.stream, vec![b.freeze()], false);
+                }
+            }
+            let writer = GroupWriter::new(version);
+            let mut hdr = BytesMut::new();
+            if let Some(session) = web_session {
+                hdr.extend_from_slice(&web::uni_prefix(session));
+            }
+            let _ = writer.header(
+                &GroupHeader {
+                    subscribe_id: sub,
+                    sequence: seq,
+                },
+                &mut hdr,
+            );
+            stream_io::send(conn, outs, stream, vec![hdr.freeze()], false);
+            down.groups.push_back(DownGroup {
+                seq,
+                stream,
+                sent: 0,
+                done: false,
+                writer,
+            });
+        }
+        let Some(g) = down.groups.iter_mut().find(|g| g.seq == seq) else {
+            return;
+        };
+        if g.done {
+            return;
+        }
+        let mut chunks = Vec::new();
+        let mut delivered = 0;
+        for f in &group.frames[g.sent.min(group.frames.len())..] {
+            let mut hdr = BytesMut::with_capacity(16);
+            if g.writer.frame(f.size(), f.timestamp, &mut hdr).is_err() {
+                break;
+            }
+            chunks.push(hdr.freeze());
+            chunks.extend(f.chunks.iter().cloned());
+            g.sent += 1;
+            delivered += 1;
+        }
+        counters.frames_delivered(delivered);
+        g.done |= group.done;
+        stream_io::send(conn, outs, g.stream, chunks, group.done);
     }
 
     /// Whether `id` is ours or a peer stream already taken with `accept`.
@@ -2428,7 +2521,7 @@ impl Node {
             None => t.cache.latest.into_iter().collect(),
         };
         for seq in seqs {
-            self.sync(ctx, track, sub, seq);
+            self.sync(ctx, track, seq, Some(sub));
         }
     }
 
@@ -2606,10 +2699,7 @@ impl Node {
                 },
             );
         }
-        let subs = t.subs.clone();
-        for sub in subs {
-            self.sync(ctx, track, sub, seq);
-        }
+        self.sync(ctx, track, seq, None);
     }
 
     fn group_done(&mut self, ctx: &mut Ctx<'_>, track: u64, seq: u64) {
@@ -2629,10 +2719,7 @@ impl Node {
                 },
             );
         }
-        let subs = t.subs.clone();
-        for sub in subs {
-            self.sync(ctx, track, sub, seq);
-        }
+        self.sync(ctx, track, seq, None);
     }
 
     /// Group `seq` will never finish (reset upstream, or evicted unfinished): forget it and
@@ -2652,98 +2739,92 @@ impl Node {
                 },
             );
         }
-        let subs = t.subs.clone();
-        let mut resets = Vec::new();
-        for sub in subs {
-            match sub {
+        for sub in &t.subs {
+            match *sub {
                 SubRef::App { id } => {
                     if let Some((_, sent)) = self.app_subs.get_mut(&id) {
                         sent.remove(&seq);
                     }
                 }
                 SubRef::Fetch { .. } => {}
-                SubRef::Down { conn, id } => {
-                    let Some(down) = self
-                        .sessions
-                        .get_mut(&conn)
-                        .and_then(|s| s.downs.get_mut(&id))
-                    else {
+                SubRef::Down { conn: ch, id } => {
+                    let Some(s) = self.sessions.get_mut(&ch) else {
+                        continue;
+                    };
+                    let Some(down) = s.downs.get_mut(&id) else {
                         continue;
                     };
                     if let Some(i) = down.groups.iter().position(|g| g.seq == seq) {
                         let g = down.groups.remove(i).expect("in range");
-                        resets.push((conn, g.stream));
+                        s.outs.remove(&g.stream);
+                        if let Some(conn) = ctx.conn(ch) {
+                            let _ = conn.send_stream(g.stream).reset(stream_code(code));
+                        }
                     }
                 }
             }
         }
-        for (conn, stream) in resets {
-            self.reset(ctx, conn, stream, code);
-        }
     }
 
-    /// Bring one subscriber up to date with group `seq`: open its stream if new, write the
-    /// frames it has not had, FIN when the group is done.
-    fn sync(&mut self, ctx: &mut Ctx<'_>, track: u64, sub: SubRef, seq: u64) {
-        let Some(group) = self.tracks.get(&track).and_then(|t| t.cache.get(seq)) else {
+    /// Bring the subscribers of `track` (or only `one`) up to date with group `seq`: open
+    /// their streams if new, write the frames each has not had, FIN when the group is done.
+    /// The track and the sessions are borrowed apart, so nothing is copied per subscriber.
+    fn sync(&mut self, ctx: &mut Ctx<'_>, track: u64, seq: u64, one: Option<SubRef>) {
+        let Some(t) = self.tracks.get(&track) else {
             return;
         };
-        let done = group.done;
-        // A subscriber only needs the frames it has not had (usually the newest one); a fetch
-        // takes the whole group.
-        let sent = match sub {
-            SubRef::Down { conn, id } => self
-                .sessions
-                .get(&conn)
-                .and_then(|s| s.downs.get(&id))
-                .and_then(|d| d.groups.iter().find(|g| g.seq == seq))
-                .map_or(0, |g| g.sent),
-            SubRef::App { id } => self
-                .app_subs
-                .get(&id)
-                .and_then(|(_, sent)| sent.get(&seq).copied())
-                .unwrap_or(0),
-            SubRef::Fetch { .. } => 0,
+        let Some(group) = t.cache.get(seq) else {
+            return;
         };
-        let from = sent.min(group.frames.len());
-        let frames = group.frames[from..].to_vec();
-        match sub {
-            SubRef::App { id } => {
-                let Some((_, sent)) = self.app_subs.get_mut(&id) else {
-                    return;
-                };
-                sent.insert(seq, from + frames.len());
-                if done {
-                    sent.remove(&seq);
+        let subs = match &one {
+            Some(sub) => std::slice::from_ref(sub),
+            None => &t.subs[..],
+        };
+        let counters = &self.registry.counters[self.core];
+        let mut fetched = Vec::new();
+        for &sub in subs {
+            match sub {
+                SubRef::Down { conn: ch, id } => {
+                    if let (Some(s), Some(conn)) = (self.sessions.get_mut(&ch), ctx.conn(ch)) {
+                        s.sync_down(conn, &self.limits, counters, id, group);
+                    }
                 }
-                for (i, f) in frames.iter().enumerate() {
-                    self.emit(AppEvent::Frame {
-                        id,
-                        seq,
-                        index: from + i,
-                        timestamp: f.timestamp,
-                        payload: f.chunks.clone(),
-                    });
+                SubRef::App { id } => {
+                    let (Some(app), Some((_, sent))) = (&self.app, self.app_subs.get_mut(&id))
+                    else {
+                        continue;
+                    };
+                    let from = sent.get(&seq).copied().unwrap_or(0).min(group.frames.len());
+                    sent.insert(seq, group.frames.len());
+                    if group.done {
+                        sent.remove(&seq);
+                    }
+                    for (i, f) in group.frames[from..].iter().enumerate() {
+                        let _ = app.events.send(AppEvent::Frame {
+                            id,
+                            seq,
+                            index: from + i,
+                            timestamp: f.timestamp,
+                            payload: f.chunks.clone(),
+                        });
+                    }
+                    if group.done {
+                        let _ = app.events.send(AppEvent::GroupDone { id, seq });
+                    }
                 }
-                if done {
-                    self.emit(AppEvent::GroupDone { id, seq });
+                // A fetch takes the whole group once it is complete.
+                SubRef::Fetch { id } => {
+                    if group.done
+                        && let Some(reply) = self.fetches.remove(&id)
+                    {
+                        let _ = reply.send(frame_payloads(&group.frames));
+                        fetched.push(sub);
+                    }
                 }
             }
-            SubRef::Down { conn, id } => {
-                let news = News {
-                    seq,
-                    offset: from,
-                    frames: &frames,
-                    done,
-                };
-                self.sync_down(ctx, conn, id, news)
-            }
-            SubRef::Fetch { id } => {
-                if done && let Some(reply) = self.fetches.remove(&id) {
-                    let _ = reply.send(frame_payloads(&frames));
-                    self.detach(ctx, track, sub);
-                }
-            }
+        }
+        for sub in fetched {
+            self.detach(ctx, track, sub);
         }
     }
 
@@ -2771,114 +2852,6 @@ impl Node {
         self.fetches.insert(id, reply);
         // No cached group is complete, so attaching only waits for the next to complete.
         self.attach(ctx, track, SubRef::Fetch { id }, None);
-    }
-
-    fn sync_down(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, sub: u64, news: News<'_>) {
-        let News {
-            seq,
-            offset,
-            frames,
-            done,
-        } = news;
-        let Some(s) = self.sessions.get_mut(&ch) else {
-            return;
-        };
-        let version = s.version();
-        let web_session = s.web_session();
-        let Some(down) = s.downs.get_mut(&sub) else {
-            return;
-        };
-        let outs = &s.outs;
-        down.groups
-            .retain(|g| !g.done || outs.contains_key(&g.stream));
-        let mut resets = Vec::new();
-        let mut pre = Vec::new();
-        if down.skipped.contains(&seq) {
-            return;
-        }
-        if !down.groups.iter().any(|g| g.seq == seq) {
-            // A new group: if the subscriber is behind (data stuck behind its flow control),
-            // reset its oldest backlogged groups. Groups that only wait on upstream cost no
-            // payload memory here and are left alone.
-            let max = self.limits.max_groups_in_flight.max(1);
-            while down.groups.len() >= max {
-                let backlogged = down
-                    .groups
-                    .iter()
-                    .position(|g| s.outs.get(&g.stream).is_some_and(|o| !o.queue.is_empty()));
-                let Some(victim) = backlogged else { break };
-                let old = down.groups.remove(victim).expect("in range");
-                down.skip(old.seq);
-                resets.push(old.stream);
-                self.registry.counters[self.core].group_reset();
-            }
-            let Some(conn) = ctx.conn(ch) else { return };
-            let Some(stream) = conn.streams().open(Dir::Uni) else {
-                return;
-            };
-            let priority = ((down.priority as i32) << 23) | (seq & 0x7f_ffff) as i32;
-            let _ = conn.send_stream(stream).set_priority(priority);
-            if version == Version::Lite05 && !down.started {
-                down.started = true;
-                let mut b = BytesMut::new();
-                if SubscribeResponse::Start(seq)
-                    .encode(version, &mut b)
-                    .is_ok()
-                {
-                    pre.push((down.stream, b.freeze()));
-                }
-            }
-            let writer = GroupWriter::new(version);
-            let mut hdr = BytesMut::new();
-            if let Some(session) = web_session {
-                hdr.extend_from_slice(&web::uni_prefix(session));
-            }
-            let _ = writer.header(
-                &GroupHeader {
-                    subscribe_id: sub,
-                    sequence: seq,
-                },
-                &mut hdr,
-            );
-            pre.push((stream, hdr.freeze()));
-            down.groups.push_back(DownGroup {
-                seq,
-                stream,
-                sent: 0,
-                done: false,
-                writer,
-            });
-        }
-        let Some(g) = down.groups.iter_mut().find(|g| g.seq == seq) else {
-            return;
-        };
-        if g.done {
-            return;
-        }
-        let stream = g.stream;
-        let mut chunks = Vec::new();
-        // `frames` starts at index `offset` of the group.
-        let skip = g.sent.saturating_sub(offset).min(frames.len());
-        let mut delivered = 0;
-        for f in &frames[skip..] {
-            let mut hdr = BytesMut::with_capacity(16);
-            if g.writer.frame(f.size(), f.timestamp, &mut hdr).is_err() {
-                break;
-            }
-            chunks.push(hdr.freeze());
-            chunks.extend(f.chunks.iter().cloned());
-            g.sent += 1;
-            delivered += 1;
-        }
-        self.registry.counters[self.core].frames_delivered(delivered);
-        g.done |= done;
-        for old in resets {
-            self.reset(ctx, ch, old, ErrorCode::CANCEL);
-        }
-        for (id, bytes) in pre {
-            self.write(ctx, ch, id, vec![bytes], false);
-        }
-        self.write(ctx, ch, stream, chunks, done);
     }
 
     /// The source of a track is gone: end every subscription to it.
