@@ -219,9 +219,30 @@ struct TrackState {
     cache: GroupCache,
     subs: Vec<SubRef>,
     /// Other cores that hold replicas of this track: (core, their replica id).
-    remotes: Vec<(usize, u64)>,
+    remotes: Vec<Replica>,
     /// Since when nobody wants the track; it stays subscribed (and cached) for the linger.
     idle_since: Option<std::time::Instant>,
+}
+
+/// A replica of one of our tracks on another core: the core, and its track id there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Replica {
+    core: usize,
+    id: u64,
+}
+
+/// Our SUBSCRIBE on a peer: its stream, and the track it feeds.
+#[derive(Clone, Copy, Debug)]
+struct Upstream {
+    stream: StreamId,
+    track: u64,
+}
+
+/// The local application's subscription: the track, and how many frames of each unfinished
+/// group it has had.
+struct AppSub {
+    track: u64,
+    sent: HashMap<u64, usize>,
 }
 
 enum In {
@@ -421,7 +442,8 @@ struct Session {
     ins: HashMap<StreamId, In>,
     outs: Outs,
     downs: HashMap<u64, Down>,
-    ups: HashMap<u64, (StreamId, u64)>,
+    /// Our subscriptions to the peer's tracks, by our subscribe id.
+    ups: HashMap<u64, Upstream>,
     next_up: u64,
     announce_outs: Vec<AnnounceOut>,
     published: HashSet<Arc<str>>,
@@ -573,8 +595,9 @@ pub struct Node {
     tracks: HashMap<u64, TrackState>,
     /// path -> track name -> track id; nested so lookups by `&str` allocate nothing.
     by_name: HashMap<Arc<str>, HashMap<Arc<str>, u64>>,
-    remote_index: HashMap<(usize, u64), u64>,
-    app_subs: HashMap<u64, (u64, HashMap<u64, usize>)>,
+    /// Which of our tracks feeds each replica on another core.
+    remote_index: HashMap<Replica, u64>,
+    app_subs: HashMap<u64, AppSub>,
     next_track: u64,
     /// This core's view of every active broadcast and who publishes it.
     active: BTreeMap<Arc<str>, Owner>,
@@ -1941,7 +1964,7 @@ impl Node {
                         .sessions
                         .get_mut(&ch)
                         .and_then(|s| s.ups.remove(&up))
-                        .map(|(_, t)| t);
+                        .map(|u| u.track);
                     if let Some(track) = track {
                         let code = if end == End::Fin {
                             ErrorCode::CANCEL
@@ -2004,7 +2027,7 @@ impl Node {
                         .sessions
                         .get(&ch)
                         .and_then(|s| s.ups.get(&subscribe_id))
-                        .map(|(_, t)| *t);
+                        .map(|u| u.track);
                     let Some(track) = track else {
                         self.refuse(ctx, ch, id, ErrorCode::CANCEL);
                         return Ok(());
@@ -2442,7 +2465,10 @@ impl Node {
                 up,
             },
         )?;
-        self.sessions.get_mut(&conn)?.ups.insert(up, (id, track));
+        self.sessions
+            .get_mut(&conn)?
+            .ups
+            .insert(up, Upstream { stream: id, track });
         Some(up)
     }
 
@@ -2577,7 +2603,7 @@ impl Node {
     fn drop_source(&mut self, ctx: &mut Ctx<'_>, track: u64, source: Source) {
         match source {
             Source::Session { conn, up } => {
-                if let Some((stream, _)) =
+                if let Some(Upstream { stream, .. }) =
                     self.sessions.get_mut(&conn).and_then(|s| s.ups.remove(&up))
                 {
                     if let Some(s) = self.sessions.get_mut(&conn) {
@@ -2688,12 +2714,12 @@ impl Node {
             remotes = t.remotes.len(),
             "append"
         );
-        for (core, replica) in &t.remotes {
+        for &Replica { core, id: replica } in &t.remotes {
             self.registry.counters[self.core].cross_core_frame();
             self.registry.send(
-                *core,
+                core,
                 CoreMsg::Frame {
-                    replica: *replica,
+                    replica,
                     seq,
                     frame: frame.clone(),
                 },
@@ -2710,14 +2736,9 @@ impl Node {
             return;
         };
         group.finish(ctx.now);
-        for (core, replica) in &t.remotes {
-            self.registry.send(
-                *core,
-                CoreMsg::GroupDone {
-                    replica: *replica,
-                    seq,
-                },
-            );
+        for &Replica { core, id: replica } in &t.remotes {
+            self.registry
+                .send(core, CoreMsg::GroupDone { replica, seq });
         }
         self.sync(ctx, track, seq, None);
     }
@@ -2729,11 +2750,11 @@ impl Node {
             return;
         };
         t.cache.groups.retain(|g| g.seq != seq);
-        for (core, replica) in &t.remotes {
+        for &Replica { core, id: replica } in &t.remotes {
             self.registry.send(
-                *core,
+                core,
                 CoreMsg::GroupAbort {
-                    replica: *replica,
+                    replica,
                     seq,
                     code: code.0,
                 },
@@ -2742,8 +2763,8 @@ impl Node {
         for sub in &t.subs {
             match *sub {
                 SubRef::App { id } => {
-                    if let Some((_, sent)) = self.app_subs.get_mut(&id) {
-                        sent.remove(&seq);
+                    if let Some(a) = self.app_subs.get_mut(&id) {
+                        a.sent.remove(&seq);
                     }
                 }
                 SubRef::Fetch { .. } => {}
@@ -2790,7 +2811,8 @@ impl Node {
                     }
                 }
                 SubRef::App { id } => {
-                    let (Some(app), Some((_, sent))) = (&self.app, self.app_subs.get_mut(&id))
+                    let (Some(app), Some(AppSub { sent, .. })) =
+                        (&self.app, self.app_subs.get_mut(&id))
                     else {
                         continue;
                     };
@@ -2860,15 +2882,15 @@ impl Node {
             return;
         };
         self.unindex(&t);
-        for (core, replica) in &t.remotes {
+        for &Replica { core, id: replica } in &t.remotes {
             self.registry.send(
-                *core,
+                core,
                 CoreMsg::TrackEnd {
-                    replica: *replica,
+                    replica,
                     code: code.0,
                 },
             );
-            self.remote_index.remove(&(*core, *replica));
+            self.remote_index.remove(&Replica { core, id: replica });
         }
         for sub in t.subs {
             match sub {
@@ -2949,9 +2971,13 @@ impl Node {
                     );
                     return;
                 };
-                self.remote_index.insert((from, replica), id);
+                let r = Replica {
+                    core: from,
+                    id: replica,
+                };
+                self.remote_index.insert(r, id);
                 let t = self.tracks.get_mut(&id).expect("resolved");
-                t.remotes.push((from, replica));
+                t.remotes.push(r);
                 if let Some(g) = t.cache.latest_group() {
                     for frame in &g.frames {
                         self.registry.counters[self.core].cross_core_frame();
@@ -2976,10 +3002,14 @@ impl Node {
                 }
             }
             CoreMsg::Unsubscribe { from, replica } => {
-                if let Some(id) = self.remote_index.remove(&(from, replica))
+                let r = Replica {
+                    core: from,
+                    id: replica,
+                };
+                if let Some(id) = self.remote_index.remove(&r)
                     && let Some(t) = self.tracks.get_mut(&id)
                 {
-                    t.remotes.retain(|r| *r != (from, replica));
+                    t.remotes.retain(|x| *x != r);
                     self.maybe_release(ctx, id);
                 }
             }
@@ -3077,12 +3107,18 @@ impl Node {
                     });
                     return;
                 };
-                self.app_subs.insert(id, (t, HashMap::new()));
+                self.app_subs.insert(
+                    id,
+                    AppSub {
+                        track: t,
+                        sent: HashMap::new(),
+                    },
+                );
                 self.attach(ctx, t, SubRef::App { id }, None);
             }
             AppCmd::Unsubscribe { id } => {
-                if let Some((t, _)) = self.app_subs.remove(&id) {
-                    self.detach(ctx, t, SubRef::App { id });
+                if let Some(a) = self.app_subs.remove(&id) {
+                    self.detach(ctx, a.track, SubRef::App { id });
                 }
             }
             AppCmd::TrackInfo {
