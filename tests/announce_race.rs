@@ -7,17 +7,17 @@
 //! (quinn: Readable) before the session was set up had its body read and dropped, and the
 //! subscriber never got an answer.
 
+mod support;
+
 use std::collections::HashMap;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use moq_relay::client::{Client, ClientOptions};
-use moq_relay::config::{Config, ServerTls};
+use moq_relay::client::Client;
 use moq_relay::lite::{
     self, Announce, AnnounceInit, AnnounceOk, AnnounceRequest, AnnounceStatus, ClientSetup,
     ControlType, DataType, Message, Role, Setup, Version,
 };
-use moq_relay::net::{IoMode, SocketOptions};
 use moq_relay::quic::tls::{self, ClientVerify};
 use moq_relay::quic::{
     ClientRole, ConnectionHandle, Ctx, Dir, Engine, EngineConfig, Event, Handler, StreamEvent,
@@ -25,41 +25,23 @@ use moq_relay::quic::{
 };
 use moq_relay::relay::{AppCmd, AppEvent, Limits};
 use moq_relay::server::Server;
+use support::WAIT;
 
-const WAIT: Duration = Duration::from_secs(10);
 /// How long a subscriber may take to hear of the broadcast before it counts as a miss.
 const ANNOUNCE_WAIT: Duration = Duration::from_secs(2);
 /// Between two steps of a script: long enough that each step goes out in its own packets.
 const STEP: Duration = Duration::from_millis(3);
 const PAIRS: usize = 200;
 
+/// A two-core relay whose unwanted tracks linger only 50 ms, so that ended sessions clear soon.
 fn relay() -> Server {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-    let limits = Limits {
-        track_linger: Duration::from_millis(50),
-        ..Limits::default()
-    };
-    let config = Config {
-        bind: "127.0.0.1:0".parse().unwrap(),
-        threads: 2,
-        io: IoMode::Auto,
-        socket: SocketOptions::default(),
-        steer: true,
-        pin: false,
-        tls: ServerTls {
-            pairs: Vec::new(),
-            generate: vec!["localhost".into()],
+    support::relay_with(
+        2,
+        Limits {
+            track_linger: Duration::from_millis(50),
+            ..Limits::default()
         },
-        client_bind: "127.0.0.1:0".parse().unwrap(),
-        client_verify: ClientVerify::Disabled,
-        log_level: "info".into(),
-        limits,
-        web: Default::default(),
-    };
-    Server::start(&config).unwrap()
+    )
 }
 
 /// One write of a script: bytes on stream `stream` (opened in `dir` on its first write).
@@ -342,11 +324,7 @@ fn subscriber(server: &Server, order: Order) -> (Engine, mpsc::Receiver<Heard>) 
 }
 
 fn publisher(server: &Server, name: &str) -> Client {
-    let c = Client::connect(ClientOptions::new(server.local_addr(), Version::Lite05)).unwrap();
-    match c.events.recv_timeout(WAIT) {
-        Ok(AppEvent::Ready { .. }) => {}
-        other => panic!("publisher not ready: {other:?}"),
-    }
+    let c = support::connect(server, Version::Lite05);
     c.send(AppCmd::Publish { path: name.into() });
     let deadline = Instant::now() + WAIT;
     while !server.broadcasts().iter().any(|b| b == name) {
@@ -426,11 +404,7 @@ fn ended_sessions_leave_nothing_behind() {
         .collect();
     let mut subscribers = Vec::new();
     for k in 0..12 {
-        let c = Client::connect(ClientOptions::new(server.local_addr(), Version::Lite05)).unwrap();
-        match c.events.recv_timeout(WAIT) {
-            Ok(AppEvent::Ready { .. }) => {}
-            other => panic!("subscriber not ready: {other:?}"),
-        }
+        let c = support::connect(&server, Version::Lite05);
         let (name, _) = &publishers[k % publishers.len()];
         c.send(AppCmd::Subscribe {
             id: 1,

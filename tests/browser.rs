@@ -17,18 +17,18 @@
 //! printed as such, for a machine that knowingly has no browser; under `CI=true` it is ignored
 //! and the test always fails. Run it alone with `cargo test --test browser -- --nocapture`.
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use moq_relay::client::{Client, ClientOptions};
-use moq_relay::config::{Cli, Config, File as ConfigFile};
+use moq_relay::client::Client;
 use moq_relay::lite::Version;
 use moq_relay::relay::{AppCmd, AppEvent};
 use moq_relay::server::Server;
@@ -132,37 +132,6 @@ fn prepare_page() -> Result<(), String> {
         .clone()
 }
 
-/// A relay with QUIC on UDP and HTTP on TCP of the same port number, as `@moq/lite` assumes
-/// for `http://` URLs.
-fn relay_on_one_port() -> Server {
-    let mut last = String::new();
-    for _ in 0..20 {
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if TcpListener::bind(("127.0.0.1", port)).is_err() {
-            continue;
-        }
-        drop(udp);
-        let addr = format!("127.0.0.1:{port}");
-        let cli = Cli {
-            server_bind: Some(addr.clone()),
-            threads: Some(2),
-            pin: Some(false),
-            tls_generate: vec!["localhost".into(), "127.0.0.1".into()],
-            client_bind: Some("127.0.0.1:0".into()),
-            web_http_listen: Some(addr),
-            ..Cli::default()
-        };
-        let config = Config::merge(cli, ConfigFile::default()).unwrap();
-        // Another process may take the port between the probe and here: try another.
-        match Server::start(&config) {
-            Ok(server) => return server,
-            Err(e) => last = format!("{e:#}"),
-        }
-    }
-    panic!("no port free on both UDP and TCP: {last}");
-}
-
 /// The raw-QUIC (lite-05) client: publishes `name` and subscribes to the browser's broadcast.
 struct Native {
     client: Client,
@@ -186,12 +155,8 @@ impl Native {
     const SUBSCRIPTION: u64 = 1;
     const GAP_GRACE: Duration = Duration::from_secs(2);
 
-    fn connect(addr: SocketAddr, name: String, browser: String) -> Self {
-        let client = Client::connect(ClientOptions::new(addr, Version::Lite05)).unwrap();
-        match client.events.recv_timeout(Duration::from_secs(10)) {
-            Ok(AppEvent::Ready { version }) => assert_eq!(version, Version::Lite05),
-            other => panic!("raw-QUIC client: {other:?} instead of a session"),
-        }
+    fn connect(server: &Server, name: String, browser: String) -> Self {
+        let client = support::connect(server, Version::Lite05);
         client.send(AppCmd::Publish { path: name.clone() });
         Self {
             client,
@@ -389,17 +354,13 @@ fn chromium_publishes_and_subscribes_over_webtransport() {
     }
 
     // RUST_LOG=moq_relay=debug shows what the relay did.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-    let server = relay_on_one_port();
+    let server = support::relay_on_one_port(2);
     let port = server.local_addr().port();
     assert_eq!(server.http_addr().map(|a| a.port()), Some(port));
     let fingerprint = server.fingerprints()[0].clone();
     let browser = format!("browser/test-{}", std::process::id());
     let mut native = Native::connect(
-        server.local_addr(),
+        &server,
         format!("native/{}", std::process::id()),
         browser.clone(),
     );

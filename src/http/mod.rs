@@ -6,8 +6,6 @@
 //! loops: this is control-plane traffic. It sees the relay only through [`Origin`].
 
 mod routes;
-#[cfg(test)]
-mod tests;
 
 use std::future::{Future, poll_fn};
 use std::io;

@@ -85,6 +85,3 @@ pub fn client_config(
     config.transport_config(limits.transport_config());
     Ok(config)
 }
-
-#[cfg(test)]
-mod tests;

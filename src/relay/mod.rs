@@ -75,6 +75,3 @@ fn random_origin() -> u64 {
     let _ = ring::rand::SystemRandom::new().fill(&mut b);
     (u64::from_le_bytes(b) & ((1 << 53) - 1)).max(1)
 }
-
-#[cfg(test)]
-pub(crate) mod tests;

@@ -364,6 +364,3 @@ pub fn run(
     }
     Ok(report)
 }
-
-#[cfg(test)]
-mod tests;

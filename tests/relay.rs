@@ -1,71 +1,18 @@
 //! End-to-end: the relay on 127.0.0.1 with publisher and subscriber clients of this crate, for
 //! every moq-lite version.
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{AppCmd, AppEvent};
-use crate::client::{Client, ClientOptions};
-use crate::config::{Config, ServerTls};
-use crate::lite::Version;
-use crate::net::{IoMode, SocketOptions};
-use crate::quic::tls::ClientVerify;
-use crate::server::Server;
-
-pub(crate) fn relay(threads: usize) -> Server {
-    relay_with(threads, super::Limits::default())
-}
-
-pub(crate) fn relay_with(threads: usize, limits: super::Limits) -> Server {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-    let config = Config {
-        bind: "127.0.0.1:0".parse().unwrap(),
-        threads,
-        io: IoMode::Auto,
-        socket: SocketOptions::default(),
-        steer: true,
-        pin: false,
-        tls: ServerTls {
-            pairs: Vec::new(),
-            generate: vec!["localhost".into()],
-        },
-        client_bind: "127.0.0.1:0".parse().unwrap(),
-        client_verify: ClientVerify::Disabled,
-        log_level: "info".into(),
-        limits,
-        web: Default::default(),
-    };
-    Server::start(&config).unwrap()
-}
-
-const WAIT: Duration = Duration::from_secs(10);
-
-/// Wait for the first event `f` accepts, failing on a closed session.
-fn wait<T>(client: &Client, what: &str, mut f: impl FnMut(AppEvent) -> Option<T>) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match client.events.recv_timeout(left) {
-            Ok(AppEvent::Closed { reason }) => {
-                panic!("session closed while waiting for {what}: {reason}")
-            }
-            Ok(ev) => {
-                if let Some(v) = f(ev) {
-                    return v;
-                }
-            }
-            Err(_) => panic!("timed out waiting for {what}"),
-        }
-    }
-}
-
-fn connect(server: &Server, version: Version) -> Client {
-    connect_via(server, Via::Raw(version))
-}
+use moq_relay::client::{Client, ClientOptions};
+use moq_relay::lite::Version;
+use moq_relay::quic::tls::ClientVerify;
+use moq_relay::relay::{AppCmd, AppEvent, Limits};
+use moq_relay::server::Server;
+use support::{WAIT, connect, relay, relay_with, wait};
 
 /// How a test client reaches the relay.
 #[derive(Clone, Copy, Debug)]
@@ -77,22 +24,10 @@ enum Via {
 }
 
 fn connect_via(server: &Server, via: Via) -> Client {
-    let (opts, version) = match via {
-        Via::Raw(v) => (ClientOptions::new(server.local_addr(), v), v),
-        Via::Web(protocols, v) => {
-            let mut o = ClientOptions::new(server.local_addr(), v);
-            o.alpns = vec!["h3".into()];
-            o.web_protocols = protocols.iter().map(|p| p.to_string()).collect();
-            (o, v)
-        }
-    };
-    let c = Client::connect(opts).unwrap();
-    let negotiated = wait(&c, "setup", |e| match e {
-        AppEvent::Ready { version: v } => Some(v),
-        _ => None,
-    });
-    assert_eq!(negotiated, version, "{via:?}");
-    c
+    match via {
+        Via::Raw(v) => connect(server, v),
+        Via::Web(protocols, v) => support::connect_web(server, protocols, v),
+    }
 }
 
 fn payload(group: u64, index: usize, size: usize) -> Bytes {
@@ -342,7 +277,7 @@ fn fan_out_across_cores_sends_each_frame_once() {
 mod raw {
     use std::sync::mpsc;
 
-    use crate::quic::{ConnectionHandle, Ctx, Dir, Event, Handler, StreamEvent, StreamId};
+    use moq_relay::quic::{ConnectionHandle, Ctx, Dir, Event, Handler, StreamEvent, StreamId};
 
     #[derive(Debug, PartialEq)]
     pub enum Seen {
@@ -432,19 +367,25 @@ mod raw {
 
 fn raw_peer(
     server: &Server,
-    script: Vec<(crate::quic::Dir, Vec<u8>, bool)>,
-    limits: crate::quic::TransportLimits,
-) -> (crate::quic::Engine, std::sync::mpsc::Receiver<raw::Seen>) {
+    script: Vec<(moq_relay::quic::Dir, Vec<u8>, bool)>,
+    limits: moq_relay::quic::TransportLimits,
+) -> (
+    moq_relay::quic::Engine,
+    std::sync::mpsc::Receiver<raw::Seen>,
+) {
     raw_peer_alpn(server, b"moq-lite-03", script, limits)
 }
 
 fn raw_peer_alpn(
     server: &Server,
     alpn: &[u8],
-    script: Vec<(crate::quic::Dir, Vec<u8>, bool)>,
-    limits: crate::quic::TransportLimits,
-) -> (crate::quic::Engine, std::sync::mpsc::Receiver<raw::Seen>) {
-    use crate::quic::{ClientRole, Engine, EngineConfig, client_config, tls};
+    script: Vec<(moq_relay::quic::Dir, Vec<u8>, bool)>,
+    limits: moq_relay::quic::TransportLimits,
+) -> (
+    moq_relay::quic::Engine,
+    std::sync::mpsc::Receiver<raw::Seen>,
+) {
+    use moq_relay::quic::{ClientRole, Engine, EngineConfig, client_config, tls};
     let tls = tls::client_config(&ClientVerify::Disabled, &[alpn]).unwrap();
     let config = EngineConfig {
         threads: 1,
@@ -476,7 +417,7 @@ fn encode(f: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
 }
 
 fn subscribe_bytes(version: Version, id: u64, broadcast: &str) -> Vec<u8> {
-    use crate::lite::{ControlType, Message, Subscribe, SubscribeOptions};
+    use moq_relay::lite::{ControlType, Message, Subscribe, SubscribeOptions};
     encode(|b| {
         ControlType::Subscribe.encode(version, b).unwrap();
         Subscribe {
@@ -514,7 +455,7 @@ fn slow_subscriber_is_bounded_and_does_not_delay_others() {
         path: "demo".into(),
         track: "video".into(),
     });
-    let tiny = crate::quic::TransportLimits {
+    let tiny = moq_relay::quic::TransportLimits {
         stream_window: 16 * 1024,
         connection_window: 32 * 1024,
         ..Default::default()
@@ -522,7 +463,7 @@ fn slow_subscriber_is_bounded_and_does_not_delay_others() {
     let (slow, _seen) = raw_peer(
         &server,
         vec![(
-            crate::quic::Dir::Bi,
+            moq_relay::quic::Dir::Bi,
             subscribe_bytes(Version::Lite03, 0, "demo"),
             false,
         )],
@@ -562,7 +503,7 @@ fn slow_subscriber_is_bounded_and_does_not_delay_others() {
 /// keep serving.
 #[test]
 fn malformed_streams_are_refused_without_killing_sessions() {
-    use crate::quic::Dir;
+    use moq_relay::quic::Dir;
     let v = Version::Lite03;
     let server = relay(1);
     let truncated = {
@@ -676,7 +617,7 @@ fn lite05_setup_path_is_the_session_root() {
 /// is unroutable.
 #[test]
 fn track_info_is_forwarded_from_the_publisher() {
-    use crate::lite::{ErrorCode, TrackInfo};
+    use moq_relay::lite::{ErrorCode, TrackInfo};
 
     let server = relay(2);
     let info = TrackInfo {
@@ -763,7 +704,7 @@ fn webtransport_without_protocols_negotiates_in_setup() {
 /// FIN forwarded when it arrives after the next group has opened (found by the interop check).
 #[test]
 fn long_group_ends_after_the_next_one_opens() {
-    let mut limits = super::Limits::default();
+    let mut limits = Limits::default();
     limits.cache.age = Duration::from_millis(200);
     let server = relay_with(2, limits);
     let publisher = connect(&server, Version::Lite05);
@@ -814,7 +755,7 @@ fn long_group_ends_after_the_next_one_opens() {
 #[test]
 fn webtransport_group_larger_than_a_message_arrives_whole() {
     // The smallest message limit: any read of a group stream holds more than it.
-    let limits = super::Limits {
+    let limits = Limits {
         max_message: 256,
         ..Default::default()
     };
@@ -851,8 +792,8 @@ fn webtransport_group_larger_than_a_message_arrives_whole() {
 /// is 400, an oversize header section is 431; grease frames before HEADERS are skipped.
 #[test]
 fn webtransport_bad_requests_get_http_statuses() {
-    use crate::quic::Dir;
-    use crate::web;
+    use moq_relay::quic::Dir;
+    use moq_relay::web;
 
     let server = relay(1);
     let base = [
@@ -973,11 +914,11 @@ fn publisher_takeover_keeps_subscribers() {
                     AppEvent::Frame {
                         id,
                         seq: sq,
-                        payload,
+                        payload: chunks,
                         ..
                     } if id == n as u64 && sq >= 100 => {
-                        let bytes: Vec<u8> = payload.iter().flat_map(|b| b.to_vec()).collect();
-                        assert_eq!(bytes[..], super::tests::payload(sq, 0, 20)[..]);
+                        let bytes: Vec<u8> = chunks.iter().flat_map(|b| b.to_vec()).collect();
+                        assert_eq!(bytes[..], payload(sq, 0, 20)[..]);
                         got[n] = true;
                     }
                     AppEvent::Ended { id, code } if id == n as u64 => {

@@ -1,20 +1,23 @@
 //! The HTTP endpoints of an in-process relay on 127.0.0.1, spoken to over raw TCP (and TLS),
 //! with real QUIC clients of this crate publishing and pinning the served fingerprint.
 
+mod support;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::client::{Client, ClientOptions};
-use crate::config::{Cli, Config, File};
-use crate::lite::Version;
-use crate::quic::tls::{self, ClientVerify};
-use crate::relay::{AppCmd, AppEvent};
-use crate::server::Server;
+use moq_relay::client::{Client, ClientOptions};
+use moq_relay::config::{Cli, Config, File};
+use moq_relay::http::{HttpServer, Listener, Origin};
+use moq_relay::lite::Version;
+use moq_relay::quic::tls::{self, ClientVerify};
+use moq_relay::relay::AppCmd;
+use moq_relay::server::Server;
+use support::WAIT;
 
-const WAIT: Duration = Duration::from_secs(10);
-
+/// The flags of a two-core relay on 127.0.0.1 with these HTTP and HTTPS listen addresses.
 fn cli(web_http: Option<&str>, web_https: Option<&str>) -> Cli {
     Cli {
         server_bind: Some("127.0.0.1:0".into()),
@@ -28,13 +31,9 @@ fn cli(web_http: Option<&str>, web_https: Option<&str>) -> Cli {
     }
 }
 
-fn relay(web_https: Option<&str>) -> Server {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-    let config = Config::merge(cli(Some("127.0.0.1:0"), web_https), File::default()).unwrap();
-    Server::start(&config).unwrap()
+/// A two-core relay with HTTP endpoints, and HTTPS ones too when `https`.
+fn relay(https: bool) -> Server {
+    support::relay_with_http(2, https)
 }
 
 struct Reply {
@@ -109,25 +108,11 @@ fn get(addr: SocketAddr, path: &str) -> Reply {
     request(addr, "GET", path)
 }
 
-/// A session set up within `wait`, or why not. A refused handshake may end in silence: the
-/// client node reports `Closed` only for sessions that got past it.
+/// A session set up within `wait`, or why not.
 fn connect_within(server: &Server, verify: ClientVerify, wait: Duration) -> Result<Client, String> {
     let mut opts = ClientOptions::new(server.local_addr(), Version::Lite05);
     opts.verify = verify;
-    let client = Client::connect(opts).unwrap();
-    let deadline = Instant::now() + wait;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match client.events.recv_timeout(left) {
-            Ok(AppEvent::Ready { .. }) => return Ok(client),
-            Ok(AppEvent::Closed { reason }) => return Err(reason),
-            Ok(_) => {}
-            Err(_) => {
-                client.close();
-                return Err(format!("no session within {wait:?}"));
-            }
-        }
-    }
+    support::session(opts, wait).map(|(client, _)| client)
 }
 
 fn connect(server: &Server, verify: ClientVerify) -> Result<Client, String> {
@@ -154,7 +139,7 @@ fn wait_body(addr: SocketAddr, path: &str, want: &str) {
 
 #[test]
 fn certificate_hash_pins_the_quic_certificate() {
-    let server = relay(None);
+    let server = relay(false);
     let http = server.http_addr().expect("http listening");
     assert_eq!(server.https_addr(), None);
     let r = get(http, "/certificate.sha256");
@@ -187,7 +172,7 @@ fn certificate_hash_pins_the_quic_certificate() {
 
 #[test]
 fn announced_lists_published_broadcasts_under_a_prefix() {
-    let server = relay(None);
+    let server = relay(false);
     let http = server.http_addr().unwrap();
     assert_eq!(get(http, "/announced").text(), "");
 
@@ -223,7 +208,7 @@ fn announced_lists_published_broadcasts_under_a_prefix() {
 
 #[test]
 fn cors_methods_and_unknown_paths() {
-    let server = relay(None);
+    let server = relay(false);
     let http = server.http_addr().unwrap();
 
     let r = request_with(
@@ -279,7 +264,7 @@ fn cors_methods_and_unknown_paths() {
 
 #[test]
 fn https_serves_the_same_endpoints_with_the_relay_certificate() {
-    let server = relay(Some("127.0.0.1:0"));
+    let server = relay(true);
     let https = server.https_addr().expect("https listening");
     let fp = server.fingerprints()[0].clone();
     let config = tls::client_config(
@@ -316,7 +301,7 @@ fn https_serves_the_same_endpoints_with_the_relay_certificate() {
 
 #[test]
 fn stop_closes_idle_connections_and_the_listener() {
-    let server = relay(None);
+    let server = relay(false);
     let http = server.http_addr().unwrap();
     // A keep-alive connection that finished one request, and one that never sent a byte.
     let mut kept = TcpStream::connect(http).unwrap();
@@ -367,7 +352,7 @@ fn origin_is_only_a_trait_object() {
     // The endpoints run against any `Origin`: here one that answers fetches, proving the body
     // is the group's frames back to back.
     struct Fixed;
-    impl super::Origin for Fixed {
+    impl Origin for Fixed {
         fn announced(&self, prefix: &str) -> Vec<String> {
             vec![format!("{prefix}:z"), format!("{prefix}:a")]
         }
@@ -384,8 +369,8 @@ fn origin_is_only_a_trait_object() {
             "f".repeat(64)
         }
     }
-    let listener = super::Listener::bind("127.0.0.1:0".parse().unwrap(), None).unwrap();
-    let http = super::HttpServer::start(vec![listener], Arc::new(Fixed)).unwrap();
+    let listener = Listener::bind("127.0.0.1:0".parse().unwrap(), None).unwrap();
+    let http = HttpServer::start(vec![listener], Arc::new(Fixed)).unwrap();
     let addr = http.local_addrs()[0];
     let r = get(addr, "/fetch/room/cam/video");
     assert_eq!(r.status, 200);
@@ -404,7 +389,7 @@ fn origin_is_only_a_trait_object() {
 #[test]
 fn fetch_returns_the_latest_complete_group() {
     use bytes::Bytes;
-    let server = relay(None);
+    let server = relay(false);
     let http = server.http_addr().unwrap();
     assert_eq!(get(http, "/fetch/demo/video").status, 404);
 

@@ -2,40 +2,15 @@
 //! every subscriber, per version and with subscribers packed onto shared connections; and an
 //! unreachable relay is reported, not waited for.
 
+#[path = "../../../tests/support/mod.rs"]
+mod support;
+
 use std::time::Duration;
 
-use clap::Parser;
-
-use super::*;
-use moq_relay::config::{Cli, Config};
-use moq_relay::server::Server;
-
-fn relay(threads: usize) -> Server {
-    relay_with(threads, "127.0.0.1:0", &[])
-}
-
-fn relay_with(threads: usize, bind: &str, extra: &[&str]) -> Server {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-    let threads = threads.to_string();
-    let mut args = vec![
-        "moq-relay",
-        "--server-bind",
-        bind,
-        "--client-bind",
-        "127.0.0.1:0",
-        "--threads",
-        &threads,
-        "--server-pin=false",
-        "--tls-generate",
-        "localhost",
-    ];
-    args.extend_from_slice(extra);
-    let cli = Cli::try_parse_from(args).unwrap();
-    Server::start(&Config::from_cli(cli).unwrap()).unwrap()
-}
+use moq_load::{
+    Load, LoadConfig, Pacing, Preset, Report, Scenario, Target, TargetOptions, Transport, run,
+};
+use support::relay;
 
 fn target(url: &str, version: Option<&str>) -> Target {
     target_over(url, version, None)
@@ -210,13 +185,9 @@ fn every_version_over_both_transports_and_packed_connections() {
 /// same port number, pins it, and goes on over WebTransport.
 #[test]
 fn http_url_pins_the_relay_fingerprint() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let server = relay_with(1, &addr, &["--web-http-listen", &addr]);
+    let server = support::relay_on_one_port(1);
+    let addr = server.local_addr();
+    assert_eq!(server.http_addr(), Some(addr));
     let target = Target::resolve(&TargetOptions::new(&format!("http://{addr}/pinned"))).unwrap();
     match &target.verify {
         moq_relay::quic::tls::ClientVerify::Fingerprints(f) => {

@@ -9,8 +9,11 @@ use std::time::{Duration, Instant};
 
 use quinn_proto::{ReadError, WriteError};
 
-use super::*;
-use crate::net::{IoMode, SocketOptions};
+use moq_relay::net::{IoMode, SocketOptions};
+use moq_relay::quic::{
+    ClientRole, ConnectionHandle, CoreStats, Ctx, Dir, Engine, EngineConfig, Event, Handler,
+    ServerRole, StreamEvent, StreamId, TransportLimits, client_config, server_config, tls,
+};
 
 const ALPN: &[u8] = b"bulk-test";
 
