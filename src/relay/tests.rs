@@ -282,7 +282,7 @@ fn fan_out_across_cores_sends_each_frame_once() {
             .collect()
     };
     let mut subs: Vec<Client> = (0..8).map(|_| connect(&server, Version::Lite05)).collect();
-    while accepted().iter().any(|&n| n == 0) && subs.len() < 64 {
+    while accepted().contains(&0) && subs.len() < 64 {
         subs.push(connect(&server, Version::Lite05));
     }
     let accepted = accepted();
