@@ -1,6 +1,7 @@
 //! A Media over QUIC relay: one pinned io_uring event loop per core driving sans-IO quinn-proto.
 //!
 //! Modules, bottom up:
+//! - [`stream`]: the stream contract wire machines write through, and its recording fake.
 //! - [`net`]: sockets (GSO, GRO, pktinfo, ECN), the pinned per-core runtimes (io_uring or
 //!   epoll), the connection-ID router, reuseport cBPF steering and the inter-core doorbell.
 //! - [`quic`]: the per-core engine on quinn-proto: driver, timers, GSO transmit, TLS, both
@@ -32,4 +33,5 @@ pub mod net;
 pub mod quic;
 pub mod relay;
 pub mod server;
+pub mod stream;
 pub mod web;

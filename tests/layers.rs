@@ -9,7 +9,7 @@ use std::path::Path;
 /// `main`, `lib`) sit on top and may use anything.
 const ALLOWED: &[(&str, &[&str])] = &[
     ("net", &[]),
-    ("quic", &["net"]),
+    ("quic", &["net", "stream"]),
     ("stream", &[]),
     ("model", &[]),
     ("web", &["stream"]),

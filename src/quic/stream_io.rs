@@ -2,21 +2,15 @@
 //! needs, whatever protocol it speaks.
 
 use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::{Connection, StreamId};
+use super::{Connection, StreamId, VarInt};
+use crate::stream::{Dir, Side, Streams};
 
-/// How a read left a stream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReadEnd {
-    /// More may come.
-    Open,
-    /// The peer finished the stream.
-    Fin,
-    /// The peer reset it with this code (0 when the stream is unknown or gone).
-    Reset(u64),
-}
+/// How a read left a stream: the stream contract's [`crate::stream::End`].
+pub use crate::stream::End as ReadEnd;
 
 /// Everything readable now on `id`, in order, as the received `Bytes`.
 pub fn read_chunks(conn: &mut Connection, id: StreamId) -> (Vec<Bytes>, ReadEnd) {
@@ -93,4 +87,56 @@ fn flush(conn: &mut Connection, id: StreamId, out: &mut Out) -> bool {
         let _ = send.finish();
     }
     true
+}
+
+/// The stream contract over one quinn connection and its queued writes: what wire machines
+/// write through on the real engine. Writes go through [`send`], so flow control behaves as
+/// for every other write of the connection.
+pub struct ConnStreams<'a> {
+    conn: &'a mut Connection,
+    outs: &'a mut Outs,
+    now: Instant,
+}
+
+impl<'a> ConnStreams<'a> {
+    /// `now` is the time a close is stamped with (the driver's `Ctx::now`).
+    pub fn new(conn: &'a mut Connection, outs: &'a mut Outs, now: Instant) -> Self {
+        Self { conn, outs, now }
+    }
+}
+
+fn varint(code: u64) -> VarInt {
+    VarInt::from_u64(code).unwrap_or(VarInt::from_u32(0))
+}
+
+impl Streams for ConnStreams<'_> {
+    fn side(&self) -> Side {
+        self.conn.side()
+    }
+
+    fn open(&mut self, dir: Dir) -> Option<StreamId> {
+        self.conn.streams().open(dir)
+    }
+
+    fn write(&mut self, id: StreamId, chunks: Vec<Bytes>, fin: bool) {
+        send(self.conn, self.outs, id, chunks, fin);
+    }
+
+    fn reset(&mut self, id: StreamId, code: u64) {
+        self.outs.remove(&id);
+        let _ = self.conn.send_stream(id).reset(varint(code));
+    }
+
+    fn stop(&mut self, id: StreamId, code: u64) {
+        let _ = self.conn.recv_stream(id).stop(varint(code));
+    }
+
+    fn set_priority(&mut self, id: StreamId, priority: i32) {
+        let _ = self.conn.send_stream(id).set_priority(priority);
+    }
+
+    fn close(&mut self, code: u64, reason: &[u8]) {
+        self.conn
+            .close(self.now, varint(code), Bytes::copy_from_slice(reason));
+    }
 }

@@ -18,11 +18,11 @@ use crate::lite::{
     SubscribeResponse, SubscribeUpdate, Track as TrackReq, TrackInfo, Version,
 };
 use crate::model::{CacheLimits, Frame, Group, GroupCache, PeerId, path};
-use crate::quic::stream_io::{self, Outs, ReadEnd};
+use crate::quic::stream_io::{self, ConnStreams, Outs, ReadEnd};
 use crate::quic::{
     Connection, ConnectionHandle, Ctx, Dir, Event, Handler, StreamEvent, StreamId, VarInt,
 };
-use crate::web;
+use crate::web::{self, WebEvent, WebSession};
 
 /// Named, configurable bounds on what one peer can make this node hold.
 #[derive(Clone, Debug)]
@@ -296,80 +296,6 @@ enum In {
     },
     /// Read and drop (probe, goaway, finished requests).
     Discard,
-    /// HTTP/3: a peer uni stream's type (and WebTransport session id).
-    H3Uni {
-        buf: Vec<u8>,
-    },
-    /// HTTP/3: a peer bidi stream, a WebTransport stream or the CONNECT request.
-    H3Bidi {
-        buf: Vec<u8>,
-    },
-    /// HTTP/3: the peer's control stream.
-    H3Control {
-        reader: web::ControlReader,
-        buf: Vec<u8>,
-    },
-    /// HTTP/3: a QPACK stream, read and dropped but never allowed to end.
-    H3Critical,
-    /// HTTP/3 server: the CONNECT request, then the client's capsules.
-    H3Connect {
-        reader: web::ConnectReader,
-        buf: Vec<u8>,
-    },
-    /// HTTP/3 client: the response to our CONNECT, then the server's capsules.
-    H3Response {
-        reader: web::ResponseReader,
-        buf: Vec<u8>,
-    },
-    /// A WebTransport stream that arrived before the CONNECT response was read: its bytes
-    /// wait (bounded) until the session opens.
-    H3Pending {
-        bidi: bool,
-        session: u64,
-        chunks: Vec<Bytes>,
-        fin: bool,
-    },
-}
-
-/// Where a WebTransport stream header leads.
-enum WebStream {
-    Ours,
-    /// Ahead of the session: hold it until the session opens.
-    Early,
-    Refused,
-}
-
-/// WebTransport streams held while a session opens (a client buffers a few), and the bytes
-/// each may hold meanwhile.
-const MAX_EARLY_STREAMS: usize = 16;
-const MAX_EARLY_BYTES: usize = 256 * 1024;
-
-/// Longest HTTP/3 stream header: a stream type and a session id, two varints.
-const MAX_H3_HEADER: usize = 16;
-
-/// Move up to the header's worth of bytes into `buf`; the rest stays in its chunks, uncopied.
-fn header_bytes(buf: &mut Vec<u8>, chunks: Vec<Bytes>) -> VecDeque<Bytes> {
-    let mut rest = VecDeque::from(chunks);
-    while buf.len() < MAX_H3_HEADER {
-        let Some(front) = rest.front_mut() else { break };
-        let n = (MAX_H3_HEADER - buf.len()).min(front.len());
-        buf.extend_from_slice(&front[..n]);
-        bytes::Buf::advance(front, n);
-        if front.is_empty() {
-            rest.pop_front();
-        }
-    }
-    rest
-}
-
-/// What follows a parsed header of `used` bytes: the rest of `buf`, then the untouched chunks.
-fn after_header(buf: &[u8], used: usize, tail: VecDeque<Bytes>) -> Vec<Bytes> {
-    let mut rest = Vec::with_capacity(tail.len() + 1);
-    if used < buf.len() {
-        rest.push(Bytes::copy_from_slice(&buf[used..]));
-    }
-    rest.extend(tail);
-    rest
 }
 
 struct GroupIn {
@@ -420,16 +346,6 @@ struct AnnounceOut {
     active: HashSet<Arc<str>>,
 }
 
-/// A connection's HTTP/3 state when its moq session rides on WebTransport.
-#[derive(Default)]
-struct Web {
-    peer: web::PeerStreams,
-    /// The CONNECT stream, whose id is the WebTransport session id.
-    connect: Option<StreamId>,
-    /// The CONNECT was answered with 2xx: WebTransport streams may flow.
-    open: bool,
-}
-
 struct Session {
     /// Names this session in the registry and in cross-core messages; never reused.
     peer: PeerId,
@@ -447,8 +363,8 @@ struct Session {
     next_up: u64,
     announce_outs: Vec<AnnounceOut>,
     published: HashSet<Arc<str>>,
-    /// Set on HTTP/3 connections.
-    web: Option<Web>,
+    /// Set on HTTP/3 connections: the WebTransport session the moq session rides on.
+    web: Option<WebSession>,
     /// The `jwt` query parameter of the CONNECT URL, kept for the auth layer.
     jwt: Option<String>,
     /// Peer streams taken with `accept`, per direction ([`dir_index`]): quinn hands them out
@@ -474,7 +390,6 @@ impl Session {
     ) {
         let seq = group.seq;
         let version = self.version();
-        let web_session = self.web_session();
         let Some(down) = self.downs.get_mut(&sub) else {
             return;
         };
@@ -520,8 +435,8 @@ impl Session {
             }
             let writer = GroupWriter::new(version);
             let mut hdr = BytesMut::new();
-            if let Some(session) = web_session {
-                hdr.extend_from_slice(&web::uni_prefix(session));
+            if let Some(prefix) = self.web.as_ref().and_then(|w| w.stream_prefix(Dir::Uni)) {
+                hdr.extend_from_slice(&prefix);
             }
             let _ = writer.header(
                 &GroupHeader {
@@ -570,12 +485,6 @@ impl Session {
             quinn_proto::Side::Client
         };
         id.initiator() == ours || id.index() < self.peer_accepted[dir_index(id.dir())]
-    }
-
-    /// The WebTransport session id, once the session is open.
-    fn web_session(&self) -> Option<u64> {
-        let w = self.web.as_ref()?;
-        w.open.then_some(u64::from(w.connect?))
     }
 }
 
@@ -750,11 +659,11 @@ impl Node {
     /// Open a stream for the moq session; on WebTransport it starts with the stream header.
     fn open(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, dir: Dir) -> Option<StreamId> {
         let id = ctx.conn(ch)?.streams().open(dir)?;
-        if let Some(session) = self.sessions.get(&ch).and_then(Session::web_session) {
-            let prefix = match dir {
-                Dir::Uni => web::uni_prefix(session),
-                Dir::Bi => web::bidi_prefix(session),
-            };
+        let prefix = self
+            .sessions
+            .get(&ch)
+            .and_then(|s| s.web.as_ref()?.stream_prefix(dir));
+        if let Some(prefix) = prefix {
             self.write(ctx, ch, id, vec![prefix], false);
         }
         Some(id)
@@ -822,13 +731,13 @@ impl Node {
             next_up: 0,
             announce_outs: Vec::new(),
             published: HashSet::new(),
-            web: h3.then(Web::default),
+            web: h3.then(|| self.web_session(server)),
             jwt: None,
             peer_accepted: [0; 2],
         };
         self.sessions.insert(ch, session);
         if h3 {
-            self.web_start(ctx, ch, server);
+            self.web_start(ctx, ch);
         } else {
             self.begin(ctx, ch);
         }
@@ -905,131 +814,105 @@ impl Node {
 
     // ----- WebTransport -----------------------------------------------------------------
 
+    /// The HTTP/3 + WebTransport session of a new connection. A server checks the CONNECT's
+    /// root as a broadcast path and offers the moq-lite ALPNs as WT-Protocols; a client asks
+    /// for its dial path, offering the dial's protocols.
+    fn web_session(&self, server: bool) -> WebSession {
+        let max_buffer = self.limits.max_message.saturating_mul(4);
+        if server {
+            let max_path = self.limits.max_path;
+            let root = move |raw: &str| path::normalize(raw, max_path).ok();
+            return WebSession::server(Version::ALPNS, root, max_buffer);
+        }
+        let (authority, url, protocols) = match &self.dial {
+            Some(d) => (
+                format!("{}:{}", d.server_name, d.addr.port()),
+                format!("/{}", d.path.trim_start_matches('/')),
+                d.web_protocols.clone(),
+            ),
+            None => (String::new(), "/".to_owned(), Vec::new()),
+        };
+        WebSession::client(&authority, &url, protocols, max_buffer)
+    }
+
     /// An HTTP/3 connection: our SETTINGS at once (Chromium waits for them), and a client
     /// sends its CONNECT.
-    fn web_start(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, server: bool) {
-        let Some(control) = ctx.conn(ch).and_then(|c| c.streams().open(Dir::Uni)) else {
+    fn web_start(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle) {
+        let now = ctx.now;
+        let (Some(s), Some(conn)) = (self.sessions.get_mut(&ch), ctx.conn(ch)) else {
             return;
         };
-        self.write(ctx, ch, control, vec![web::control_stream(server)], false);
-        if server {
-            return;
+        if let Some(web) = s.web.as_mut() {
+            web.start(&mut ConnStreams::new(conn, &mut s.outs, now));
         }
-        let Some(dial) = self.dial.clone() else {
-            return;
-        };
-        let Some(id) = ctx.conn(ch).and_then(|c| c.streams().open(Dir::Bi)) else {
-            return;
-        };
-        let authority = format!("{}:{}", dial.server_name, dial.addr.port());
-        let url = format!("/{}", dial.path.trim_start_matches('/'));
-        let protocols: Vec<&str> = dial.web_protocols.iter().map(String::as_str).collect();
-        if let Some(s) = self.sessions.get_mut(&ch) {
-            if let Some(w) = s.web.as_mut() {
-                w.connect = Some(id);
-            }
-            s.ins.insert(
-                id,
-                In::H3Response {
-                    reader: web::ResponseReader::new(),
-                    buf: Vec::new(),
-                },
-            );
-        }
-        let request = web::connect_request(&authority, &url, &protocols);
-        self.write(ctx, ch, id, vec![request], false);
     }
 
-    /// The WebTransport session is open: pick the version from the negotiated subprotocol,
-    /// or leave it to the SETUP exchange when there is none.
-    fn web_open(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, protocol: Option<&str>) {
-        let Some(s) = self.sessions.get_mut(&ch) else {
+    /// Bytes on a stream the WebTransport session reads (HTTP/3 streams, and WebTransport
+    /// streams until their header is read or while they wait for the session to open).
+    fn web_read(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, id: StreamId) {
+        let now = ctx.now;
+        let (Some(s), Some(conn)) = (self.sessions.get_mut(&ch), ctx.conn(ch)) else {
             return;
         };
-        if let Some(w) = s.web.as_mut() {
-            w.open = true;
-        }
-        s.version = protocol.and_then(Version::from_alpn);
-        s.legacy = s.version.is_none();
-        let session = s.web_session();
-        let early: Vec<StreamId> = s
-            .ins
-            .iter()
-            .filter(|(_, st)| matches!(st, In::H3Pending { .. }))
-            .map(|(id, _)| *id)
-            .collect();
-        self.begin(ctx, ch);
-        for id in early {
-            let Some(In::H3Pending {
-                bidi,
-                session: named,
-                chunks,
-                fin,
-            }) = self.sessions.get_mut(&ch).and_then(|s| s.ins.remove(&id))
-            else {
-                continue;
-            };
-            if Some(named) != session {
-                self.h3_refuse(ctx, ch, id, web::WT_BUFFERED_STREAM_REJECTED);
-                continue;
-            }
-            let next = self.web_inner(ch, id, bidi);
-            let end = if fin { End::Fin } else { End::Open };
-            self.feed(ctx, ch, id, next, chunks, end);
-        }
-        self.accept(ctx, ch);
+        let Some(web) = s.web.as_mut() else { return };
+        let (chunks, end) = stream_io::read_chunks(conn, id);
+        let mut io = ConnStreams::new(conn, &mut s.outs, now);
+        let events = web.on_stream(&mut io, id, chunks, end);
+        self.web_events(ctx, ch, events);
     }
 
-    /// An HTTP/3 violation: close the stream or the connection with the HTTP/3 code.
-    fn h3_error(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, id: StreamId, e: web::Error) {
-        tracing::debug!(core = self.core, stream = %id, error = %e, "http/3 error");
-        if e.is_connection() {
-            ctx.close(ch, e.code as u32, e.reason.as_bytes());
-            return;
-        }
-        self.h3_refuse(ctx, ch, id, e.code);
-    }
-
-    /// Stop reading a stream and reset our half, with an HTTP/3 code.
-    fn h3_refuse(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, id: StreamId, code: u64) {
-        if let Some(s) = self.sessions.get_mut(&ch) {
-            s.ins.remove(&id);
-            s.outs.remove(&id);
-        }
-        let code = VarInt::from_u64(code).unwrap_or(VarInt::from_u32(0x101));
-        if let Some(conn) = ctx.conn(ch) {
-            let _ = conn.recv_stream(id).stop(code);
-            if id.dir() == Dir::Bi {
-                let _ = conn.send_stream(id).reset(code);
+    /// What the WebTransport session reported. Once it is open the version comes from the
+    /// negotiated subprotocol, or from the SETUP exchange when there is none; its streams
+    /// start in the moq state [`Self::web_inner`] picks.
+    fn web_events(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, events: Vec<WebEvent>) {
+        let mut opened = false;
+        for event in events {
+            match event {
+                WebEvent::Open {
+                    root,
+                    protocol,
+                    jwt,
+                } => {
+                    let Some(s) = self.sessions.get_mut(&ch) else {
+                        return;
+                    };
+                    if s.server {
+                        s.root = root;
+                        s.jwt = jwt;
+                    }
+                    s.version = protocol.as_deref().and_then(Version::from_alpn);
+                    s.legacy = s.version.is_none();
+                    self.begin(ctx, ch);
+                    opened = true;
+                }
+                WebEvent::Stream {
+                    id,
+                    bidi,
+                    chunks,
+                    end,
+                } => {
+                    let state = self.web_inner(ch, id, bidi);
+                    self.feed(ctx, ch, id, state, chunks, moq_end(end));
+                }
+                WebEvent::Closed { code, reason } => {
+                    tracing::debug!(
+                        core = self.core,
+                        code,
+                        reason,
+                        "webtransport session closed by peer"
+                    );
+                }
+                WebEvent::Refused { status } => {
+                    tracing::debug!(core = self.core, status, "CONNECT refused");
+                }
+                WebEvent::Failed(e) => {
+                    tracing::debug!(core = self.core, error = %e, "http/3 error");
+                }
             }
         }
-    }
-
-    /// A WebTransport stream header: ours, early (the session is not open yet), or refused.
-    fn web_stream(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        ch: ConnectionHandle,
-        id: StreamId,
-        session: u64,
-    ) -> WebStream {
-        let Some(s) = self.sessions.get(&ch) else {
-            return WebStream::Refused;
-        };
-        if s.web_session() == Some(session) {
-            return WebStream::Ours;
+        if opened {
+            self.accept(ctx, ch);
         }
-        let opening = s.web.as_ref().is_some_and(|w| !w.open);
-        let early = s
-            .ins
-            .values()
-            .filter(|st| matches!(st, In::H3Pending { .. }))
-            .count();
-        if opening && early < MAX_EARLY_STREAMS {
-            return WebStream::Early;
-        }
-        self.h3_refuse(ctx, ch, id, web::WT_BUFFERED_STREAM_REJECTED);
-        WebStream::Refused
     }
 
     /// The moq state a WebTransport stream of our session starts in.
@@ -1050,70 +933,6 @@ impl Node {
             bidi,
             buf: Vec::new(),
         }
-    }
-
-    /// The CONNECT request: answer it and open the session, whose root is the URL path.
-    fn web_request(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        ch: ConnectionHandle,
-        id: StreamId,
-        req: web::Request,
-    ) -> bool {
-        let root = match path::normalize(&req.root, self.limits.max_path) {
-            Ok(root) => root,
-            Err(_) => {
-                self.write(ctx, ch, id, vec![web::response(414, None)], true);
-                return false;
-            }
-        };
-        let protocol = web::choose_protocol(&req.protocols, &Version::ALPNS);
-        tracing::debug!(
-            core = self.core,
-            root = %root,
-            offered = ?req.protocols,
-            chosen = ?protocol,
-            "webtransport session"
-        );
-        if let Some(s) = self.sessions.get_mut(&ch) {
-            s.root = root;
-            s.jwt = req.jwt;
-        }
-        if let Some(c) = ctx.conn(ch) {
-            let _ = c.send_stream(id).set_priority(CONTROL_PRIORITY);
-        }
-        self.write(
-            ctx,
-            ch,
-            id,
-            vec![web::response(200, protocol.as_deref())],
-            false,
-        );
-        self.web_open(ctx, ch, protocol.as_deref());
-        true
-    }
-
-    /// A capsule on the CONNECT stream; false when it ended the session.
-    fn web_capsule(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, c: web::Capsule) -> bool {
-        match c {
-            web::Capsule::CloseWebTransportSession { code, reason } => {
-                self.web_closed(ctx, ch, code, &reason);
-                false
-            }
-            // Nothing to wind down: a relay session ends when its peer leaves.
-            web::Capsule::DrainWebTransportSession => true,
-        }
-    }
-
-    /// The peer ended the WebTransport session (capsule, FIN or reset of the CONNECT stream).
-    fn web_closed(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, code: u32, reason: &str) {
-        tracing::debug!(
-            core = self.core,
-            code,
-            reason,
-            "webtransport session closed by peer"
-        );
-        ctx.close(ch, web::H3_NO_ERROR as u32, reason.as_bytes());
     }
 
     /// Setup is complete: requests may flow. Ask the peer what it publishes.
@@ -1177,12 +996,12 @@ impl Node {
             let Some(id) = id else { return };
             let s = self.sessions.get_mut(&ch).expect("checked");
             s.peer_accepted[dir_index(id.dir())] = id.index() + 1;
-            let state = if web {
-                match id.dir() {
-                    Dir::Uni => In::H3Uni { buf: Vec::new() },
-                    Dir::Bi => In::H3Bidi { buf: Vec::new() },
-                }
-            } else if id.dir() == Dir::Bi && legacy_first {
+            if let Some(web) = s.web.as_mut() {
+                web.accept(id);
+                self.read(ctx, ch, id);
+                continue;
+            }
+            let state = if id.dir() == Dir::Bi && legacy_first {
                 s.session_stream = Some(id);
                 In::SessionStream {
                     buf: Vec::new(),
@@ -1334,6 +1153,10 @@ impl Node {
         let Some(s) = self.sessions.get_mut(&ch) else {
             return;
         };
+        if s.web.as_ref().is_some_and(|w| w.owns(id)) {
+            self.web_read(ctx, ch, id);
+            return;
+        }
         let Some(state) = s.ins.remove(&id) else {
             // quinn reports bytes on a peer stream that is not accepted yet (its first frame
             // only said Opened): they must stay in quinn until `accept` takes the stream, or
@@ -1370,7 +1193,7 @@ impl Node {
             }
         };
         if let (Some(state), Some(s)) = (state, self.sessions.get_mut(&ch))
-            && (end == End::Open || matches!(state, In::H3Pending { .. }))
+            && end == End::Open
         {
             s.ins.insert(id, state);
         }
@@ -1490,253 +1313,6 @@ impl Node {
                 }
             }
             In::Discard => Ok(Some(In::Discard)),
-            In::H3Pending {
-                bidi,
-                session,
-                chunks: mut held,
-                fin,
-            } => {
-                held.extend(chunks);
-                if held.iter().map(Bytes::len).sum::<usize>() > MAX_EARLY_BYTES {
-                    self.h3_refuse(ctx, ch, id, web::WT_BUFFERED_STREAM_REJECTED);
-                    return Ok(None);
-                }
-                Ok(Some(In::H3Pending {
-                    bidi,
-                    session,
-                    chunks: held,
-                    fin: fin || end == End::Fin,
-                }))
-            }
-            In::H3Critical => {
-                if end != End::Open {
-                    self.h3_error(ctx, ch, id, web::Error::closed_critical_stream());
-                    return Ok(None);
-                }
-                Ok(Some(In::H3Critical))
-            }
-            In::H3Uni { mut buf } => {
-                let tail = header_bytes(&mut buf, chunks);
-                let (kind, used) = match web::uni_header(&buf) {
-                    Ok(Some(header)) => header,
-                    Ok(None) => return self.short(end, In::H3Uni { buf }),
-                    Err(e) => {
-                        self.h3_error(ctx, ch, id, e);
-                        return Ok(None);
-                    }
-                };
-                let rest = after_header(&buf, used, tail);
-                let seen = match self.sessions.get_mut(&ch).and_then(|s| s.web.as_mut()) {
-                    Some(w) => w.peer.accept(kind),
-                    None => return Ok(None),
-                };
-                if let Err(e) = seen {
-                    self.h3_error(ctx, ch, id, e);
-                    return Ok(None);
-                }
-                let server = self.sessions.get(&ch).is_some_and(|s| s.server);
-                let next = match kind {
-                    web::UniStream::Control => In::H3Control {
-                        reader: web::ControlReader::new(server),
-                        buf: Vec::new(),
-                    },
-                    web::UniStream::QpackEncoder | web::UniStream::QpackDecoder => In::H3Critical,
-                    web::UniStream::WebTransport { session } => {
-                        match self.web_stream(ctx, ch, id, session) {
-                            WebStream::Ours => self.web_inner(ch, id, false),
-                            WebStream::Early => In::H3Pending {
-                                bidi: false,
-                                session,
-                                chunks: Vec::new(),
-                                fin: false,
-                            },
-                            WebStream::Refused => return Ok(None),
-                        }
-                    }
-                    web::UniStream::Push if server => {
-                        self.h3_error(
-                            ctx,
-                            ch,
-                            id,
-                            web::Error::connection(
-                                web::H3_STREAM_CREATION_ERROR,
-                                "push stream from a client",
-                            ),
-                        );
-                        return Ok(None);
-                    }
-                    web::UniStream::Push | web::UniStream::Unknown(_) => {
-                        self.h3_refuse(ctx, ch, id, web::H3_STREAM_CREATION_ERROR);
-                        return Ok(None);
-                    }
-                };
-                self.consume(ctx, ch, id, next, rest, end)
-            }
-            In::H3Bidi { mut buf } => {
-                let tail = header_bytes(&mut buf, chunks);
-                let (kind, used) = match web::bidi_header(&buf) {
-                    Ok(Some(header)) => header,
-                    Ok(None) => return self.short(end, In::H3Bidi { buf }),
-                    Err(e) => {
-                        self.h3_error(ctx, ch, id, e);
-                        return Ok(None);
-                    }
-                };
-                let rest = after_header(&buf, used, tail);
-                let next = match kind {
-                    web::BidiStream::WebTransport { session } => {
-                        match self.web_stream(ctx, ch, id, session) {
-                            WebStream::Ours => self.web_inner(ch, id, true),
-                            WebStream::Early => In::H3Pending {
-                                bidi: true,
-                                session,
-                                chunks: Vec::new(),
-                                fin: false,
-                            },
-                            WebStream::Refused => return Ok(None),
-                        }
-                    }
-                    web::BidiStream::Request => {
-                        let Some(s) = self.sessions.get_mut(&ch) else {
-                            return Ok(None);
-                        };
-                        let first = s.web.as_ref().is_some_and(|w| w.connect.is_none());
-                        if !s.server || !first {
-                            // One session per connection (WEBTRANSPORT_MAX_SESSIONS = 1).
-                            self.h3_refuse(ctx, ch, id, web::H3_REQUEST_REJECTED);
-                            return Ok(None);
-                        }
-                        if let Some(w) = s.web.as_mut() {
-                            w.connect = Some(id);
-                        }
-                        In::H3Connect {
-                            reader: web::ConnectReader::new(),
-                            buf: Vec::new(),
-                        }
-                    }
-                };
-                self.consume(ctx, ch, id, next, rest, end)
-            }
-            In::H3Control {
-                mut reader,
-                mut buf,
-            } => {
-                extend(&mut buf, &chunks, max)?;
-                match reader.feed(&buf) {
-                    Ok(used) => {
-                        buf.drain(..used);
-                    }
-                    Err(e) => {
-                        self.h3_error(ctx, ch, id, e);
-                        return Ok(None);
-                    }
-                }
-                if end != End::Open {
-                    self.h3_error(ctx, ch, id, web::Error::closed_critical_stream());
-                    return Ok(None);
-                }
-                Ok(Some(In::H3Control { reader, buf }))
-            }
-            In::H3Connect {
-                mut reader,
-                mut buf,
-            } => {
-                extend(&mut buf, &chunks, max)?;
-                loop {
-                    let (used, progress) = match reader.feed(&buf) {
-                        Ok(step) => step,
-                        Err(e) => {
-                            self.h3_error(ctx, ch, id, e);
-                            return Ok(None);
-                        }
-                    };
-                    buf.drain(..used);
-                    match progress {
-                        web::ConnectProgress::NeedMore => break,
-                        web::ConnectProgress::Request(req) => {
-                            if !self.web_request(ctx, ch, id, req) {
-                                return Ok(None);
-                            }
-                        }
-                        web::ConnectProgress::Reject(r) => {
-                            tracing::debug!(
-                                core = self.core,
-                                status = r.status,
-                                reason = r.reason,
-                                "CONNECT refused"
-                            );
-                            if let Some(w) = self.sessions.get_mut(&ch).and_then(|s| s.web.as_mut())
-                            {
-                                w.connect = None;
-                            }
-                            self.write(ctx, ch, id, vec![r.response()], true);
-                            if let Some(c) = ctx.conn(ch) {
-                                let _ = c
-                                    .recv_stream(id)
-                                    .stop(VarInt::from_u32(web::H3_NO_ERROR as u32));
-                            }
-                            return Ok(None);
-                        }
-                        web::ConnectProgress::Capsule(c) => {
-                            if !self.web_capsule(ctx, ch, c) {
-                                return Ok(None);
-                            }
-                        }
-                    }
-                }
-                match end {
-                    End::Open => Ok(Some(In::H3Connect { reader, buf })),
-                    End::Fin => {
-                        if let Err(e) = reader.finish(buf.len()) {
-                            self.h3_error(ctx, ch, id, e);
-                        } else {
-                            self.web_closed(ctx, ch, 0, "");
-                        }
-                        Ok(None)
-                    }
-                    End::Reset(code) => {
-                        self.web_closed(ctx, ch, code.0, "CONNECT stream reset");
-                        Ok(None)
-                    }
-                }
-            }
-            In::H3Response {
-                mut reader,
-                mut buf,
-            } => {
-                extend(&mut buf, &chunks, max)?;
-                loop {
-                    let (used, progress) = match reader.feed(&buf) {
-                        Ok(step) => step,
-                        Err(e) => {
-                            self.h3_error(ctx, ch, id, e);
-                            return Ok(None);
-                        }
-                    };
-                    buf.drain(..used);
-                    match progress {
-                        web::ResponseProgress::NeedMore => break,
-                        web::ResponseProgress::Response(r) if r.is_success() => {
-                            self.web_open(ctx, ch, r.protocol.as_deref());
-                        }
-                        web::ResponseProgress::Response(r) => {
-                            let reason = format!("CONNECT refused with status {}", r.status);
-                            ctx.close(ch, web::H3_NO_ERROR as u32, reason.as_bytes());
-                            return Ok(None);
-                        }
-                        web::ResponseProgress::Capsule(c) => {
-                            if !self.web_capsule(ctx, ch, c) {
-                                return Ok(None);
-                            }
-                        }
-                    }
-                }
-                if end != End::Open {
-                    self.web_closed(ctx, ch, 0, "CONNECT stream ended");
-                    return Ok(None);
-                }
-                Ok(Some(In::H3Response { reader, buf }))
-            }
             In::SessionStream {
                 mut buf,
                 setup_done,
@@ -3323,14 +2899,18 @@ enum End {
 /// Everything readable now on `id`, with the peer's reset code as a moq code.
 fn read_chunks(conn: &mut Connection, id: StreamId) -> (Vec<Bytes>, End) {
     let (chunks, end) = stream_io::read_chunks(conn, id);
-    let end = match end {
+    (chunks, moq_end(end))
+}
+
+/// How a read left a stream, with the peer's reset code as a moq code.
+fn moq_end(end: ReadEnd) -> End {
+    match end {
         ReadEnd::Open => End::Open,
         ReadEnd::Fin => End::Fin,
         ReadEnd::Reset(code) => {
             End::Reset(ErrorCode::from_stream_code(code).unwrap_or(ErrorCode::CANCEL))
         }
-    };
-    (chunks, end)
+    }
 }
 
 fn extend(buf: &mut Vec<u8>, chunks: &[Bytes], max: usize) -> Result<(), DecodeError> {

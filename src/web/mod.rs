@@ -24,6 +24,7 @@ mod connect;
 mod error;
 mod frame;
 mod qpack;
+mod session;
 mod settings;
 mod stream;
 
@@ -37,6 +38,9 @@ pub use connect::{
     response,
 };
 pub use error::*;
+pub use session::{
+    CONNECT_PRIORITY, MAX_EARLY_BYTES, MAX_EARLY_STREAMS, RootCheck, WebEvent, WebSession,
+};
 pub use settings::{ControlReader, MAX_FIELD_SECTION_SIZE, control_stream, goaway_frame};
 pub use stream::{
     BidiStream, PeerStreams, UniStream, bidi_header, bidi_prefix, datagram_prefix, split_datagram,
@@ -46,6 +50,8 @@ pub use stream::{
 /// The ALPN of HTTP/3, which WebTransport rides on.
 pub const ALPN: &[u8] = b"h3";
 
+#[cfg(test)]
+mod session_tests;
 #[cfg(test)]
 mod tests;
 

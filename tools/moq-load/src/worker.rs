@@ -26,11 +26,11 @@ use moq_relay::lite::{
     SubscribeResponse, SubscribeUpdate, Track, TrackInfo, Version,
 };
 use moq_relay::model::path;
-use moq_relay::quic::stream_io::{self, Outs, ReadEnd};
+use moq_relay::quic::stream_io::{self, ConnStreams, Outs, ReadEnd};
 use moq_relay::quic::{
     Connection, ConnectionHandle, Ctx, Dir, Event, Handler, StreamEvent, StreamId, VarInt,
 };
-use moq_relay::web;
+use moq_relay::web::{self, WebEvent, WebSession};
 
 /// Largest control message we accept from the relay.
 const MAX_MESSAGE: usize = 64 * 1024;
@@ -76,12 +76,15 @@ enum End {
 /// Everything readable now on `id`; a reset's code does not matter to the load generator.
 fn read_chunks(conn: &mut Connection, id: StreamId) -> (Vec<Bytes>, End) {
     let (chunks, end) = stream_io::read_chunks(conn, id);
-    let end = match end {
+    (chunks, load_end(end))
+}
+
+fn load_end(end: ReadEnd) -> End {
+    match end {
         ReadEnd::Open => End::Open,
         ReadEnd::Fin => End::Fin,
         ReadEnd::Reset(_) => End::Reset,
-    };
-    (chunks, end)
+    }
 }
 
 fn extend(buf: &mut Vec<u8>, chunks: &[Bytes]) -> Result<(), DecodeError> {
@@ -134,41 +137,6 @@ enum In {
         buf: Vec<u8>,
     },
     Group(Box<GroupIn>),
-    /// HTTP/3: a relay uni stream's type (and WebTransport session id).
-    H3Uni {
-        buf: Vec<u8>,
-    },
-    /// HTTP/3: a relay bidi stream's WebTransport header.
-    H3Bidi {
-        buf: Vec<u8>,
-    },
-    /// The relay's HTTP/3 control stream, read for the life of the connection.
-    H3Control {
-        reader: web::ControlReader,
-        buf: Vec<u8>,
-    },
-    /// Our CONNECT stream: the response, then capsules.
-    H3Response {
-        reader: web::ResponseReader,
-        buf: Vec<u8>,
-    },
-    /// A WebTransport stream that arrived before the CONNECT response: held, since its
-    /// decoding depends on the version the response picks.
-    Early {
-        bidi: bool,
-        buf: Vec<u8>,
-        fin: bool,
-    },
-}
-
-/// A connection's HTTP/3 state when the session rides on WebTransport.
-#[derive(Default)]
-struct Web {
-    /// The CONNECT stream; its id is the session id.
-    connect: Option<StreamId>,
-    /// The CONNECT was answered with 2xx.
-    open: bool,
-    peer: web::PeerStreams,
 }
 
 struct GroupIn {
@@ -219,18 +187,14 @@ struct Session {
     /// Broadcasts whose viewers on this session have subscribed.
     subscribed: HashSet<usize>,
     serving: HashMap<StreamId, Serving>,
-    web: Option<Web>,
+    /// Set on HTTP/3 connections: the WebTransport session the moq session rides on.
+    web: Option<WebSession>,
 }
 
 impl Session {
     /// The WebTransport header for a new stream of ours, once the session is open.
     fn web_prefix(&self, dir: Dir) -> Option<Bytes> {
-        let w = self.web.as_ref()?;
-        let session = u64::from(w.connect?);
-        w.open.then(|| match dir {
-            Dir::Uni => web::uni_prefix(session),
-            Dir::Bi => web::bidi_prefix(session),
-        })
+        self.web.as_ref()?.stream_prefix(dir)
     }
 }
 
@@ -437,8 +401,13 @@ impl Worker {
         };
         s.connected = true;
         if alpn.as_bytes() == web::ALPN {
-            s.web = Some(Web::default());
-            self.web_connect(ctx, ch);
+            let target = &self.plan.target;
+            let authority = format!("{}:{}", target.server_name, target.addr.port());
+            let protocols = &target.web_protocols;
+            let max_buffer = 4 * MAX_MESSAGE;
+            let web = WebSession::client(&authority, &target.request_path, protocols, max_buffer);
+            s.web = Some(web);
+            self.web_start(ctx, ch);
         } else if let Some(version) = Version::from_alpn(&alpn) {
             self.begin(ctx, ch, Some(version));
         } else if alpn == Version::LEGACY_ALPN {
@@ -531,117 +500,66 @@ impl Worker {
 
     /// HTTP/3 is up: our control stream (SETTINGS), then the extended CONNECT whose stream id
     /// becomes the session id.
-    fn web_connect(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle) {
-        let Some(control) = ctx.conn(ch).and_then(|c| c.streams().open(Dir::Uni)) else {
+    fn web_start(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle) {
+        let now = ctx.now;
+        let (Some(s), Some(conn)) = (self.sessions.get_mut(&ch), ctx.conn(ch)) else {
             return;
         };
-        self.write(ctx, ch, control, vec![web::control_stream(false)], false);
-        let Some(id) = ctx.conn(ch).and_then(|c| c.streams().open(Dir::Bi)) else {
+        if let Some(web) = s.web.as_mut() {
+            web.start(&mut ConnStreams::new(conn, &mut s.outs, now));
+        }
+    }
+
+    /// Bytes on a stream the WebTransport session reads.
+    fn web_read(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, id: StreamId) {
+        let now = ctx.now;
+        let (Some(s), Some(conn)) = (self.sessions.get_mut(&ch), ctx.conn(ch)) else {
             return;
         };
-        let target = &self.plan.target;
-        let authority = format!("{}:{}", target.server_name, target.addr.port());
-        let protocols: Vec<&str> = target.web_protocols.iter().map(String::as_str).collect();
-        let request = web::connect_request(&authority, &target.request_path, &protocols);
-        if let Some(s) = self.sessions.get_mut(&ch) {
-            if let Some(w) = s.web.as_mut() {
-                w.connect = Some(id);
+        let Some(web) = s.web.as_mut() else { return };
+        let (chunks, end) = stream_io::read_chunks(conn, id);
+        let mut io = ConnStreams::new(conn, &mut s.outs, now);
+        let events = web.on_stream(&mut io, id, chunks, end);
+        self.web_events(ctx, ch, events);
+    }
+
+    /// What the WebTransport session reported. A 2xx to the CONNECT fixes the version from
+    /// the chosen subprotocol (none means SETUP); the relay's streams are read from then on.
+    fn web_events(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, events: Vec<WebEvent>) {
+        for event in events {
+            match event {
+                WebEvent::Open { protocol, .. } => {
+                    let version = protocol.as_deref().and_then(Version::from_alpn);
+                    self.begin(ctx, ch, version);
+                }
+                WebEvent::Stream {
+                    id,
+                    bidi,
+                    chunks,
+                    end,
+                } => {
+                    let state = In::Type {
+                        bidi,
+                        buf: Vec::new(),
+                    };
+                    self.feed(ctx, ch, id, state, chunks, load_end(end));
+                }
+                WebEvent::Closed { code, reason } if !self.shutting_down => {
+                    self.plan.note_error(format!(
+                        "the relay closed the WebTransport session: {code} {reason}"
+                    ));
+                }
+                WebEvent::Refused { status } => {
+                    self.plan
+                        .note_error(format!("CONNECT refused with status {status}"));
+                }
+                WebEvent::Failed(e) if !self.shutting_down => {
+                    self.stats().protocol_errors.fetch_add(1, Ordering::Relaxed);
+                    self.plan
+                        .note_error(format!("HTTP/3 error from the relay: {e}"));
+                }
+                WebEvent::Closed { .. } | WebEvent::Failed(_) => {}
             }
-            s.ins.insert(
-                id,
-                In::H3Response {
-                    reader: web::ResponseReader::new(),
-                    buf: Vec::new(),
-                },
-            );
-        }
-        self.write(ctx, ch, id, vec![request], false);
-    }
-
-    /// The CONNECT got a 2xx: the version is the chosen subprotocol (none means SETUP), and the
-    /// streams the relay opened meanwhile can be read.
-    fn web_open(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, protocol: Option<&str>) {
-        let Some(s) = self.sessions.get_mut(&ch) else {
-            return;
-        };
-        if let Some(w) = s.web.as_mut() {
-            w.open = true;
-        }
-        let version = protocol.and_then(Version::from_alpn);
-        let early: Vec<StreamId> = s
-            .ins
-            .iter()
-            .filter(|(_, st)| matches!(st, In::Early { .. }))
-            .map(|(id, _)| *id)
-            .collect();
-        self.begin(ctx, ch, version);
-        for id in early {
-            let Some(In::Early { bidi, buf, fin }) =
-                self.sessions.get_mut(&ch).and_then(|s| s.ins.remove(&id))
-            else {
-                continue;
-            };
-            let end = if fin { End::Fin } else { End::Open };
-            let state = In::Type {
-                bidi,
-                buf: Vec::new(),
-            };
-            self.feed(ctx, ch, id, state, vec![Bytes::from(buf)], end);
-        }
-    }
-
-    /// Where a WebTransport stream of session `session` goes: read now, held until the session
-    /// opens, or refused (another session).
-    fn web_stream(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        ch: ConnectionHandle,
-        id: StreamId,
-        bidi: bool,
-        session: u64,
-    ) -> Option<In> {
-        let w = self.sessions.get(&ch)?.web.as_ref()?;
-        if w.connect.map(u64::from) != Some(session) {
-            self.h3_refuse(ctx, ch, id, web::WT_BUFFERED_STREAM_REJECTED);
-            return None;
-        }
-        Some(match w.open {
-            true => In::Type {
-                bidi,
-                buf: Vec::new(),
-            },
-            false => In::Early {
-                bidi,
-                buf: Vec::new(),
-                fin: false,
-            },
-        })
-    }
-
-    /// Refuse a stream with an HTTP/3 code.
-    fn h3_refuse(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, id: StreamId, code: u64) {
-        let code = VarInt::from_u64(code).unwrap_or(VarInt::from_u32(0));
-        if let Some(s) = self.sessions.get_mut(&ch) {
-            s.ins.remove(&id);
-            s.outs.remove(&id);
-        }
-        if let Some(conn) = ctx.conn(ch) {
-            let _ = conn.recv_stream(id).stop(code);
-            if id.dir() == Dir::Bi {
-                let _ = conn.send_stream(id).reset(code);
-            }
-        }
-    }
-
-    /// An HTTP/3 violation by the relay: a connection error closes the session.
-    fn h3_error(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, id: StreamId, e: web::Error) {
-        self.stats().protocol_errors.fetch_add(1, Ordering::Relaxed);
-        self.plan
-            .note_error(format!("HTTP/3 error from the relay: {e}"));
-        if e.is_connection() {
-            ctx.close(ch, e.code as u32, e.reason.as_bytes());
-        } else {
-            self.h3_refuse(ctx, ch, id, e.code);
         }
     }
 
@@ -723,15 +641,13 @@ impl Worker {
                 return;
             };
             let bidi = id.dir() == Dir::Bi;
-            let state = match (s.web.is_some(), bidi) {
-                (false, _) => In::Type {
-                    bidi,
-                    buf: Vec::new(),
-                },
-                (true, false) => In::H3Uni { buf: Vec::new() },
-                (true, true) => In::H3Bidi { buf: Vec::new() },
-            };
-            s.ins.insert(id, state);
+            match s.web.as_mut() {
+                Some(web) => web.accept(id),
+                None => {
+                    let buf = Vec::new();
+                    s.ins.insert(id, In::Type { bidi, buf });
+                }
+            }
             self.read(ctx, ch, id);
         }
     }
@@ -767,6 +683,11 @@ impl Worker {
     // ----- reading ----------------------------------------------------------------------
 
     fn read(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, id: StreamId) {
+        let web = self.sessions.get(&ch).and_then(|s| s.web.as_ref());
+        if web.is_some_and(|w| w.owns(id)) {
+            self.web_read(ctx, ch, id);
+            return;
+        }
         let Some(conn) = ctx.conn(ch) else { return };
         let (chunks, end) = read_chunks(conn, id);
         let Some(state) = self.sessions.get_mut(&ch).and_then(|s| s.ins.remove(&id)) else {
@@ -898,161 +819,6 @@ impl Worker {
                 self.consume(ctx, ch, id, next, rest.into(), end)
             }
             In::Discard => Ok(Some(In::Discard)),
-            In::Early { bidi, mut buf, fin } => {
-                extend(&mut buf, &chunks)?;
-                match end {
-                    End::Reset => Ok(None),
-                    // Kept past FIN too: `web_open` replays it with the FIN.
-                    End::Fin => {
-                        if let Some(s) = self.sessions.get_mut(&ch) {
-                            s.ins.insert(
-                                id,
-                                In::Early {
-                                    bidi,
-                                    buf,
-                                    fin: true,
-                                },
-                            );
-                        }
-                        Ok(None)
-                    }
-                    End::Open => Ok(Some(In::Early { bidi, buf, fin })),
-                }
-            }
-            In::H3Uni { mut buf } => {
-                extend(&mut buf, &chunks)?;
-                let (kind, used) = match web::uni_header(&buf) {
-                    Ok(Some(header)) => header,
-                    Ok(None) => return Self::short(end, In::H3Uni { buf }),
-                    Err(e) => {
-                        self.h3_error(ctx, ch, id, e);
-                        return Ok(None);
-                    }
-                };
-                let rest = vec![Bytes::copy_from_slice(&buf[used..])];
-                let seen = match self.sessions.get_mut(&ch).and_then(|s| s.web.as_mut()) {
-                    Some(w) => w.peer.accept(kind),
-                    None => return Ok(None),
-                };
-                if let Err(e) = seen {
-                    self.h3_error(ctx, ch, id, e);
-                    return Ok(None);
-                }
-                let next = match kind {
-                    web::UniStream::Control => In::H3Control {
-                        reader: web::ControlReader::new(false),
-                        buf: Vec::new(),
-                    },
-                    // QPACK streams: nothing to decode with a static-table-only peer.
-                    web::UniStream::QpackEncoder | web::UniStream::QpackDecoder => In::Discard,
-                    web::UniStream::WebTransport { session } => {
-                        match self.web_stream(ctx, ch, id, false, session) {
-                            Some(state) => state,
-                            None => return Ok(None),
-                        }
-                    }
-                    web::UniStream::Push | web::UniStream::Unknown(_) => {
-                        self.h3_refuse(ctx, ch, id, web::H3_STREAM_CREATION_ERROR);
-                        return Ok(None);
-                    }
-                };
-                self.consume(ctx, ch, id, next, rest, end)
-            }
-            In::H3Bidi { mut buf } => {
-                extend(&mut buf, &chunks)?;
-                let (kind, used) = match web::bidi_header(&buf) {
-                    Ok(Some(header)) => header,
-                    Ok(None) => return Self::short(end, In::H3Bidi { buf }),
-                    Err(e) => {
-                        self.h3_error(ctx, ch, id, e);
-                        return Ok(None);
-                    }
-                };
-                let rest = vec![Bytes::copy_from_slice(&buf[used..])];
-                let next = match kind {
-                    web::BidiStream::WebTransport { session } => {
-                        match self.web_stream(ctx, ch, id, true, session) {
-                            Some(state) => state,
-                            None => return Ok(None),
-                        }
-                    }
-                    // A server has no requests to make of a client.
-                    web::BidiStream::Request => {
-                        self.h3_refuse(ctx, ch, id, web::H3_STREAM_CREATION_ERROR);
-                        return Ok(None);
-                    }
-                };
-                self.consume(ctx, ch, id, next, rest, end)
-            }
-            In::H3Control {
-                mut reader,
-                mut buf,
-            } => {
-                extend(&mut buf, &chunks)?;
-                match reader.feed(&buf) {
-                    Ok(used) => {
-                        buf.drain(..used);
-                    }
-                    Err(e) => {
-                        self.h3_error(ctx, ch, id, e);
-                        return Ok(None);
-                    }
-                }
-                if end != End::Open && !self.shutting_down {
-                    self.h3_error(ctx, ch, id, web::Error::closed_critical_stream());
-                    return Ok(None);
-                }
-                Ok(Some(In::H3Control { reader, buf }))
-            }
-            In::H3Response {
-                mut reader,
-                mut buf,
-            } => {
-                extend(&mut buf, &chunks)?;
-                loop {
-                    let (used, progress) = match reader.feed(&buf) {
-                        Ok(step) => step,
-                        Err(e) => {
-                            self.h3_error(ctx, ch, id, e);
-                            return Ok(None);
-                        }
-                    };
-                    buf.drain(..used);
-                    match progress {
-                        web::ResponseProgress::NeedMore => break,
-                        web::ResponseProgress::Response(r) if r.is_success() => {
-                            self.web_open(ctx, ch, r.protocol.as_deref());
-                        }
-                        web::ResponseProgress::Response(r) => {
-                            self.plan
-                                .note_error(format!("CONNECT refused with status {}", r.status));
-                            ctx.close(ch, web::H3_NO_ERROR as u32, b"CONNECT refused");
-                            return Ok(None);
-                        }
-                        web::ResponseProgress::Capsule(
-                            web::Capsule::CloseWebTransportSession { code, reason },
-                        ) => {
-                            if !self.shutting_down {
-                                self.plan.note_error(format!(
-                                    "the relay closed the WebTransport session: {code} {reason}"
-                                ));
-                            }
-                            ctx.close(ch, web::H3_NO_ERROR as u32, b"session closed");
-                            return Ok(None);
-                        }
-                        web::ResponseProgress::Capsule(web::Capsule::DrainWebTransportSession) => {}
-                    }
-                }
-                if end != End::Open {
-                    if !self.shutting_down {
-                        self.plan
-                            .note_error("the relay ended the CONNECT stream".to_string());
-                    }
-                    ctx.close(ch, web::H3_NO_ERROR as u32, b"CONNECT stream ended");
-                    return Ok(None);
-                }
-                Ok(Some(In::H3Response { reader, buf }))
-            }
             In::Session {
                 mut buf,
                 setup_done,
