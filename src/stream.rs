@@ -40,6 +40,10 @@ pub trait Streams {
     fn set_priority(&mut self, id: StreamId, priority: i32);
     /// Close the whole connection with an application error code.
     fn close(&mut self, code: u64, reason: &[u8]);
+    /// What still waits on `id` for flow control: `None` when everything written (FIN
+    /// included) has been handed to QUIC, else the number of chunks waiting (0: only the FIN).
+    /// A slow subscriber is one whose streams keep a backlog.
+    fn backlog(&self, id: StreamId) -> Option<usize>;
 
     /// Whether we opened `id`.
     fn is_ours(&self, id: StreamId) -> bool {
@@ -50,6 +54,8 @@ pub trait Streams {
 /// Fakes for tests of wire machines, here rather than under `cfg(test)` so that integration
 /// tests and other crates can drive machines too.
 pub mod testing {
+    use std::collections::HashMap;
+
     use bytes::Bytes;
 
     use super::{Dir, Side, StreamId, Streams};
@@ -90,6 +96,8 @@ pub mod testing {
         /// Next index per direction: bidi, uni.
         next: [u64; 2],
         calls: Vec<Call>,
+        /// What [`Streams::backlog`] answers, as a test sets it; nothing waits by default.
+        backlogs: HashMap<StreamId, usize>,
     }
 
     impl Recorder {
@@ -98,7 +106,16 @@ pub mod testing {
                 side,
                 next: [0; 2],
                 calls: Vec::new(),
+                backlogs: HashMap::new(),
             }
+        }
+
+        /// Pretend `chunks` chunks wait on `id` (`None`: nothing waits).
+        pub fn set_backlog(&mut self, id: StreamId, chunks: Option<usize>) {
+            match chunks {
+                Some(n) => self.backlogs.insert(id, n),
+                None => self.backlogs.remove(&id),
+            };
         }
 
         /// Every call not yet taken, in order.
@@ -218,6 +235,10 @@ pub mod testing {
                 code,
                 reason: reason.to_vec(),
             });
+        }
+
+        fn backlog(&self, id: StreamId) -> Option<usize> {
+            self.backlogs.get(&id).copied()
         }
     }
 }

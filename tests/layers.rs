@@ -31,6 +31,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
 const NOT_YET: &[(&str, &str)] = &[
     ("relay/node.rs", "lite"),
     ("relay/node.rs", "quic"),
+    ("relay/node.rs", "stream"),
     ("relay/node.rs", "web"),
     ("relay/mod.rs", "quic"),
 ];

@@ -14,6 +14,7 @@ mod fetch;
 mod goaway;
 mod group;
 mod probe;
+pub mod session;
 mod setup;
 mod stream;
 mod subscribe;

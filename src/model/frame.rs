@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 /// One frame: its payload chunks exactly as received, never copied.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct Frame {
     /// Absolute, in the track's timescale (lite-05), else receive time in ms.
     pub timestamp: u64,

@@ -139,4 +139,8 @@ impl Streams for ConnStreams<'_> {
         self.conn
             .close(self.now, varint(code), Bytes::copy_from_slice(reason));
     }
+
+    fn backlog(&self, id: StreamId) -> Option<usize> {
+        self.outs.get(&id).map(|o| o.queue.len())
+    }
 }

@@ -3,25 +3,20 @@
 //! local application of a client). A relay and a client are the same node; a client simply
 //! also has an application that publishes and subscribes.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
 
-use super::registry::{Census, CoreCounters, CoreMsg, Owner, Registry};
-use crate::lite::{
-    self, Announce, AnnounceInit, AnnounceOk, AnnounceRequest, AnnounceStatus, ClientSetup,
-    ControlType, DataType, DecodeError, ErrorCode, Fetch, GroupEvent, GroupHeader, GroupReader,
-    GroupWriter, Message, ProbeLevel, Role, ServerSetup, Setup, Subscribe, SubscribeOptions,
-    SubscribeResponse, SubscribeUpdate, Track as TrackReq, TrackInfo, Version,
-};
-use crate::model::{CacheLimits, Frame, Group, GroupCache, PeerId, path};
-use crate::quic::stream_io::{self, ConnStreams, Outs, ReadEnd};
-use crate::quic::{
-    Connection, ConnectionHandle, Ctx, Dir, Event, Handler, StreamEvent, StreamId, VarInt,
-};
+use super::registry::{Census, CoreMsg, Owner, Registry};
+use crate::lite::session::{self as wire, InfoAsk, PeerEvent};
+use crate::lite::{self, ErrorCode, TrackInfo, Version};
+use crate::model::{CacheLimits, Frame, GroupCache, PeerId, path};
+use crate::quic::stream_io::{self, ConnStreams, Outs};
+use crate::quic::{Connection, ConnectionHandle, Ctx, Dir, Event, Handler, StreamEvent, StreamId};
+use crate::stream::Streams;
 use crate::web::{self, WebEvent, WebSession};
 
 /// Named, configurable bounds on what one peer can make this node hold.
@@ -168,12 +163,6 @@ pub struct Dial {
     pub web_protocols: Vec<String>,
 }
 
-const CONTROL_PRIORITY: i32 = i32::MAX;
-
-fn stream_code(code: ErrorCode) -> VarInt {
-    VarInt::from_u64(code.to_stream_code()).unwrap_or(VarInt::from_u32(0))
-}
-
 fn dir_index(dir: Dir) -> usize {
     match dir {
         Dir::Bi => 0,
@@ -231,13 +220,6 @@ struct Replica {
     id: u64,
 }
 
-/// Our SUBSCRIBE on a peer: its stream, and the track it feeds.
-#[derive(Clone, Copy, Debug)]
-struct Upstream {
-    stream: StreamId,
-    track: u64,
-}
-
 /// The local application's subscription: the track, and how many frames of each unfinished
 /// group it has had.
 struct AppSub {
@@ -245,124 +227,19 @@ struct AppSub {
     sent: HashMap<u64, usize>,
 }
 
-enum In {
-    /// Reading the stream type varint.
-    Type {
-        bidi: bool,
-        buf: Vec<u8>,
-    },
-    /// lite-01/02 session stream: CLIENT_SETUP (server) or SERVER_SETUP (client), then
-    /// SESSION_INFO messages we ignore.
-    SessionStream {
-        buf: Vec<u8>,
-        setup_done: bool,
-    },
-    /// lite-05 SETUP uni stream.
-    Setup {
-        buf: Vec<u8>,
-    },
-    Group(GroupIn),
-    /// A peer's ANNOUNCE request; after it, nothing more is read.
-    AnnounceRequest {
-        buf: Vec<u8>,
-    },
-    /// A peer's SUBSCRIBE, then its updates; `id` once the SUBSCRIBE is read.
-    Subscribe {
-        buf: Vec<u8>,
-        id: Option<u64>,
-    },
-    TrackRequest {
-        buf: Vec<u8>,
-    },
-    FetchRequest {
-        buf: Vec<u8>,
-    },
-    /// Responses to our announce request.
-    OurAnnounce {
-        buf: Vec<u8>,
-        started: bool,
-        hop: u64,
-    },
-    /// Responses to our SUBSCRIBE.
-    OurSubscribe {
-        buf: Vec<u8>,
-        up: u64,
-    },
-    /// The publisher's TRACK_INFO for `(path, name)`, which others wait for.
-    OurTrack {
-        buf: Vec<u8>,
-        path: Arc<str>,
-        name: Arc<str>,
-    },
-    /// Read and drop (probe, goaway, finished requests).
-    Discard,
-}
-
-struct GroupIn {
-    reader: GroupReader,
-    track: Option<u64>,
-    seq: u64,
-    frame: Option<Frame>,
-}
-
-struct DownGroup {
-    seq: u64,
-    stream: StreamId,
-    sent: usize,
-    /// FIN queued; the group leaves the in-flight set once its queue has drained.
-    done: bool,
-    writer: GroupWriter,
-}
-
-/// A peer's subscription to a track of ours.
-struct Down {
-    stream: StreamId,
-    track: u64,
-    priority: u8,
-    started: bool,
-    groups: VecDeque<DownGroup>,
-    /// Groups given up for this subscriber (reset as too far behind, or stopped by it): their
-    /// later frames must not reopen them from frame 0.
-    skipped: VecDeque<u64>,
-}
-
-/// Skipped groups remembered per subscription; groups come in order, so a few suffice.
-const MAX_SKIPPED: usize = 16;
-
-impl Down {
-    fn skip(&mut self, seq: u64) {
-        if self.skipped.len() == MAX_SKIPPED {
-            self.skipped.pop_front();
-        }
-        self.skipped.push_back(seq);
-    }
-}
-
-/// A peer's announce request we keep answering.
-struct AnnounceOut {
-    stream: StreamId,
-    prefix: String,
-    exclude: u64,
-    active: HashSet<Arc<str>>,
-}
-
+/// One connection's session: the moq-lite machine, the WebTransport session under it on
+/// HTTP/3, the writes waiting for flow control, and which of this core's tracks its
+/// subscriptions stand for.
 struct Session {
     /// Names this session in the registry and in cross-core messages; never reused.
     peer: PeerId,
-    version: Option<Version>,
-    legacy: bool,
     server: bool,
-    root: String,
-    ready: bool,
-    session_stream: Option<StreamId>,
-    ins: HashMap<StreamId, In>,
+    wire: wire::Session,
+    /// The track each of the peer's accepted subscriptions reads, by its subscribe id.
+    downs: HashMap<u64, u64>,
+    /// The track each of our subscriptions on the peer feeds, by our subscribe id.
+    ups: HashMap<u64, u64>,
     outs: Outs,
-    downs: HashMap<u64, Down>,
-    /// Our subscriptions to the peer's tracks, by our subscribe id.
-    ups: HashMap<u64, Upstream>,
-    next_up: u64,
-    announce_outs: Vec<AnnounceOut>,
-    published: HashSet<Arc<str>>,
     /// Set on HTTP/3 connections: the WebTransport session the moq session rides on.
     web: Option<WebSession>,
     /// The `jwt` query parameter of the CONNECT URL, kept for the auth layer.
@@ -373,108 +250,19 @@ struct Session {
 }
 
 impl Session {
-    fn version(&self) -> Version {
-        self.version.unwrap_or(Version::Lite02)
-    }
-
-    /// Write what subscription `sub` has not had of `group`: open its stream if the group is
-    /// new to it (resetting its oldest backlogged groups past the in-flight bound), then the
-    /// frame headers and the same payload `Bytes`, and FIN once the group is done.
-    fn sync_down(
+    /// Run `f` on the moq-lite machine with the streams of `conn` (through the WebTransport
+    /// session on HTTP/3, which starts each new stream with its header).
+    fn io<R>(
         &mut self,
         conn: &mut Connection,
-        limits: &Limits,
-        counters: &CoreCounters,
-        sub: u64,
-        group: &Group,
-    ) {
-        let seq = group.seq;
-        let version = self.version();
-        let Some(down) = self.downs.get_mut(&sub) else {
-            return;
-        };
-        let outs = &mut self.outs;
-        down.groups
-            .retain(|g| !g.done || outs.contains_key(&g.stream));
-        if down.skipped.contains(&seq) {
-            return;
+        now: Instant,
+        f: impl FnOnce(&mut wire::Session, &mut dyn Streams) -> R,
+    ) -> R {
+        let mut raw = ConnStreams::new(conn, &mut self.outs, now);
+        match &self.web {
+            Some(web) => f(&mut self.wire, &mut web.streams(&mut raw)),
+            None => f(&mut self.wire, &mut raw),
         }
-        if !down.groups.iter().any(|g| g.seq == seq) {
-            // A new group: if the subscriber is behind (data stuck behind its flow control),
-            // reset its oldest backlogged groups. Groups that only wait on upstream cost no
-            // payload memory here and are left alone.
-            let max = limits.max_groups_in_flight.max(1);
-            while down.groups.len() >= max {
-                let backlogged = down
-                    .groups
-                    .iter()
-                    .position(|g| outs.get(&g.stream).is_some_and(|o| !o.queue.is_empty()));
-                let Some(victim) = backlogged else { break };
-                let old = down.groups.remove(victim).expect("in range");
-                down.skip(old.seq);
-                outs.remove(&old.stream);
-                let _ = conn
-                    .send_stream(old.stream)
-                    .reset(stream_code(ErrorCode::CANCEL));
-                counters.group_reset();
-            }
-            let Some(stream) = conn.streams().open(Dir::Uni) else {
-                return;
-            };
-            let priority = ((down.priority as i32) << 23) | (seq & 0x7f_ffff) as i32;
-            let _ = conn.send_stream(stream).set_priority(priority);
-            if version == Version::Lite05 && !down.started {
-                down.started = true;
-                let mut b = BytesMut::new();
-                if SubscribeResponse::Start(seq)
-                    .encode(version, &mut b)
-                    .is_ok()
-                {
-                    stream_io::send(conn, outs, down.stream, vec![b.freeze()], false);
-                }
-            }
-            let writer = GroupWriter::new(version);
-            let mut hdr = BytesMut::new();
-            if let Some(prefix) = self.web.as_ref().and_then(|w| w.stream_prefix(Dir::Uni)) {
-                hdr.extend_from_slice(&prefix);
-            }
-            let _ = writer.header(
-                &GroupHeader {
-                    subscribe_id: sub,
-                    sequence: seq,
-                },
-                &mut hdr,
-            );
-            stream_io::send(conn, outs, stream, vec![hdr.freeze()], false);
-            down.groups.push_back(DownGroup {
-                seq,
-                stream,
-                sent: 0,
-                done: false,
-                writer,
-            });
-        }
-        let Some(g) = down.groups.iter_mut().find(|g| g.seq == seq) else {
-            return;
-        };
-        if g.done {
-            return;
-        }
-        let mut chunks = Vec::new();
-        let mut delivered = 0;
-        for f in &group.frames[g.sent.min(group.frames.len())..] {
-            let mut hdr = BytesMut::with_capacity(16);
-            if g.writer.frame(f.size(), f.timestamp, &mut hdr).is_err() {
-                break;
-            }
-            chunks.push(hdr.freeze());
-            chunks.extend(f.chunks.iter().cloned());
-            g.sent += 1;
-            delivered += 1;
-        }
-        counters.frames_delivered(delivered);
-        g.done |= group.done;
-        stream_io::send(conn, outs, g.stream, chunks, group.done);
     }
 
     /// Whether `id` is ours or a peer stream already taken with `accept`.
@@ -517,13 +305,15 @@ pub struct Node {
     /// HTTP fetches waiting for a complete group, by their [`SubRef::Fetch`] id.
     fetches: HashMap<u64, Sender<Vec<Bytes>>>,
     next_fetch: u64,
+    /// A spare event buffer for [`Self::wire`], so that reading a stream allocates none.
+    spare_events: Vec<PeerEvent>,
 }
 
 /// Someone who asked for a track's TRACK_INFO.
 #[derive(Clone, Copy, Debug)]
 enum InfoWaiter {
     /// A peer's TRACK stream on this core.
-    Stream(ConnectionHandle, StreamId),
+    Stream(PeerId, StreamId),
     /// Another core, on behalf of its own waiters.
     Core(usize),
     /// The local application's [`AppCmd::Info`].
@@ -561,17 +351,16 @@ impl Node {
             info_waits: HashMap::new(),
             fetches: HashMap::new(),
             next_fetch: 0,
+            spare_events: Vec::new(),
         }
     }
 
     fn peer_of(&self, ch: ConnectionHandle) -> Option<PeerId> {
         self.sessions.get(&ch).map(|s| s.peer)
     }
-
     fn conn_of(&self, peer: PeerId) -> Option<ConnectionHandle> {
         self.peers.get(&peer).copied()
     }
-
     /// A client routes what nobody here publishes to its one upstream session.
     fn upstream_owner(&self) -> Option<Owner> {
         Some(Owner {
@@ -580,124 +369,62 @@ impl Node {
             hops: Vec::new(),
         })
     }
-
     fn emit(&self, event: AppEvent) {
         if let Some(app) = &self.app {
             let _ = app.events.send(event);
         }
     }
 
-    // ----- stream I/O -------------------------------------------------------------------
+    // ----- sessions ---------------------------------------------------------------------
 
-    /// Queue `chunks` (and FIN) on a stream and hand quinn what flow control allows.
-    fn write(
+    /// Run `f` on the moq-lite machine of `ch` with its streams, then act on what it reported.
+    fn wire<R>(
         &mut self,
         ctx: &mut Ctx<'_>,
         ch: ConnectionHandle,
-        id: StreamId,
-        chunks: Vec<Bytes>,
-        fin: bool,
-    ) {
-        let Some(session) = self.sessions.get_mut(&ch) else {
-            return;
+        f: impl FnOnce(&mut wire::Session, &mut dyn Streams, &mut Vec<PeerEvent>) -> R,
+    ) -> Option<R> {
+        let now = ctx.now;
+        let (Some(s), Some(conn)) = (self.sessions.get_mut(&ch), ctx.conn(ch)) else {
+            return None;
         };
-        let Some(conn) = ctx.conn(ch) else { return };
-        stream_io::send(conn, &mut session.outs, id, chunks, fin);
+        let mut events = std::mem::take(&mut self.spare_events);
+        let r = s.io(conn, now, |w, io| f(w, io, &mut events));
+        if !events.is_empty() {
+            self.peer_events(ctx, ch, &mut events);
+        }
+        if self.spare_events.capacity() < events.capacity() {
+            self.spare_events = events;
+        }
+        Some(r)
     }
 
-    fn write_msg(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        ch: ConnectionHandle,
-        id: StreamId,
-        encode: impl FnOnce(Version, &mut BytesMut) -> Result<(), lite::EncodeError>,
-        fin: bool,
-    ) {
-        let Some(version) = self.sessions.get(&ch).map(Session::version) else {
-            return;
-        };
-        let mut buf = BytesMut::new();
-        match encode(version, &mut buf) {
-            Ok(()) => self.write(ctx, ch, id, vec![buf.freeze()], fin),
-            Err(e) => {
-                tracing::warn!(core = self.core, error = ?e, "encode failed");
-                self.reset(ctx, ch, id, ErrorCode::ENCODE);
-            }
-        }
-    }
-
-    fn reset(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, id: StreamId, code: ErrorCode) {
-        if let Some(s) = self.sessions.get_mut(&ch) {
-            s.outs.remove(&id);
-        }
-        if let Some(conn) = ctx.conn(ch) {
-            let _ = conn.send_stream(id).reset(stream_code(code));
-        }
-    }
-
-    /// Stop reading and reset our half: the stream is refused.
-    fn refuse(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, id: StreamId, code: ErrorCode) {
-        tracing::debug!(core = self.core, stream = %id, code = code.0, "refusing stream");
-        if let Some(s) = self.sessions.get_mut(&ch) {
-            s.ins.remove(&id);
-        }
-        if let Some(conn) = ctx.conn(ch) {
-            let _ = conn.recv_stream(id).stop(stream_code(code));
-        }
-        if id.dir() == Dir::Bi
-            || id.initiator() == ctx.peek(ch).map_or(quinn_proto::Side::Server, |c| c.side())
-        {
-            self.reset(ctx, ch, id, code);
-        }
-    }
-
-    fn close(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, code: ErrorCode, reason: &str) {
-        tracing::debug!(core = self.core, code = code.0, reason, "closing session");
-        ctx.close(ch, code.0, reason.as_bytes());
-    }
-
-    /// Open a stream for the moq session; on WebTransport it starts with the stream header.
-    fn open(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, dir: Dir) -> Option<StreamId> {
-        let id = ctx.conn(ch)?.streams().open(dir)?;
-        let prefix = self
-            .sessions
-            .get(&ch)
-            .and_then(|s| s.web.as_ref()?.stream_prefix(dir));
-        if let Some(prefix) = prefix {
-            self.write(ctx, ch, id, vec![prefix], false);
-        }
-        Some(id)
-    }
-
-    /// Open a control stream toward the peer, send its type and request, and read its
-    /// responses as `state`.
-    fn request<M: Message>(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        ch: ConnectionHandle,
-        kind: ControlType,
-        msg: &M,
-        state: In,
-    ) -> Option<StreamId> {
-        let id = self.open(ctx, ch, Dir::Bi)?;
-        self.sessions.get_mut(&ch)?.ins.insert(id, state);
-        if let Some(c) = ctx.conn(ch) {
-            let _ = c.send_stream(id).set_priority(CONTROL_PRIORITY);
-        }
-        self.write_msg(
-            ctx,
-            ch,
-            id,
-            |v, b| {
-                kind.encode(v, b)?;
-                msg.encode(v, b)
+    fn wire_config(&self, server: bool, h3: bool) -> wire::Config {
+        let l = &self.limits;
+        wire::Config {
+            server,
+            origin: self.registry.origin,
+            setup_versions: self
+                .dial
+                .as_ref()
+                .map(|d| d.setup_versions.clone())
+                .unwrap_or_default(),
+            // A client's root travels in SETUP on raw QUIC, in the URL on WebTransport; inside
+            // the node its paths are relative to it.
+            setup_path: match &self.dial {
+                Some(d) if !server && !h3 => Some(d.path.clone()),
+                _ => None,
             },
-            false,
-        );
-        Some(id)
+            limits: wire::Limits {
+                max_message: l.max_message,
+                max_path: l.max_path,
+                max_frame: l.max_frame,
+                max_subscriptions: l.max_subscriptions,
+                max_announces: l.max_announces,
+                max_groups_in_flight: l.max_groups_in_flight,
+            },
+        }
     }
-
-    // ----- session life -----------------------------------------------------------------
 
     fn connected(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle) {
         let (alpn, _) = ctx.handshake(ch).unwrap_or_default();
@@ -709,7 +436,8 @@ impl Node {
         let legacy = alpn == Version::LEGACY_ALPN;
         let h3 = alpn.as_bytes() == web::ALPN;
         if version.is_none() && !legacy && !h3 {
-            self.close(ctx, ch, ErrorCode::UNKNOWN_ALPN, "unsupported ALPN");
+            tracing::debug!(core = self.core, alpn = %alpn, "closing session: unsupported ALPN");
+            ctx.close(ch, ErrorCode::UNKNOWN_ALPN.0, b"unsupported ALPN");
             return;
         }
         tracing::debug!(core = self.core, conn = ?ch, alpn = %alpn, server, "session connected");
@@ -718,19 +446,11 @@ impl Node {
         self.peers.insert(peer, ch);
         let session = Session {
             peer,
-            version,
-            legacy,
             server,
-            root: String::new(),
-            ready: false,
-            session_stream: None,
-            ins: HashMap::new(),
-            outs: HashMap::new(),
+            wire: wire::Session::new(self.wire_config(server, h3)),
             downs: HashMap::new(),
             ups: HashMap::new(),
-            next_up: 0,
-            announce_outs: Vec::new(),
-            published: HashSet::new(),
+            outs: HashMap::new(),
             web: h3.then(|| self.web_session(server)),
             jwt: None,
             peer_accepted: [0; 2],
@@ -739,80 +459,10 @@ impl Node {
         if h3 {
             self.web_start(ctx, ch);
         } else {
-            self.begin(ctx, ch);
+            self.wire(ctx, ch, |w, io, ev| w.start(io, version, None, ev));
         }
         self.accept(ctx, ch);
     }
-
-    /// The version is known: start the moq session (SETUP per version).
-    fn begin(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle) {
-        let Some(s) = self.sessions.get(&ch) else {
-            return;
-        };
-        let (version, server, web) = (s.version, s.server, s.web.is_some());
-        // A client's root travels in SETUP (in the URL on WebTransport); inside the node its
-        // paths are relative to it.
-        let root = match &self.dial {
-            Some(d) if !server && !web => d.path.clone(),
-            _ => String::new(),
-        };
-        match version {
-            Some(Version::Lite05) => {
-                let setup = Setup {
-                    probe: ProbeLevel::None,
-                    path: (!server && !root.is_empty()).then_some(root),
-                    role: Role::Both,
-                    cost: None,
-                    origin: self.registry.origin,
-                };
-                if let Some(id) = self.open(ctx, ch, Dir::Uni) {
-                    self.write_msg(
-                        ctx,
-                        ch,
-                        id,
-                        |v, b| {
-                            DataType::Setup.encode(v, b)?;
-                            setup.encode(v, b)
-                        },
-                        true,
-                    );
-                }
-                // A client need not wait for the server's SETUP; a server waits for the
-                // client's, which carries the root.
-                if !server {
-                    self.ready(ctx, ch);
-                }
-            }
-            Some(_) => self.ready(ctx, ch),
-            None if !server => {
-                let Some(id) = self.open(ctx, ch, Dir::Bi) else {
-                    return;
-                };
-                let versions = self.dial.as_ref().map_or_else(
-                    || vec![Version::Lite02, Version::Lite01],
-                    |d| d.setup_versions.clone(),
-                );
-                let setup = ClientSetup {
-                    versions: versions.iter().map(|v| v.code()).collect(),
-                    parameters: Vec::new(),
-                };
-                if let Some(s) = self.sessions.get_mut(&ch) {
-                    s.session_stream = Some(id);
-                    s.ins.insert(
-                        id,
-                        In::SessionStream {
-                            buf: Vec::new(),
-                            setup_done: false,
-                        },
-                    );
-                }
-                self.write_msg(ctx, ch, id, |v, b| setup.encode(v, b), false);
-            }
-            None => {}
-        }
-    }
-
-    // ----- WebTransport -----------------------------------------------------------------
 
     /// The HTTP/3 + WebTransport session of a new connection. A server checks the CONNECT's
     /// root as a broadcast path and offers the moq-lite ALPNs as WT-Protocols; a client asks
@@ -862,8 +512,8 @@ impl Node {
     }
 
     /// What the WebTransport session reported. Once it is open the version comes from the
-    /// negotiated subprotocol, or from the SETUP exchange when there is none; its streams
-    /// start in the moq state [`Self::web_inner`] picks.
+    /// negotiated subprotocol, or from the SETUP exchange when there is none; its streams go
+    /// to the moq-lite machine.
     fn web_events(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, events: Vec<WebEvent>) {
         let mut opened = false;
         for event in events {
@@ -876,23 +526,26 @@ impl Node {
                     let Some(s) = self.sessions.get_mut(&ch) else {
                         return;
                     };
-                    if s.server {
-                        s.root = root;
+                    let root = if s.server {
                         s.jwt = jwt;
-                    }
-                    s.version = protocol.as_deref().and_then(Version::from_alpn);
-                    s.legacy = s.version.is_none();
-                    self.begin(ctx, ch);
+                        root
+                    } else {
+                        String::new()
+                    };
+                    let version = protocol.as_deref().and_then(Version::from_alpn);
+                    self.wire(ctx, ch, |w, io, ev| w.start(io, version, Some(root), ev));
                     opened = true;
                 }
                 WebEvent::Stream {
-                    id,
-                    bidi,
-                    chunks,
-                    end,
+                    id, chunks, end, ..
                 } => {
-                    let state = self.web_inner(ch, id, bidi);
-                    self.feed(ctx, ch, id, state, chunks, moq_end(end));
+                    if let Some(s) = self.sessions.get_mut(&ch) {
+                        s.wire.open_peer(id);
+                    }
+                    let now = now_ms();
+                    self.wire(ctx, ch, |w, io, ev| {
+                        w.on_stream(io, id, chunks, end, now, ev)
+                    });
                 }
                 WebEvent::Closed { code, reason } => {
                     tracing::debug!(
@@ -915,71 +568,16 @@ impl Node {
         }
     }
 
-    /// The moq state a WebTransport stream of our session starts in.
-    fn web_inner(&mut self, ch: ConnectionHandle, id: StreamId, bidi: bool) -> In {
-        if let Some(s) = self.sessions.get_mut(&ch)
-            && bidi
-            && s.server
-            && s.legacy
-            && s.session_stream.is_none()
-        {
-            s.session_stream = Some(id);
-            return In::SessionStream {
-                buf: Vec::new(),
-                setup_done: false,
-            };
-        }
-        In::Type {
-            bidi,
-            buf: Vec::new(),
-        }
-    }
-
-    /// Setup is complete: requests may flow. Ask the peer what it publishes.
-    fn ready(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle) {
-        let Some(s) = self.sessions.get_mut(&ch) else {
-            return;
-        };
-        if s.ready {
-            return;
-        }
-        s.ready = true;
-        let version = s.version();
-        let server = s.server;
-        if !server && self.upstream.is_none() {
-            self.upstream = Some(ch);
-        }
-        let req = AnnounceRequest {
-            prefix: String::new(),
-            exclude_hop: self.registry.origin,
-        };
-        self.request(
-            ctx,
-            ch,
-            ControlType::Announce,
-            &req,
-            In::OurAnnounce {
-                buf: Vec::new(),
-                started: false,
-                hop: 0,
-            },
-        );
-        if !server {
-            self.emit(AppEvent::Ready { version });
-        }
-        self.accept(ctx, ch);
-    }
-
-    /// Take the peer's new streams that the session is ready for.
+    /// Take the peer's new streams that the session is ready for (on WebTransport, all: the
+    /// WebTransport session holds what comes early).
     fn accept(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle) {
         loop {
             let Some(s) = self.sessions.get(&ch) else {
                 return;
             };
             let web = s.web.is_some();
-            let uni_ok = web || s.ready || s.version == Some(Version::Lite05);
-            let bi_ok = web || s.ready || (s.legacy && s.server && s.session_stream.is_none());
-            let legacy_first = !s.ready && s.legacy && s.server;
+            let uni_ok = web || s.wire.accepts(Dir::Uni);
+            let bi_ok = web || s.wire.accepts(Dir::Bi);
             let Some(conn) = ctx.conn(ch) else { return };
             let id = if uni_ok {
                 conn.streams().accept(Dir::Uni)
@@ -996,30 +594,153 @@ impl Node {
             let Some(id) = id else { return };
             let s = self.sessions.get_mut(&ch).expect("checked");
             s.peer_accepted[dir_index(id.dir())] = id.index() + 1;
-            if let Some(web) = s.web.as_mut() {
-                web.accept(id);
-                self.read(ctx, ch, id);
-                continue;
+            match s.web.as_mut() {
+                Some(web) => web.accept(id),
+                None => s.wire.open_peer(id),
             }
-            let state = if id.dir() == Dir::Bi && legacy_first {
-                s.session_stream = Some(id);
-                In::SessionStream {
-                    buf: Vec::new(),
-                    setup_done: false,
-                }
-            } else {
-                In::Type {
-                    bidi: id.dir() == Dir::Bi,
-                    buf: Vec::new(),
-                }
-            };
-            s.ins.insert(id, state);
             self.read(ctx, ch, id);
         }
     }
 
+    fn read(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, id: StreamId) {
+        let Some(s) = self.sessions.get_mut(&ch) else {
+            return;
+        };
+        if s.web.as_ref().is_some_and(|w| w.owns(id)) {
+            self.web_read(ctx, ch, id);
+            return;
+        }
+        let reads = s.wire.reads(id);
+        let accepted = s.accepted(id);
+        let Some(conn) = ctx.conn(ch) else { return };
+        if !reads {
+            // quinn reports bytes on a peer stream that is not accepted yet (its first frame
+            // only said Opened): they must stay in quinn until `accept` takes the stream, or
+            // a request sent in two packets before SETUP loses its body. A stream we are done
+            // with is drained, so its bytes keep no flow-control credit.
+            if accepted {
+                let _ = stream_io::read_chunks(conn, id);
+            }
+            return;
+        }
+        let (chunks, end) = stream_io::read_chunks(conn, id);
+        let now = now_ms();
+        self.wire(ctx, ch, |w, io, ev| {
+            w.on_stream(io, id, chunks, end, now, ev)
+        });
+    }
+
+    /// Act on what the moq-lite machine of `ch` reported; `events` is left empty.
+    fn peer_events(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        ch: ConnectionHandle,
+        events: &mut Vec<PeerEvent>,
+    ) {
+        for event in events.drain(..) {
+            let Some(s) = self.sessions.get_mut(&ch) else {
+                return;
+            };
+            match event {
+                PeerEvent::Ready => self.ready(ctx, ch),
+                PeerEvent::AnnounceInterest {
+                    request,
+                    prefix,
+                    exclude_hop,
+                } => self.serve_announce(ctx, ch, request, &prefix, exclude_hop),
+                PeerEvent::Announced { path, active, hops } => {
+                    let peer = Some(s.peer);
+                    if active {
+                        let owner = Owner {
+                            core: self.core,
+                            peer,
+                            hops,
+                        };
+                        self.registry.publish(&path, owner);
+                    } else {
+                        self.registry.unpublish(&path, self.core, peer);
+                    }
+                }
+                PeerEvent::Subscribe {
+                    id,
+                    path,
+                    track,
+                    start,
+                } => self.serve_subscribe(ctx, ch, id, &path, &track, start),
+                PeerEvent::Unsubscribe { id } => {
+                    if let Some(track) = s.downs.remove(&id) {
+                        self.detach(ctx, track, SubRef::Down { conn: ch, id });
+                    }
+                }
+                PeerEvent::Group { up, seq, stream } => {
+                    let Some(t) = s.ups.get(&up).and_then(|t| self.tracks.get_mut(t)) else {
+                        continue;
+                    };
+                    if !t.cache.open(seq, ctx.now, self.limits.cache) {
+                        self.wire(ctx, ch, |w, io, _| w.refuse(io, stream, ErrorCode::OLD));
+                    }
+                }
+                PeerEvent::Frame { up, seq, frame } => {
+                    if let Some(&track) = s.ups.get(&up) {
+                        self.append(ctx, track, seq, Arc::new(frame));
+                    }
+                }
+                PeerEvent::GroupDone { up, seq } => {
+                    if let Some(&track) = s.ups.get(&up) {
+                        self.group_done(ctx, track, seq);
+                    }
+                }
+                PeerEvent::GroupAbort { up, seq, code } => {
+                    if let Some(&track) = s.ups.get(&up) {
+                        self.group_abort(ctx, track, seq, code);
+                    }
+                }
+                PeerEvent::UpstreamEnded { up, code } => {
+                    if let Some(track) = s.ups.remove(&up) {
+                        self.end_track(ctx, track, code);
+                    }
+                }
+                PeerEvent::InfoWanted {
+                    request,
+                    path,
+                    track,
+                } => {
+                    let waiter = InfoWaiter::Stream(s.peer, request);
+                    self.want_info(ctx, path, track, waiter);
+                }
+                PeerEvent::Info {
+                    path,
+                    track,
+                    result,
+                } => self.info_known(ctx, path, track, result),
+                PeerEvent::Fetch {
+                    request,
+                    path,
+                    track,
+                    group,
+                } => self.serve_fetch(ctx, ch, request, &path, &track, group),
+            }
+        }
+    }
+
+    /// Setup is complete: a client's first session is its upstream, and its application
+    /// hears of it; the peer's waiting streams can be taken now.
+    fn ready(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle) {
+        let Some(s) = self.sessions.get(&ch) else {
+            return;
+        };
+        if !s.server {
+            let version = s.wire.version();
+            if self.upstream.is_none() {
+                self.upstream = Some(ch);
+            }
+            self.emit(AppEvent::Ready { version });
+        }
+        self.accept(ctx, ch);
+    }
+
     fn lost(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, reason: String) {
-        let Some(s) = self.sessions.remove(&ch) else {
+        let Some(mut s) = self.sessions.remove(&ch) else {
             return;
         };
         self.peers.remove(&s.peer);
@@ -1028,21 +749,29 @@ impl Node {
             self.upstream = None;
             self.emit(AppEvent::Closed { reason });
         }
-        for path in &s.published {
-            self.registry.unpublish(path, self.core, Some(s.peer));
-        }
-        // Its TRACK streams wait for nothing any more; a later session may reuse the handle.
+        // Its TRACK streams wait for nothing any more.
+        let peer = s.peer;
         self.info_waits.retain(|_, waiters| {
-            waiters.retain(|w| !matches!(w, InfoWaiter::Stream(c, _) if *c == ch));
+            waiters.retain(|w| !matches!(w, InfoWaiter::Stream(p, _) if *p == peer));
             !waiters.is_empty()
         });
-        for state in s.ins.values() {
-            if let In::OurTrack { path: p, name, .. } = state {
-                self.info_known(ctx, p.clone(), name.clone(), Err(ErrorCode::DROPPED));
+        for event in s.wire.lost() {
+            match event {
+                PeerEvent::Announced { path, .. } => {
+                    self.registry.unpublish(&path, self.core, Some(peer))
+                }
+                PeerEvent::Info {
+                    path,
+                    track,
+                    result,
+                } => self.info_known(ctx, path, track, result),
+                PeerEvent::Unsubscribe { id } => {
+                    if let Some(track) = s.downs.remove(&id) {
+                        self.detach(ctx, track, SubRef::Down { conn: ch, id });
+                    }
+                }
+                _ => {}
             }
-        }
-        for (id, down) in s.downs {
-            self.detach(ctx, down.track, SubRef::Down { conn: ch, id });
         }
         let sourced: Vec<u64> = self
             .tracks
@@ -1108,12 +837,9 @@ impl Node {
         // The new publisher's sequence may reuse numbers the old one's skipped groups had.
         for sub in &t.subs {
             if let SubRef::Down { conn, id } = sub
-                && let Some(d) = self
-                    .sessions
-                    .get_mut(conn)
-                    .and_then(|s| s.downs.get_mut(id))
+                && let Some(s) = self.sessions.get_mut(conn)
             {
-                d.skipped.clear();
+                s.wire.restart(*id);
             }
         }
         let old = std::mem::replace(&mut t.source, Source::App);
@@ -1147,611 +873,31 @@ impl Node {
         }
     }
 
-    // ----- reading ----------------------------------------------------------------------
-
-    fn read(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, id: StreamId) {
-        let Some(s) = self.sessions.get_mut(&ch) else {
-            return;
-        };
-        if s.web.as_ref().is_some_and(|w| w.owns(id)) {
-            self.web_read(ctx, ch, id);
-            return;
-        }
-        let Some(state) = s.ins.remove(&id) else {
-            // quinn reports bytes on a peer stream that is not accepted yet (its first frame
-            // only said Opened): they must stay in quinn until `accept` takes the stream, or
-            // a request sent in two packets before SETUP loses its body. A stream we are done
-            // with is drained, so its bytes keep no flow-control credit.
-            if s.accepted(id)
-                && let Some(conn) = ctx.conn(ch)
-            {
-                let _ = read_chunks(conn, id);
-            }
-            return;
-        };
-        let Some(conn) = ctx.conn(ch) else { return };
-        let (chunks, end) = read_chunks(conn, id);
-        self.feed(ctx, ch, id, state, chunks, end);
-    }
-
-    /// Run a stream's state over new bytes and keep the state while the stream is open.
-    fn feed(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        ch: ConnectionHandle,
-        id: StreamId,
-        state: In,
-        chunks: Vec<Bytes>,
-        end: End,
-    ) {
-        let state = match self.consume(ctx, ch, id, state, chunks, end) {
-            Ok(state) => state,
-            Err(e) => {
-                tracing::debug!(core = self.core, stream = %id, error = %e, "stream error");
-                self.stream_failed(ctx, ch, id, e.code());
-                None
-            }
-        };
-        if let (Some(state), Some(s)) = (state, self.sessions.get_mut(&ch))
-            && end == End::Open
-        {
-            s.ins.insert(id, state);
-        }
-    }
-
-    /// A stream failed to decode: stream-scoped unless it is what holds the session together.
-    fn stream_failed(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        ch: ConnectionHandle,
-        id: StreamId,
-        code: ErrorCode,
-    ) {
-        let fatal = self
-            .sessions
-            .get(&ch)
-            .is_some_and(|s| s.session_stream == Some(id) || !s.ready);
-        if fatal {
-            self.close(ctx, ch, code, "protocol error");
-        } else {
-            self.drop_down_stream(ctx, ch, id);
-            self.refuse(ctx, ch, id, code);
-        }
-    }
-
-    /// Run one stream's state machine over newly read bytes. `None`: the stream is done.
-    fn consume(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        ch: ConnectionHandle,
-        id: StreamId,
-        state: In,
-        chunks: Vec<Bytes>,
-        end: End,
-    ) -> Result<Option<In>, DecodeError> {
-        let version = self
-            .sessions
-            .get(&ch)
-            .map(Session::version)
-            .unwrap_or(Version::Lite02);
-        let max = self.limits.max_message;
-        match state {
-            In::Type { bidi, mut buf } => {
-                // Take only the type varint's bytes; the rest stays in the received chunks.
-                let mut rest = VecDeque::from(chunks);
-                let kind = loop {
-                    let mut cursor = &buf[..];
-                    let r = if bidi {
-                        ControlType::decode(&mut cursor, version).map(Ok)
-                    } else {
-                        DataType::decode(&mut cursor, version).map(Err)
-                    };
-                    match r {
-                        Ok(kind) => break kind,
-                        Err(DecodeError::Short) => {}
-                        Err(DecodeError::UnexpectedStream(_)) => {
-                            let code = if bidi {
-                                ErrorCode::CANCEL
-                            } else {
-                                ErrorCode::UNEXPECTED_STREAM
-                            };
-                            self.refuse(ctx, ch, id, code);
-                            return Ok(None);
-                        }
-                        Err(e) => return Err(e),
-                    }
-                    let Some(front) = rest.front_mut() else {
-                        return self.short(end, In::Type { bidi, buf });
-                    };
-                    if front.is_empty() {
-                        rest.pop_front();
-                        continue;
-                    }
-                    buf.push(front[0]);
-                    bytes::Buf::advance(front, 1);
-                };
-                let next = match kind {
-                    Ok(ControlType::Announce) => In::AnnounceRequest { buf: Vec::new() },
-                    Ok(ControlType::Subscribe) => In::Subscribe {
-                        buf: Vec::new(),
-                        id: None,
-                    },
-                    Ok(ControlType::Track) => In::TrackRequest { buf: Vec::new() },
-                    Ok(ControlType::Fetch) => In::FetchRequest { buf: Vec::new() },
-                    Ok(ControlType::Probe) | Ok(ControlType::Goaway) => In::Discard,
-                    Err(DataType::Group) => In::Group(GroupIn {
-                        reader: GroupReader::new(version, self.limits.max_frame),
-                        track: None,
-                        seq: 0,
-                        frame: None,
-                    }),
-                    Err(DataType::Setup) => In::Setup { buf: Vec::new() },
-                };
-                self.consume(ctx, ch, id, next, rest.into(), end)
-            }
-            In::Group(mut g) => {
-                for c in chunks {
-                    g.reader.push(c);
-                }
-                self.group_events(ctx, ch, id, &mut g)?;
-                match end {
-                    End::Open => Ok(Some(In::Group(g))),
-                    End::Fin => {
-                        g.reader.finish()?;
-                        if let Some(track) = g.track {
-                            self.group_done(ctx, track, g.seq);
-                        }
-                        Ok(None)
-                    }
-                    End::Reset(code) => {
-                        // The publisher gave up on the group: so do its subscribers.
-                        if let Some(track) = g.track {
-                            self.group_abort(ctx, track, g.seq, code);
-                        }
-                        Ok(None)
-                    }
-                }
-            }
-            In::Discard => Ok(Some(In::Discard)),
-            In::SessionStream {
-                mut buf,
-                setup_done,
-            } => {
-                extend(&mut buf, &chunks, max)?;
-                let mut setup_done = setup_done;
-                let server = self.sessions.get(&ch).is_some_and(|s| s.server);
-                if !setup_done {
-                    if server {
-                        let Some((setup, used)) =
-                            lite::decode_framed::<ClientSetup>(&buf, Version::Lite02, max)?
-                        else {
-                            return self.short(end, In::SessionStream { buf, setup_done });
-                        };
-                        buf.drain(..used);
-                        let Some(v) =
-                            Version::select(&setup.versions, &[Version::Lite02, Version::Lite01])
-                        else {
-                            self.close(ctx, ch, ErrorCode::VERSION, "no common version");
-                            return Ok(None);
-                        };
-                        if let Some(s) = self.sessions.get_mut(&ch) {
-                            s.version = Some(v);
-                        }
-                        let reply = ServerSetup {
-                            version: v.code(),
-                            parameters: Vec::new(),
-                        };
-                        self.write_msg(ctx, ch, id, |v, b| reply.encode(v, b), false);
-                    } else {
-                        let Some((setup, used)) =
-                            lite::decode_framed::<ServerSetup>(&buf, Version::Lite02, max)?
-                        else {
-                            return self.short(end, In::SessionStream { buf, setup_done });
-                        };
-                        buf.drain(..used);
-                        let Some(v) =
-                            Version::from_code(setup.version).filter(|v| *v <= Version::Lite02)
-                        else {
-                            self.close(
-                                ctx,
-                                ch,
-                                ErrorCode::VERSION,
-                                "server chose an unknown version",
-                            );
-                            return Ok(None);
-                        };
-                        if let Some(s) = self.sessions.get_mut(&ch) {
-                            s.version = Some(v);
-                        }
-                    }
-                    setup_done = true;
-                    self.ready(ctx, ch);
-                }
-                // SESSION_INFO messages: read and ignore.
-                while let Some((_, used)) = lite::decode_framed::<lite::SessionInfo>(
-                    &buf,
-                    self.sessions
-                        .get(&ch)
-                        .map_or(Version::Lite02, Session::version),
-                    max,
-                )? {
-                    buf.drain(..used);
-                }
-                if end != End::Open {
-                    self.close(ctx, ch, ErrorCode::CANCEL, "cancelled");
-                    return Ok(None);
-                }
-                Ok(Some(In::SessionStream { buf, setup_done }))
-            }
-            In::Setup { mut buf } => {
-                extend(&mut buf, &chunks, max)?;
-                let Some((setup, used)) = lite::decode_framed::<Setup>(&buf, version, max)? else {
-                    return self.short(end, In::Setup { buf });
-                };
-                buf.drain(..used);
-                let server = self.sessions.get(&ch).is_some_and(|s| s.server);
-                if server {
-                    // On WebTransport the URL path is the root; SETUP Path is raw QUIC's.
-                    let web = self.sessions.get(&ch).is_some_and(|s| s.web.is_some());
-                    if !web {
-                        let raw = setup.path.unwrap_or_default();
-                        let raw = raw.split('?').next().unwrap_or_default();
-                        let root = path::normalize(raw, self.limits.max_path)?;
-                        if let Some(s) = self.sessions.get_mut(&ch) {
-                            s.root = root;
-                        }
-                    }
-                    self.ready(ctx, ch);
-                }
-                Ok(Some(In::Discard))
-            }
-            In::AnnounceRequest { mut buf } => {
-                extend(&mut buf, &chunks, max)?;
-                let Some((req, _)) = lite::decode_framed::<AnnounceRequest>(&buf, version, max)?
-                else {
-                    return self.short(end, In::AnnounceRequest { buf });
-                };
-                self.serve_announce(ctx, ch, id, req)?;
-                Ok(Some(In::Discard))
-            }
-            In::Subscribe { mut buf, id: sub } => {
-                extend(&mut buf, &chunks, max)?;
-                let mut sub = sub;
-                loop {
-                    if sub.is_none() {
-                        let Some((req, used)) =
-                            lite::decode_framed::<Subscribe>(&buf, version, max)?
-                        else {
-                            break;
-                        };
-                        buf.drain(..used);
-                        sub = Some(req.id);
-                        if !self.serve_subscribe(ctx, ch, id, req)? {
-                            return Ok(None);
-                        }
-                    } else {
-                        let Some((update, used)) =
-                            lite::decode_framed::<SubscribeUpdate>(&buf, version, max)?
-                        else {
-                            break;
-                        };
-                        buf.drain(..used);
-                        if let (Some(sid), Some(s)) = (sub, self.sessions.get_mut(&ch))
-                            && let Some(d) = s.downs.get_mut(&sid)
-                        {
-                            d.priority = update.options.priority;
-                        }
-                    }
-                }
-                if end == End::Fin && !buf.is_empty() {
-                    return Err(DecodeError::Short);
-                }
-                if end != End::Open {
-                    // The subscriber left: FIN our half, cancel its groups.
-                    self.drop_down_stream(ctx, ch, id);
-                    self.write(ctx, ch, id, Vec::new(), true);
-                    return Ok(None);
-                }
-                Ok(Some(In::Subscribe { buf, id: sub }))
-            }
-            In::TrackRequest { mut buf } => {
-                extend(&mut buf, &chunks, max)?;
-                let Some((req, _)) = lite::decode_framed::<TrackReq>(&buf, version, max)? else {
-                    return self.short(end, In::TrackRequest { buf });
-                };
-                let root = self
-                    .sessions
-                    .get(&ch)
-                    .map(|s| s.root.clone())
-                    .unwrap_or_default();
-                let abs = path::join(&root, &req.broadcast, self.limits.max_path)?;
-                self.want_info(
-                    ctx,
-                    abs.into(),
-                    req.track.into(),
-                    InfoWaiter::Stream(ch, id),
-                );
-                Ok(Some(In::Discard))
-            }
-            In::FetchRequest { mut buf } => {
-                extend(&mut buf, &chunks, max)?;
-                let Some((req, _)) = lite::decode_framed::<Fetch>(&buf, version, max)? else {
-                    return self.short(end, In::FetchRequest { buf });
-                };
-                self.serve_fetch(ctx, ch, id, req)?;
-                Ok(Some(In::Discard))
-            }
-            In::OurAnnounce {
-                mut buf,
-                started,
-                hop,
-            } => {
-                extend(&mut buf, &chunks, max)?;
-                let (mut started, mut hop) = (started, hop);
-                loop {
-                    if !started && version < Version::Lite03 {
-                        let Some((init, used)) =
-                            lite::decode_framed::<AnnounceInit>(&buf, version, max)?
-                        else {
-                            break;
-                        };
-                        buf.drain(..used);
-                        started = true;
-                        for suffix in init.suffixes {
-                            self.learned(ctx, ch, &suffix, true, Vec::new())?;
-                        }
-                    } else if !started && version == Version::Lite05 {
-                        let Some((ok, used)) =
-                            lite::decode_framed::<AnnounceOk>(&buf, version, max)?
-                        else {
-                            break;
-                        };
-                        buf.drain(..used);
-                        started = true;
-                        hop = ok.hop;
-                    } else {
-                        let Some((a, used)) = lite::decode_framed::<Announce>(&buf, version, max)?
-                        else {
-                            break;
-                        };
-                        buf.drain(..used);
-                        started = true;
-                        let mut hops = a.hops;
-                        if version == Version::Lite05 && hop != 0 {
-                            hops.push(hop);
-                        }
-                        self.learned(ctx, ch, &a.suffix, a.status == AnnounceStatus::Active, hops)?;
-                    }
-                }
-                if end != End::Open {
-                    return Ok(None);
-                }
-                Ok(Some(In::OurAnnounce { buf, started, hop }))
-            }
-            In::OurSubscribe { mut buf, up } => {
-                extend(&mut buf, &chunks, max)?;
-                while let Some((_resp, used)) =
-                    lite::decode_framed::<SubscribeResponse>(&buf, version, max)?
-                {
-                    buf.drain(..used);
-                }
-                if end != End::Open {
-                    let track = self
-                        .sessions
-                        .get_mut(&ch)
-                        .and_then(|s| s.ups.remove(&up))
-                        .map(|u| u.track);
-                    if let Some(track) = track {
-                        let code = if end == End::Fin {
-                            ErrorCode::CANCEL
-                        } else {
-                            ErrorCode::DROPPED
-                        };
-                        self.end_track(ctx, track, code);
-                    }
-                    return Ok(None);
-                }
-                Ok(Some(In::OurSubscribe { buf, up }))
-            }
-            In::OurTrack {
-                mut buf,
-                path: p,
-                name,
-            } => {
-                extend(&mut buf, &chunks, max)?;
-                if let Some((info, _)) = lite::decode_framed::<TrackInfo>(&buf, version, max)? {
-                    self.write(ctx, ch, id, Vec::new(), true);
-                    self.info_known(ctx, p, name, Ok(info));
-                    return Ok(Some(In::Discard));
-                }
-                if end != End::Open {
-                    let code = match end {
-                        End::Reset(code) => code,
-                        _ => ErrorCode::NOT_FOUND,
-                    };
-                    self.info_known(ctx, p, name, Err(code));
-                    return Ok(None);
-                }
-                Ok(Some(In::OurTrack { buf, path: p, name }))
-            }
-        }
-    }
-
-    /// Incomplete message: fine while the stream is open, an error at its end.
-    fn short(&self, end: End, state: In) -> Result<Option<In>, DecodeError> {
-        match end {
-            End::Open => Ok(Some(state)),
-            End::Fin => Err(DecodeError::Short),
-            End::Reset(_) => Ok(None),
-        }
-    }
-
-    fn group_events(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        ch: ConnectionHandle,
-        id: StreamId,
-        g: &mut GroupIn,
-    ) -> Result<(), DecodeError> {
-        while let Some(ev) = g.reader.poll()? {
-            match ev {
-                GroupEvent::Header(GroupHeader {
-                    subscribe_id,
-                    sequence,
-                }) => {
-                    let track = self
-                        .sessions
-                        .get(&ch)
-                        .and_then(|s| s.ups.get(&subscribe_id))
-                        .map(|u| u.track);
-                    let Some(track) = track else {
-                        self.refuse(ctx, ch, id, ErrorCode::CANCEL);
-                        return Ok(());
-                    };
-                    let Some(t) = self.tracks.get_mut(&track) else {
-                        return Ok(());
-                    };
-                    if !t.cache.open(sequence, ctx.now, self.limits.cache) {
-                        self.refuse(ctx, ch, id, ErrorCode::OLD);
-                        return Ok(());
-                    }
-                    g.track = Some(track);
-                    g.seq = sequence;
-                }
-                GroupEvent::Frame { timestamp, .. } => {
-                    let ts = if self
-                        .sessions
-                        .get(&ch)
-                        .is_some_and(|s| s.version() == Version::Lite05)
-                    {
-                        timestamp
-                    } else {
-                        now_ms()
-                    };
-                    g.frame = Some(Frame {
-                        timestamp: ts,
-                        chunks: Vec::new(),
-                    });
-                }
-                GroupEvent::Payload(b) => {
-                    if let Some(f) = &mut g.frame {
-                        f.chunks.push(b);
-                    }
-                }
-                GroupEvent::FrameEnd => {
-                    if let (Some(track), Some(f)) = (g.track, g.frame.take()) {
-                        self.append(ctx, track, g.seq, Arc::new(f));
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
     // ----- announcements ----------------------------------------------------------------
 
-    /// The peer announced (or ended) `suffix` under our request.
-    fn learned(
-        &mut self,
-        _ctx: &mut Ctx<'_>,
-        ch: ConnectionHandle,
-        suffix: &str,
-        active: bool,
-        hops: Vec<u64>,
-    ) -> Result<(), DecodeError> {
-        let Some(s) = self.sessions.get_mut(&ch) else {
-            return Ok(());
-        };
-        let abs: Arc<str> = path::join(&s.root, suffix, self.limits.max_path)?.into();
-        if active {
-            if hops.contains(&self.registry.origin) || hops.len() >= lite::MAX_HOPS {
-                return Ok(());
-            }
-            if s.published.len() >= self.limits.max_announces.max(1) * 16
-                && !s.published.contains(&abs)
-            {
-                return Err(DecodeError::TooLarge);
-            }
-            s.published.insert(abs.clone());
-            self.registry.publish(
-                &abs,
-                Owner {
-                    core: self.core,
-                    peer: Some(s.peer),
-                    hops,
-                },
-            );
-        } else if s.published.remove(&abs) {
-            self.registry.unpublish(&abs, self.core, Some(s.peer));
-        }
-        Ok(())
-    }
-
+    /// The peer's announce request: answer with what this core knows is active, except what
+    /// it must not hear ([`advertise`]).
     fn serve_announce(
         &mut self,
         ctx: &mut Ctx<'_>,
         ch: ConnectionHandle,
-        id: StreamId,
-        req: AnnounceRequest,
-    ) -> Result<(), DecodeError> {
-        let Some(s) = self.sessions.get_mut(&ch) else {
-            return Ok(());
+        request: StreamId,
+        prefix: &str,
+        exclude_hop: u64,
+    ) {
+        let (core, client, now) = (self.core, self.app.is_some(), ctx.now);
+        let (Some(s), Some(conn)) = (self.sessions.get_mut(&ch), ctx.conn(ch)) else {
+            return;
         };
-        if s.announce_outs.len() >= self.limits.max_announces {
-            return Err(DecodeError::TooLarge);
-        }
-        let prefix = path::join(&s.root, &req.prefix, self.limits.max_path)?;
-        let version = s.version();
-        let client = self.app.is_some();
-        let matches: Vec<(Arc<str>, Vec<u64>)> = self
+        let peer = s.peer;
+        let active = self
             .active
             .iter()
-            .filter(|(p, o)| {
-                path::has_prefix(p, &prefix)
-                    && !(req.exclude_hop != 0 && o.hops.contains(&req.exclude_hop))
-                    && advertise(self.core, client, s.peer, o)
-            })
-            .map(|(p, o)| (p.clone(), o.hops.clone()))
-            .collect();
-        let mut buf = BytesMut::new();
-        let origin = self.registry.origin;
-        let mut out = AnnounceOut {
-            stream: id,
-            prefix: prefix.clone(),
-            exclude: req.exclude_hop,
-            active: HashSet::new(),
-        };
-        let res = (|| {
-            match version {
-                Version::Lite01 | Version::Lite02 => AnnounceInit {
-                    suffixes: matches.iter().map(|(p, _)| suffix_of(p, &prefix)).collect(),
-                }
-                .encode(version, &mut buf)?,
-                Version::Lite05 => AnnounceOk {
-                    hop: origin,
-                    active_count: matches.len() as u64,
-                }
-                .encode(version, &mut buf)?,
-                _ => {}
-            }
-            if version >= Version::Lite03 {
-                for (p, hops) in &matches {
-                    announce_msg(version, origin, &prefix, p, hops, true)
-                        .encode(version, &mut buf)?;
-                }
-            }
-            Ok::<_, lite::EncodeError>(())
-        })();
-        if res.is_err() {
-            return Err(DecodeError::InvalidValue);
-        }
-        out.active.extend(matches.into_iter().map(|(p, _)| p));
-        s.announce_outs.push(out);
-        if let Some(c) = ctx.conn(ch) {
-            let _ = c.send_stream(id).set_priority(CONTROL_PRIORITY);
-        }
-        self.write(ctx, ch, id, vec![buf.freeze()], false);
-        Ok(())
+            .filter(|(_, o)| advertise(core, client, peer, o))
+            .map(|(p, o)| (p, o.hops.as_slice()));
+        s.io(conn, now, |w, io| {
+            w.announce_start(io, request, prefix, exclude_hop, active)
+        });
     }
 
     /// A broadcast became active or ended somewhere: tell every announce request that covers it.
@@ -1786,45 +932,22 @@ impl Node {
                 None => return,
             },
         };
-        let hops = owner.hops.clone();
         if self.app.is_some() {
             self.emit(AppEvent::Announced {
                 path: path_.to_string(),
                 active,
             });
         }
-        let origin = self.registry.origin;
-        let mut writes = Vec::new();
-        let client = self.app.is_some();
+        let (client, now) = (self.app.is_some(), ctx.now);
         for (ch, s) in &mut self.sessions {
             if !advertise(self.core, client, s.peer, &owner) {
                 continue;
             }
-            let version = s.version();
-            for out in &mut s.announce_outs {
-                if !path::has_prefix(&path_, &out.prefix) {
-                    continue;
-                }
-                if active {
-                    if (out.exclude != 0 && hops.contains(&out.exclude))
-                        || !out.active.insert(path_.clone())
-                    {
-                        continue;
-                    }
-                } else if !out.active.remove(&path_) {
-                    continue;
-                }
-                let mut buf = BytesMut::new();
-                if announce_msg(version, origin, &out.prefix, &path_, &hops, active)
-                    .encode(version, &mut buf)
-                    .is_ok()
-                {
-                    writes.push((*ch, out.stream, buf.freeze()));
-                }
+            if let Some(conn) = ctx.conn(*ch) {
+                s.io(conn, now, |w, io| {
+                    w.announce(io, &path_, &owner.hops, active)
+                });
             }
-        }
-        for (ch, id, bytes) in writes {
-            self.write(ctx, ch, id, vec![bytes], false);
         }
     }
 
@@ -1848,8 +971,8 @@ impl Node {
             self.give_info(ctx, &p, &name, waiter, Err(ErrorCode::UNROUTABLE));
             return;
         };
+        self.info_waits.insert(key, vec![waiter]);
         if owner.core != self.core {
-            self.info_waits.insert(key, vec![waiter]);
             self.registry.send(
                 owner.core,
                 CoreMsg::TrackInfo {
@@ -1860,32 +983,16 @@ impl Node {
             );
             return;
         }
-        let upstream = owner.peer.and_then(|peer| {
-            let conn = self.conn_of(peer)?;
-            let s = self.sessions.get(&conn)?;
-            (s.version() >= Version::Lite05).then_some(())?;
-            let rel = path::strip_prefix(&p, &s.root)?.to_string();
-            Some((conn, rel))
-        });
-        self.info_waits.insert(key, vec![waiter]);
-        let Some((conn, rel)) = upstream else {
-            self.info_known(ctx, p, name, Ok(TrackInfo::default()));
-            return;
-        };
-        let req = TrackReq {
-            broadcast: rel,
-            track: name.to_string(),
-        };
-        let state = In::OurTrack {
-            buf: Vec::new(),
-            path: p.clone(),
-            name: name.clone(),
-        };
-        if self
-            .request(ctx, conn, ControlType::Track, &req, state)
-            .is_none()
-        {
-            self.info_known(ctx, p, name, Err(ErrorCode::DROPPED));
+        let asked = owner
+            .peer
+            .and_then(|peer| self.conn_of(peer))
+            .and_then(|conn| self.wire(ctx, conn, |w, io, _| w.ask_info(io, &p, &name)));
+        match asked {
+            Some(InfoAsk::Asked) => {}
+            Some(InfoAsk::Failed) => self.info_known(ctx, p, name, Err(ErrorCode::DROPPED)),
+            Some(InfoAsk::Unsupported) | None => {
+                self.info_known(ctx, p, name, Ok(TrackInfo::default()))
+            }
         }
     }
 
@@ -1922,16 +1029,17 @@ impl Node {
         waiter: InfoWaiter,
         result: Result<TrackInfo, ErrorCode>,
     ) {
-        match (waiter, result) {
-            (InfoWaiter::Stream(ch, id), Ok(info)) => {
-                self.write_msg(ctx, ch, id, |v, b| info.encode(v, b), true)
+        match waiter {
+            InfoWaiter::Stream(peer, id) => {
+                if let Some(ch) = self.conn_of(peer) {
+                    self.wire(ctx, ch, |w, io, _| w.answer_info(io, id, result));
+                }
             }
-            (InfoWaiter::Stream(ch, id), Err(code)) => self.refuse(ctx, ch, id, code),
-            (InfoWaiter::App(id), result) => self.emit(AppEvent::TrackInfo {
+            InfoWaiter::App(id) => self.emit(AppEvent::TrackInfo {
                 id,
                 result: result.map_err(|c| c.0),
             }),
-            (InfoWaiter::Core(core), result) => self.registry.send(
+            InfoWaiter::Core(core) => self.registry.send(
                 core,
                 CoreMsg::TrackInfoReply {
                     path: p.clone(),
@@ -1977,11 +1085,9 @@ impl Node {
         self.insert_track(id, path_, name, source);
         Some(id)
     }
-
     fn track_id(&self, path_: &str, name: &str) -> Option<u64> {
         self.by_name.get(path_)?.get(name).copied()
     }
-
     /// Forget the name of a track that is going away.
     fn unindex(&mut self, t: &TrackState) {
         if let Some(names) = self.by_name.get_mut(&t.path) {
@@ -1991,7 +1097,6 @@ impl Node {
             }
         }
     }
-
     fn insert_track(&mut self, id: u64, path_: &str, name: &str, source: Source) {
         let (p, n): (Arc<str>, Arc<str>) = (path_.into(), name.into());
         self.by_name
@@ -2012,6 +1117,7 @@ impl Node {
         );
     }
 
+    /// Subscribe to `(path, name)` on the session of `conn`, for `track`: our subscribe id.
     fn subscribe_upstream(
         &mut self,
         ctx: &mut Ctx<'_>,
@@ -2020,88 +1126,35 @@ impl Node {
         name: &str,
         track: u64,
     ) -> Option<u64> {
-        let s = self.sessions.get(&conn)?;
-        let rel = path::strip_prefix(path_, &s.root)?.to_string();
-        let s = self.sessions.get_mut(&conn)?;
-        let up = s.next_up;
-        s.next_up += 1;
-        let req = Subscribe {
-            id: up,
-            broadcast: rel,
-            track: name.to_string(),
-            options: SubscribeOptions::default(),
-        };
-        let id = self.request(
-            ctx,
-            conn,
-            ControlType::Subscribe,
-            &req,
-            In::OurSubscribe {
-                buf: Vec::new(),
-                up,
-            },
-        )?;
-        self.sessions
-            .get_mut(&conn)?
-            .ups
-            .insert(up, Upstream { stream: id, track });
+        let up = self.wire(ctx, conn, |w, io, _| w.subscribe(io, path_, name))??;
+        self.sessions.get_mut(&conn)?.ups.insert(up, track);
         Some(up)
     }
 
-    /// A peer's SUBSCRIBE. False when the stream was refused.
+    /// A peer's SUBSCRIBE: find the track (subscribing upstream if need be) and attach.
     fn serve_subscribe(
         &mut self,
         ctx: &mut Ctx<'_>,
         ch: ConnectionHandle,
-        id: StreamId,
-        req: Subscribe,
-    ) -> Result<bool, DecodeError> {
-        let Some(s) = self.sessions.get(&ch) else {
-            return Ok(false);
-        };
-        if s.downs.contains_key(&req.id) {
-            self.refuse(ctx, ch, id, ErrorCode::DUPLICATE);
-            return Ok(false);
-        }
-        if s.downs.len() >= self.limits.max_subscriptions {
-            self.refuse(ctx, ch, id, ErrorCode::BOUNDS_EXCEEDED);
-            return Ok(false);
-        }
-        let version = s.version();
-        let abs = path::join(&s.root, &req.broadcast, self.limits.max_path)?;
-        tracing::debug!(core = self.core, broadcast = %abs, track = %req.track, id = req.id, "subscribe");
-        let Some(track) = self.resolve(ctx, &abs, &req.track) else {
-            self.refuse(ctx, ch, id, ErrorCode::UNROUTABLE);
-            return Ok(false);
-        };
-        let s = self.sessions.get_mut(&ch).expect("checked");
-        s.downs.insert(
-            req.id,
-            Down {
-                stream: id,
-                track,
-                priority: req.options.priority,
-                started: false,
-                groups: VecDeque::new(),
-                skipped: VecDeque::new(),
-            },
-        );
-        if let Some(c) = ctx.conn(ch) {
-            let _ = c.send_stream(id).set_priority(CONTROL_PRIORITY);
-        }
-        if version < Version::Lite05 {
-            let ok = SubscribeResponse::Ok(SubscribeOptions {
-                priority: req.options.priority,
-                ..Default::default()
+        id: u64,
+        path_: &str,
+        name: &str,
+        start: Option<u64>,
+    ) {
+        let Some(track) = self.resolve(ctx, path_, name) else {
+            self.wire(ctx, ch, |w, io, _| {
+                w.refuse_subscribe(io, id, ErrorCode::UNROUTABLE)
             });
-            self.write_msg(ctx, ch, id, |v, b| ok.encode(v, b), false);
-        }
-        let sub = SubRef::Down {
-            conn: ch,
-            id: req.id,
+            return;
         };
-        self.attach(ctx, track, sub, req.options.start_group);
-        Ok(true)
+        let taken = self.wire(ctx, ch, |w, io, _| w.accept_subscribe(io, id));
+        let Some(s) = self.sessions.get_mut(&ch).filter(|_| taken == Some(true)) else {
+            // The subscriber left before it was answered.
+            self.maybe_release(ctx, track);
+            return;
+        };
+        s.downs.insert(id, track);
+        self.attach(ctx, track, SubRef::Down { conn: ch, id }, start);
     }
 
     /// Add a subscriber to a track and give it the cache: the latest group from frame 0, or
@@ -2126,7 +1179,6 @@ impl Node {
             self.sync(ctx, track, seq, Some(sub));
         }
     }
-
     /// Remove a subscriber; a track nobody wants any more is released upstream.
     fn detach(&mut self, ctx: &mut Ctx<'_>, track: u64, sub: SubRef) {
         let Some(t) = self.tracks.get_mut(&track) else {
@@ -2135,7 +1187,6 @@ impl Node {
         t.subs.retain(|s| *s != sub);
         self.maybe_release(ctx, track);
     }
-
     /// A track nobody wants: keep it for the linger, then release it.
     fn maybe_release(&mut self, ctx: &mut Ctx<'_>, track: u64) {
         let linger = self.limits.track_linger;
@@ -2153,7 +1204,6 @@ impl Node {
         }
         self.release(ctx, track);
     }
-
     /// Release the tracks whose linger is over, and wake again for the next one.
     fn release_idle(&mut self, ctx: &mut Ctx<'_>) {
         let idle: Vec<u64> = self
@@ -2166,7 +1216,6 @@ impl Node {
             self.maybe_release(ctx, id);
         }
     }
-
     fn release(&mut self, ctx: &mut Ctx<'_>, track: u64) {
         let Some(t) = self.tracks.remove(&track) else {
             return;
@@ -2175,20 +1224,14 @@ impl Node {
         self.drop_source(ctx, track, t.source);
     }
 
-    /// Stop what feeds `track`: FIN our upstream SUBSCRIBE, or leave the owning core's track.
+    /// Stop what feeds `track`: end our upstream SUBSCRIBE, or leave the owning core's track.
     fn drop_source(&mut self, ctx: &mut Ctx<'_>, track: u64, source: Source) {
         match source {
             Source::Session { conn, up } => {
-                if let Some(Upstream { stream, .. }) =
-                    self.sessions.get_mut(&conn).and_then(|s| s.ups.remove(&up))
+                if let Some(s) = self.sessions.get_mut(&conn)
+                    && s.ups.remove(&up).is_some()
                 {
-                    if let Some(s) = self.sessions.get_mut(&conn) {
-                        s.ins.remove(&stream);
-                    }
-                    self.write(ctx, conn, stream, Vec::new(), true);
-                    if let Some(c) = ctx.conn(conn) {
-                        let _ = c.recv_stream(stream).stop(stream_code(ErrorCode::CANCEL));
-                    }
+                    self.wire(ctx, conn, |w, io, _| w.unsubscribe(io, up));
                 }
             }
             Source::Core { core } => self.registry.send(
@@ -2202,59 +1245,28 @@ impl Node {
         }
     }
 
-    /// The subscribe stream `id` of session `ch` is gone: cancel that subscription's groups.
-    fn drop_down_stream(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, id: StreamId) {
-        let Some(s) = self.sessions.get_mut(&ch) else {
-            return;
-        };
-        let Some(sub) = s
-            .downs
-            .iter()
-            .find(|(_, d)| d.stream == id)
-            .map(|(k, _)| *k)
-        else {
-            return;
-        };
-        let down = s.downs.remove(&sub).expect("found");
-        for g in down.groups {
-            self.reset(ctx, ch, g.stream, ErrorCode::CANCEL);
-        }
-        self.detach(ctx, down.track, SubRef::Down { conn: ch, id: sub });
-    }
-
+    /// A peer's FETCH of one group: the cached group, whole, or NOT_FOUND.
     fn serve_fetch(
         &mut self,
         ctx: &mut Ctx<'_>,
         ch: ConnectionHandle,
-        id: StreamId,
-        req: Fetch,
-    ) -> Result<(), DecodeError> {
-        let Some(s) = self.sessions.get(&ch) else {
-            return Ok(());
-        };
-        let version = s.version();
-        let abs = path::join(&s.root, &req.broadcast, self.limits.max_path)?;
+        request: StreamId,
+        path_: &str,
+        name: &str,
+        group: u64,
+    ) {
+        let now = ctx.now;
         let frames = self
-            .track_id(&abs, &req.track)
-            .and_then(|t| self.tracks.get(&t))
-            .and_then(|t| t.cache.get(req.group))
-            .map(|g| g.frames.clone());
-        let Some(frames) = frames else {
-            self.refuse(ctx, ch, id, ErrorCode::NOT_FOUND);
-            return Ok(());
+            .by_name
+            .get(path_)
+            .and_then(|m| m.get(name))
+            .and_then(|t| self.tracks.get(t))
+            .and_then(|t| t.cache.get(group))
+            .map(|g| &g.frames[..]);
+        let (Some(s), Some(conn)) = (self.sessions.get_mut(&ch), ctx.conn(ch)) else {
+            return;
         };
-        let mut writer = GroupWriter::new(version);
-        let mut chunks = Vec::new();
-        for f in frames {
-            let mut hdr = BytesMut::new();
-            if writer.frame(f.size(), f.timestamp, &mut hdr).is_err() {
-                return Err(DecodeError::InvalidValue);
-            }
-            chunks.push(hdr.freeze());
-            chunks.extend(f.chunks.iter().cloned());
-        }
-        self.write(ctx, ch, id, chunks, true);
-        Ok(())
+        s.io(conn, now, |w, io| w.answer_fetch(io, request, frames));
     }
 
     // ----- fan-out ----------------------------------------------------------------------
@@ -2303,7 +1315,6 @@ impl Node {
         }
         self.sync(ctx, track, seq, None);
     }
-
     fn group_done(&mut self, ctx: &mut Ctx<'_>, track: u64, seq: u64) {
         let Some(t) = self.tracks.get_mut(&track) else {
             return;
@@ -2318,7 +1329,6 @@ impl Node {
         }
         self.sync(ctx, track, seq, None);
     }
-
     /// Group `seq` will never finish (reset upstream, or evicted unfinished): forget it and
     /// reset every subscriber's stream for it, here and on the cores with replicas.
     fn group_abort(&mut self, ctx: &mut Ctx<'_>, track: u64, seq: u64, code: ErrorCode) {
@@ -2345,18 +1355,9 @@ impl Node {
                 }
                 SubRef::Fetch { .. } => {}
                 SubRef::Down { conn: ch, id } => {
-                    let Some(s) = self.sessions.get_mut(&ch) else {
-                        continue;
-                    };
-                    let Some(down) = s.downs.get_mut(&id) else {
-                        continue;
-                    };
-                    if let Some(i) = down.groups.iter().position(|g| g.seq == seq) {
-                        let g = down.groups.remove(i).expect("in range");
-                        s.outs.remove(&g.stream);
-                        if let Some(conn) = ctx.conn(ch) {
-                            let _ = conn.send_stream(g.stream).reset(stream_code(code));
-                        }
+                    let now = ctx.now;
+                    if let (Some(s), Some(conn)) = (self.sessions.get_mut(&ch), ctx.conn(ch)) {
+                        s.io(conn, now, |w, io| w.abort_group(io, id, seq, code));
                     }
                 }
             }
@@ -2378,12 +1379,17 @@ impl Node {
             None => &t.subs[..],
         };
         let counters = &self.registry.counters[self.core];
+        let now = ctx.now;
         let mut fetched = Vec::new();
         for &sub in subs {
             match sub {
                 SubRef::Down { conn: ch, id } => {
                     if let (Some(s), Some(conn)) = (self.sessions.get_mut(&ch), ctx.conn(ch)) {
-                        s.sync_down(conn, &self.limits, counters, id, group);
+                        let done = s.io(conn, now, |w, io| w.deliver(io, id, group));
+                        counters.frames_delivered(done.frames);
+                        for _ in 0..done.resets {
+                            counters.group_reset();
+                        }
                     }
                 }
                 SubRef::App { id } => {
@@ -2451,7 +1457,6 @@ impl Node {
         // No cached group is complete, so attaching only waits for the next to complete.
         self.attach(ctx, track, SubRef::Fetch { id }, None);
     }
-
     /// The source of a track is gone: end every subscription to it.
     fn end_track(&mut self, ctx: &mut Ctx<'_>, track: u64, code: ErrorCode) {
         let Some(t) = self.tracks.remove(&track) else {
@@ -2479,30 +1484,10 @@ impl Node {
                     self.fetches.remove(&id);
                 }
                 SubRef::Down { conn, id } => {
-                    let Some(s) = self.sessions.get_mut(&conn) else {
-                        continue;
-                    };
-                    let version = s.version();
-                    let Some(down) = s.downs.remove(&id) else {
-                        continue;
-                    };
-                    if code == ErrorCode::CANCEL {
-                        if version == Version::Lite05 {
-                            let end = t.cache.latest.map_or(0, |l| l + 1);
-                            self.write_msg(
-                                ctx,
-                                conn,
-                                down.stream,
-                                |v, b| SubscribeResponse::End(end).encode(v, b),
-                                false,
-                            );
-                        }
-                        self.write(ctx, conn, down.stream, Vec::new(), true);
-                    } else {
-                        for g in &down.groups {
-                            self.reset(ctx, conn, g.stream, code);
-                        }
-                        self.reset(ctx, conn, down.stream, code);
+                    let (latest, now) = (t.cache.latest, ctx.now);
+                    if let (Some(s), Some(c)) = (self.sessions.get_mut(&conn), ctx.conn(conn)) {
+                        s.downs.remove(&id);
+                        s.io(c, now, |w, io| w.end_subscription(io, id, code, latest));
                     }
                 }
             }
@@ -2613,7 +1598,6 @@ impl Node {
             }
         }
     }
-
     fn on_app(&mut self, ctx: &mut Ctx<'_>, cmd: AppCmd) {
         match cmd {
             AppCmd::Publish { path: p } => {
@@ -2720,7 +1704,6 @@ impl Node {
             }
         }
     }
-
     /// How much this core holds in each table, for operators and for tests that check a
     /// session leaves nothing behind.
     fn census(&self) -> Census {
@@ -2738,14 +1721,13 @@ impl Node {
             ..Census::default()
         };
         for s in self.sessions.values() {
-            c.streams += s.ins.len() + s.outs.len();
-            c.subscriptions += s.downs.len();
-            c.upstream_subscriptions += s.ups.len();
-            c.announce_requests += s.announce_outs.len();
+            c.streams += s.wire.streams_read() + s.outs.len();
+            c.subscriptions += s.wire.subscriptions();
+            c.upstream_subscriptions += s.wire.upstream_subscriptions();
+            c.announce_requests += s.wire.announce_requests();
         }
         c
     }
-
     fn app_track(&mut self, p: &str, track: &str) -> u64 {
         let p = path::normalize(p, self.limits.max_path).unwrap_or_default();
         if let Some(id) = self.track_id(&p, track) {
@@ -2781,18 +1763,10 @@ impl Handler for Node {
                 }
             }
             Event::Stream(StreamEvent::Stopped { id, .. }) => {
-                if let Some(s) = self.sessions.get_mut(&ch) {
-                    s.outs.remove(&id);
-                    for d in s.downs.values_mut() {
-                        if let Some(i) = d.groups.iter().position(|g| g.stream == id) {
-                            let g = d.groups.remove(i).expect("in range");
-                            d.skip(g.seq);
-                        }
-                    }
+                let now = ctx.now;
+                if let (Some(s), Some(conn)) = (self.sessions.get_mut(&ch), ctx.conn(ch)) {
+                    s.io(conn, now, |w, io| w.stopped(io, id));
                 }
-                let _ = ctx
-                    .conn(ch)
-                    .map(|c| c.send_stream(id).reset(stream_code(ErrorCode::CANCEL)));
             }
             _ => {}
         }
@@ -2819,7 +1793,7 @@ impl Handler for Node {
     fn on_shutdown(&mut self, ctx: &mut Ctx<'_>) {
         let handles: Vec<_> = self.sessions.keys().copied().collect();
         for ch in handles {
-            self.close(ctx, ch, ErrorCode::CANCEL, "shutdown");
+            ctx.close(ch, ErrorCode::CANCEL.0, b"shutdown");
         }
     }
 }
@@ -2834,42 +1808,6 @@ fn advertise(core: usize, client: bool, peer: PeerId, owner: &Owner) -> bool {
     !client || owner.peer.is_none()
 }
 
-/// The announce message for `path` as seen under `prefix`, with the hop list each version
-/// carries (§5.1).
-fn announce_msg(
-    version: Version,
-    origin: u64,
-    prefix: &str,
-    path_: &str,
-    hops: &[u64],
-    active: bool,
-) -> Announce {
-    let hops = match (active, version) {
-        (false, _) | (true, Version::Lite01 | Version::Lite02 | Version::Lite05) => {
-            if active {
-                hops.to_vec()
-            } else {
-                Vec::new()
-            }
-        }
-        (true, _) => hops.iter().copied().chain([origin]).collect(),
-    };
-    let hops = if version < Version::Lite03 {
-        Vec::new()
-    } else {
-        hops
-    };
-    Announce {
-        status: if active {
-            AnnounceStatus::Active
-        } else {
-            AnnounceStatus::Ended
-        },
-        suffix: suffix_of(path_, prefix),
-        hops,
-    }
-}
-
 /// Each frame's payload as one `Bytes` (chunks are joined only when there are several).
 fn frame_payloads(frames: &[Arc<Frame>]) -> Vec<Bytes> {
     frames
@@ -2880,45 +1818,4 @@ fn frame_payloads(frames: &[Arc<Frame>]) -> Vec<Bytes> {
             many => Bytes::from(many.concat()),
         })
         .collect()
-}
-
-fn suffix_of(path_: &str, prefix: &str) -> String {
-    path::strip_prefix(path_, prefix)
-        .unwrap_or(path_)
-        .to_string()
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum End {
-    Open,
-    Fin,
-    /// Reset by the peer with this moq code (CANCEL when it is outside the mapped range).
-    Reset(ErrorCode),
-}
-
-/// Everything readable now on `id`, with the peer's reset code as a moq code.
-fn read_chunks(conn: &mut Connection, id: StreamId) -> (Vec<Bytes>, End) {
-    let (chunks, end) = stream_io::read_chunks(conn, id);
-    (chunks, moq_end(end))
-}
-
-/// How a read left a stream, with the peer's reset code as a moq code.
-fn moq_end(end: ReadEnd) -> End {
-    match end {
-        ReadEnd::Open => End::Open,
-        ReadEnd::Fin => End::Fin,
-        ReadEnd::Reset(code) => {
-            End::Reset(ErrorCode::from_stream_code(code).unwrap_or(ErrorCode::CANCEL))
-        }
-    }
-}
-
-fn extend(buf: &mut Vec<u8>, chunks: &[Bytes], max: usize) -> Result<(), DecodeError> {
-    for c in chunks {
-        if buf.len() + c.len() > max.saturating_mul(4) {
-            return Err(DecodeError::TooLarge);
-        }
-        buf.extend_from_slice(c);
-    }
-    Ok(())
 }

@@ -39,7 +39,8 @@ pub use connect::{
 };
 pub use error::*;
 pub use session::{
-    CONNECT_PRIORITY, MAX_EARLY_BYTES, MAX_EARLY_STREAMS, RootCheck, WebEvent, WebSession,
+    CONNECT_PRIORITY, MAX_EARLY_BYTES, MAX_EARLY_STREAMS, RootCheck, SessionStreams, WebEvent,
+    WebSession,
 };
 pub use settings::{ControlReader, MAX_FIELD_SECTION_SIZE, control_stream, goaway_frame};
 pub use stream::{

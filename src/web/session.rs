@@ -209,6 +209,12 @@ impl WebSession {
         })
     }
 
+    /// `io` as the moq session on top writes through it: each stream it opens starts with the
+    /// WebTransport header, so the machine above never knows which transport it is on.
+    pub fn streams<'a>(&'a self, io: &'a mut dyn Streams) -> SessionStreams<'a> {
+        SessionStreams { io, web: self }
+    }
+
     /// Whether the bytes of `id` are the session's to read ([`Self::on_stream`]) rather than
     /// the moq layer's.
     pub fn owns(&self, id: StreamId) -> bool {
@@ -701,4 +707,48 @@ fn after_header(buf: &[u8], used: usize, tail: VecDeque<Bytes>) -> Vec<Bytes> {
     }
     rest.extend(tail);
     rest
+}
+
+/// The streams of a WebTransport session for the protocol it carries: [`WebSession::streams`].
+pub struct SessionStreams<'a> {
+    io: &'a mut dyn Streams,
+    web: &'a WebSession,
+}
+
+impl Streams for SessionStreams<'_> {
+    fn side(&self) -> crate::stream::Side {
+        self.io.side()
+    }
+
+    fn open(&mut self, dir: Dir) -> Option<StreamId> {
+        let id = self.io.open(dir)?;
+        if let Some(prefix) = self.web.stream_prefix(dir) {
+            self.io.write(id, vec![prefix], false);
+        }
+        Some(id)
+    }
+
+    fn write(&mut self, id: StreamId, chunks: Vec<Bytes>, fin: bool) {
+        self.io.write(id, chunks, fin);
+    }
+
+    fn reset(&mut self, id: StreamId, code: u64) {
+        self.io.reset(id, code);
+    }
+
+    fn stop(&mut self, id: StreamId, code: u64) {
+        self.io.stop(id, code);
+    }
+
+    fn set_priority(&mut self, id: StreamId, priority: i32) {
+        self.io.set_priority(id, priority);
+    }
+
+    fn close(&mut self, code: u64, reason: &[u8]) {
+        self.io.close(code, reason);
+    }
+
+    fn backlog(&self, id: StreamId) -> Option<usize> {
+        self.io.backlog(id)
+    }
 }
