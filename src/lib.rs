@@ -10,10 +10,11 @@
 //! - [`web`]: HTTP/3 just far enough for WebTransport, sans IO.
 //! - [`model`]: the vocabulary with no I/O: paths, frames, groups and the group cache, track
 //!   info, peer ids.
-//! - [`lite`]: the moq-lite wire codecs, lite-01 to lite-05, sans IO.
-//! - [`relay`]: the model (frames, groups, the group cache), the shared [`relay::Registry`], and
-//!   [`relay::Node`], each core's handler: the sessions over raw QUIC and WebTransport, tracks,
-//!   subscriptions, announcements, fan-out within and across cores.
+//! - [`lite`]: moq-lite, lite-01 to lite-05, sans IO: the wire codecs and
+//!   [`lite::session::Session`], the session machine of one connection in both roles.
+//! - [`relay`]: the shared [`relay::Registry`] and [`relay::Node`], each core's handler: the
+//!   glue from QUIC and WebTransport to the session machines, tracks, subscriptions,
+//!   announcements, fan-out within and across cores.
 //! - [`http`]: the TCP endpoints `/certificate.sha256`, `/announced/...`, `/fetch/...`.
 //! - [`config`]: CLI flags, `MOQ_*` variables and the TOML file, merged.
 //! - [`server`]: starts the relay from a [`config::Config`] and stops it gracefully.

@@ -415,6 +415,7 @@ impl Node {
                 Some(d) if !server && !h3 => Some(d.path.clone()),
                 _ => None,
             },
+            role: lite::Role::Both,
             limits: wire::Limits {
                 max_message: l.max_message,
                 max_path: l.max_path,
@@ -723,9 +724,10 @@ impl Node {
         }
     }
 
-    /// Setup is complete: a client's first session is its upstream, and its application
-    /// hears of it; the peer's waiting streams can be taken now.
+    /// Setup is complete: ask the peer what it publishes; a client's first session is its
+    /// upstream, and its application hears of it; the peer's waiting streams can be taken now.
     fn ready(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle) {
+        self.wire(ctx, ch, |w, io, _| w.announce_interest(io, ""));
         let Some(s) = self.sessions.get(&ch) else {
             return;
         };

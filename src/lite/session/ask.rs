@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use super::{PeerEnd, PeerEvent, Session, State, Step};
 use crate::lite::{
-    Announce, AnnounceInit, AnnounceOk, AnnounceStatus, ControlType, DecodeError, ErrorCode,
-    MAX_HOPS, Subscribe, SubscribeOptions, SubscribeResponse, Track, TrackInfo, Version,
+    Announce, AnnounceInit, AnnounceOk, AnnounceRequest, AnnounceStatus, ControlType, DecodeError,
+    ErrorCode, MAX_HOPS, Subscribe, SubscribeOptions, SubscribeResponse, Track, TrackInfo, Version,
     decode_framed,
 };
 use crate::model::path;
@@ -25,6 +25,24 @@ pub enum InfoAsk {
 }
 
 impl Session {
+    /// Ask the peer which broadcasts under `prefix` (absolute) it publishes, now and as they
+    /// change: [`PeerEvent::Announced`] for each. Our origin is the hop it must leave out, so
+    /// our own broadcasts do not come back. `None` when the prefix is outside the session's
+    /// root or no stream could be opened.
+    pub fn announce_interest(&mut self, io: &mut dyn Streams, prefix: &str) -> Option<StreamId> {
+        let rel = path::strip_prefix(prefix, &self.root)?.to_string();
+        let req = AnnounceRequest {
+            prefix: rel,
+            exclude_hop: self.cfg.origin,
+        };
+        let state = State::OurAnnounce {
+            buf: Vec::new(),
+            started: false,
+            hop: 0,
+        };
+        self.request(io, ControlType::Announce, &req, state)
+    }
+
     /// Responses to our announce request: the initial set (ANNOUNCE_INIT on lite-01/02,
     /// ANNOUNCE_OK with the peer's hop on lite-05), then ANNOUNCE messages.
     pub(super) fn our_announce(

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use super::{
-    ControlType, DataType, DecodeError, EncodeError, ErrorCode, GroupReader, MAX_FRAME_SIZE,
+    ControlType, DataType, DecodeError, EncodeError, ErrorCode, GroupReader, MAX_FRAME_SIZE, Role,
     Version,
 };
 use crate::model::{Frame, TrackInfo};
@@ -80,6 +80,8 @@ pub struct Config {
     pub setup_versions: Vec<Version>,
     /// A client's lite-05 SETUP Path (raw QUIC has no URL to carry it).
     pub setup_path: Option<String>,
+    /// What lite-05 SETUP says we do: a relay does both, a load generator's sessions one.
+    pub role: Role,
     pub limits: Limits,
 }
 
@@ -87,7 +89,8 @@ pub struct Config {
 /// is already joined in).
 #[derive(Debug, PartialEq)]
 pub enum PeerEvent {
-    /// The session is set up: requests may flow.
+    /// The session is set up: requests may flow (ask what the peer publishes with
+    /// [`Session::announce_interest`]).
     Ready,
     /// The peer wants to hear which broadcasts under `prefix` are active: answer with
     /// [`Session::announce_start`].

@@ -3,8 +3,8 @@
 
 use super::{PeerEnd, PeerEvent, Session, State, Step, short};
 use crate::lite::{
-    AnnounceRequest, ClientSetup, ControlType, DataType, DecodeError, ErrorCode, Message,
-    ProbeLevel, Role, ServerSetup, SessionInfo, Setup, Version, decode_framed,
+    ClientSetup, DataType, DecodeError, ErrorCode, Message, ProbeLevel, ServerSetup, SessionInfo,
+    Setup, Version, decode_framed,
 };
 use crate::model::path;
 use crate::stream::{Dir, StreamId, Streams};
@@ -36,7 +36,7 @@ impl Session {
                     } else {
                         self.cfg.setup_path.clone().filter(|p| !p.is_empty())
                     },
-                    role: Role::Both,
+                    role: self.cfg.role,
                     cost: None,
                     origin: self.cfg.origin,
                 };
@@ -171,22 +171,12 @@ impl Session {
         Ok(Step::Keep(State::Discard))
     }
 
-    /// Setup is complete: requests may flow. Ask the peer what it publishes.
-    pub(super) fn set_ready(&mut self, io: &mut dyn Streams, events: &mut Vec<PeerEvent>) {
+    /// Setup is complete: requests may flow.
+    pub(super) fn set_ready(&mut self, _io: &mut dyn Streams, events: &mut Vec<PeerEvent>) {
         if self.ready {
             return;
         }
         self.ready = true;
-        let req = AnnounceRequest {
-            prefix: String::new(),
-            exclude_hop: self.cfg.origin,
-        };
-        let state = State::OurAnnounce {
-            buf: Vec::new(),
-            started: false,
-            hop: 0,
-        };
-        self.request(io, ControlType::Announce, &req, state);
         events.push(PeerEvent::Ready);
     }
 }

@@ -32,6 +32,7 @@ fn config(server: bool, origin: u64) -> Config {
         origin,
         setup_versions: Vec::new(),
         setup_path: None,
+        role: crate::lite::Role::Both,
         limits: Limits::default(),
     }
 }
@@ -101,13 +102,18 @@ impl One {
     }
 }
 
-/// A server on lite-03 or later is set up at once and asks what the peer publishes.
+/// A server on lite-03 or later is set up at once, and can ask what the peer publishes.
 #[test]
 fn server_with_an_alpn_version_is_ready_and_asks_for_announcements() {
     for v in [Version::Lite03, Version::Lite04] {
         let mut s = One::new(true);
         s.start(Some(v));
         assert!(matches!(s.take_events()[..], [PeerEvent::Ready]), "{v:?}");
+        assert!(s.io.take().is_empty());
+        assert_eq!(
+            s.wire.announce_interest(&mut s.io, ""),
+            Some(bidi(Side::Server, 0))
+        );
         let req = bidi(Side::Server, 0);
         let want = enc(&[
             &control(ControlType::Announce, v),
@@ -144,6 +150,7 @@ fn server_with_an_alpn_version_is_ready_and_asks_for_announcements() {
 fn lite03_announce_request_bytes() {
     let mut s = One::new(true);
     s.start(Some(Version::Lite03));
+    s.wire.announce_interest(&mut s.io, "");
     let (bytes, fin) = s.io.take_written(bidi(Side::Server, 0));
     assert_eq!(bytes, vec![0x01, 0x01, 0x00]);
     assert!(!fin);
@@ -617,6 +624,10 @@ impl Peer {
         let mut rest = Vec::new();
         for event in std::mem::take(&mut self.events) {
             match event {
+                PeerEvent::Ready => {
+                    self.wire.announce_interest(&mut self.io, "");
+                    rest.push(event);
+                }
                 PeerEvent::AnnounceInterest {
                     request,
                     prefix,
