@@ -134,31 +134,12 @@ impl Engine {
         F: Fn(CoreInfo) -> H + Send + Sync + 'static,
     {
         let cores = config.cores();
-        let mut server_sockets: Vec<Option<std::net::UdpSocket>> = match &config.server {
-            Some(s) => bind_group(s.bind, cores, config.steer, &config.socket)
-                .map_err(|e| annotate(e, "server bind", s.bind))?
-                .into_iter()
-                .map(Some)
-                .collect(),
-            None => (0..cores).map(|_| None).collect(),
-        };
+        let (mut server_sockets, mut client_sockets) = bind_sockets(&config, cores)?;
         let server_addr = server_sockets
             .first()
             .and_then(|s| s.as_ref())
             .map(|s| s.local_addr())
             .transpose()?;
-        let mut client_sockets: Vec<Option<std::net::UdpSocket>> = match &config.client {
-            Some(c) if c.bind.port() == 0 => (0..cores)
-                .map(|_| bind_one(c.bind, &config.socket).map(Some))
-                .collect::<io::Result<_>>()
-                .map_err(|e| annotate(e, "client bind", c.bind))?,
-            Some(c) => bind_group(c.bind, cores, config.steer, &config.socket)
-                .map_err(|e| annotate(e, "client bind", c.bind))?
-                .into_iter()
-                .map(Some)
-                .collect(),
-            None => (0..cores).map(|_| None).collect(),
-        };
         if config.server.is_none() && config.client.is_none() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -180,13 +161,7 @@ impl Engine {
             .collect();
         let stop = Arc::new(AtomicBool::new(false));
         let stats: Vec<Arc<CoreStats>> = (0..cores).map(|_| Arc::default()).collect();
-        let reset_key: Arc<dyn quinn_proto::crypto::HmacKey> = {
-            let rng = ring::rand::SystemRandom::new();
-            Arc::new(
-                ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng)
-                    .map_err(|_| io::Error::other("no system randomness"))?,
-            )
-        };
+        let reset_key = reset_key()?;
 
         let factory = Arc::new(factory);
         let (ready_tx, ready_rx) = mpsc::channel::<io::Result<bool>>();
@@ -262,15 +237,7 @@ impl Engine {
             threads.push(thread);
         }
         drop(ready_tx);
-        let mut io_uring = true;
-        let mut failure = None;
-        for _ in 0..cores {
-            match ready_rx.recv() {
-                Ok(Ok(uring)) => io_uring &= uring,
-                Ok(Err(e)) => failure = Some(e),
-                Err(_) => failure = Some(io::Error::other("a core thread died during start-up")),
-            }
-        }
+        let (io_uring, failure) = await_cores(&ready_rx, cores);
         let engine = Engine {
             threads,
             doorbells,
@@ -333,4 +300,64 @@ impl Engine {
 
 fn annotate(e: io::Error, what: &str, addr: SocketAddr) -> io::Error {
     io::Error::new(e.kind(), format!("{what} {addr}: {e}"))
+}
+
+/// One socket per core for each role the engine has (a reuseport group; a client on port 0
+/// binds one ephemeral socket per core).
+#[allow(clippy::type_complexity)]
+fn bind_sockets(
+    config: &EngineConfig,
+    cores: usize,
+) -> io::Result<(
+    Vec<Option<std::net::UdpSocket>>,
+    Vec<Option<std::net::UdpSocket>>,
+)> {
+    let server = match &config.server {
+        Some(s) => bind_group(s.bind, cores, config.steer, &config.socket)
+            .map_err(|e| annotate(e, "server bind", s.bind))?
+            .into_iter()
+            .map(Some)
+            .collect(),
+        None => (0..cores).map(|_| None).collect(),
+    };
+    let client = match &config.client {
+        Some(c) if c.bind.port() == 0 => (0..cores)
+            .map(|_| bind_one(c.bind, &config.socket).map(Some))
+            .collect::<io::Result<_>>()
+            .map_err(|e| annotate(e, "client bind", c.bind))?,
+        Some(c) => bind_group(c.bind, cores, config.steer, &config.socket)
+            .map_err(|e| annotate(e, "client bind", c.bind))?
+            .into_iter()
+            .map(Some)
+            .collect(),
+        None => (0..cores).map(|_| None).collect(),
+    };
+    Ok((server, client))
+}
+
+/// The key of stateless resets, shared by every core's endpoint so that any core can reset
+/// a connection another core issued.
+fn reset_key() -> io::Result<Arc<dyn quinn_proto::crypto::HmacKey>> {
+    let rng = ring::rand::SystemRandom::new();
+    let key = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng)
+        .map_err(|_| io::Error::other("no system randomness"))?;
+    Ok(Arc::new(key))
+}
+
+/// Wait until every core has started (or failed to): whether all run io_uring, and the
+/// first failure.
+fn await_cores(
+    ready: &mpsc::Receiver<io::Result<bool>>,
+    cores: usize,
+) -> (bool, Option<io::Error>) {
+    let mut io_uring = true;
+    let mut failure = None;
+    for _ in 0..cores {
+        match ready.recv() {
+            Ok(Ok(uring)) => io_uring &= uring,
+            Ok(Err(e)) => failure = Some(e),
+            Err(_) => failure = Some(io::Error::other("a core thread died during start-up")),
+        }
+    }
+    (io_uring, failure)
 }

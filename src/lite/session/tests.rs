@@ -625,7 +625,8 @@ impl Peer {
         for event in std::mem::take(&mut self.events) {
             match event {
                 PeerEvent::Ready => {
-                    self.wire.announce_interest(&mut self.io, "");
+                    let root = self.wire.root().to_owned();
+                    assert!(self.wire.announce_interest(&mut self.io, &root).is_some());
                     rest.push(event);
                 }
                 PeerEvent::AnnounceInterest {
@@ -876,6 +877,8 @@ fn announce_request_before_setup_is_answered_after_it() {
             let name = format!("{version:?} split={split}");
             assert!(pair.server.wire.is_ready(), "{name}");
             assert_eq!(pair.server.wire.announce_requests(), 1, "{name}");
+            // And the server's own interest, under the root SETUP gave it, reached the client.
+            assert_eq!(pair.client.wire.announce_requests(), 1, "{name}");
             let root = if version.is_some() { "room/x" } else { "x" };
             assert!(
                 pair.server_heard.iter().any(

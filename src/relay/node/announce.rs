@@ -1,0 +1,185 @@
+//! Announcements (the peer's interest and what this core tells it) and TRACK_INFO (the cache
+//! of publishers' track info and who waits for it).
+
+use super::*;
+
+impl Node {
+    /// The peer's announce request: answer with what this core knows is active, except what
+    /// it must not hear ([`advertise`]).
+    pub(super) fn serve_announce(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        ch: ConnectionHandle,
+        request: StreamId,
+        prefix: &str,
+        exclude_hop: u64,
+    ) {
+        let (core, client, now) = (self.core, self.app.is_some(), ctx.now);
+        let (Some(s), Some(conn)) = (self.sessions.get_mut(&ch), ctx.conn(ch)) else {
+            return;
+        };
+        let peer = s.peer;
+        let active = self
+            .active
+            .iter()
+            .filter(|(_, o)| advertise(core, client, peer, o))
+            .map(|(p, o)| (p, o.hops.as_slice()));
+        s.io(conn, now, |w, io| {
+            w.announce_start(io, request, prefix, exclude_hop, active)
+        });
+    }
+
+    /// A broadcast became active or ended somewhere: tell every announce request that covers it.
+    pub(super) fn announced(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        path_: Arc<str>,
+        owner: Option<Owner>,
+        active: bool,
+    ) {
+        let owner = match owner {
+            Some(o) if active => {
+                let previous = self.active.insert(path_.clone(), o.clone());
+                if previous.is_some_and(|old| old.core != o.core || old.peer != o.peer) {
+                    // A new publisher took the broadcast over: move this core's tracks to it.
+                    let ids: Vec<u64> = self
+                        .by_name
+                        .get(&path_)
+                        .map(|m| m.values().copied().collect())
+                        .unwrap_or_default();
+                    for id in ids {
+                        self.resplice(ctx, id);
+                    }
+                }
+                o
+            }
+            _ => match self.active.remove(&path_) {
+                Some(o) => {
+                    self.infos.remove(&path_);
+                    o
+                }
+                None => return,
+            },
+        };
+        if self.app.is_some() {
+            self.emit(AppEvent::Announced {
+                path: path_.to_string(),
+                active,
+            });
+        }
+        let (client, now) = (self.app.is_some(), ctx.now);
+        for (ch, s) in &mut self.sessions {
+            if !advertise(self.core, client, s.peer, &owner) {
+                continue;
+            }
+            if let Some(conn) = ctx.conn(*ch) {
+                s.io(conn, now, |w, io| {
+                    w.announce(io, &path_, &owner.hops, active)
+                });
+            }
+        }
+    }
+
+    /// Answer `waiter` with the TRACK_INFO of `(path, name)`: from this core's cache, from a
+    /// lite-05 publisher (asked once however many wait), from the owning core, or the reference
+    /// defaults when the publisher's version has no TRACK_INFO.
+    pub(super) fn want_info(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        p: Arc<str>,
+        name: Arc<str>,
+        waiter: InfoWaiter,
+    ) {
+        if let Some(info) = self.infos.get(&p).and_then(|m| m.get(&name)).copied() {
+            self.give_info(ctx, &p, &name, waiter, Ok(info));
+            return;
+        }
+        let key = (p.clone(), name.clone());
+        if let Some(waiters) = self.info_waits.get_mut(&key) {
+            waiters.push(waiter);
+            return;
+        }
+        let owner = self.registry.lookup(&p).or_else(|| self.upstream_owner());
+        let Some(owner) = owner else {
+            self.give_info(ctx, &p, &name, waiter, Err(ErrorCode::UNROUTABLE));
+            return;
+        };
+        self.info_waits.insert(key, vec![waiter]);
+        if owner.core != self.core {
+            self.registry.send(
+                owner.core,
+                CoreMsg::TrackInfo {
+                    path: p,
+                    track: name,
+                    from: self.core,
+                },
+            );
+            return;
+        }
+        let asked = owner
+            .peer
+            .and_then(|peer| self.conn_of(peer))
+            .and_then(|conn| self.wire(ctx, conn, |w, io, _| w.ask_info(io, &p, &name)));
+        match asked {
+            Some(InfoAsk::Asked) => {}
+            Some(InfoAsk::Failed) => self.info_known(ctx, p, name, Err(ErrorCode::DROPPED)),
+            Some(InfoAsk::Unsupported) | None => {
+                self.info_known(ctx, p, name, Ok(TrackInfo::default()))
+            }
+        }
+    }
+
+    /// The TRACK_INFO of `(path, name)` is known (or cannot be): cache it and answer everyone.
+    pub(super) fn info_known(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        p: Arc<str>,
+        name: Arc<str>,
+        result: Result<TrackInfo, ErrorCode>,
+    ) {
+        if let Ok(info) = result
+            && self.active.contains_key(&p)
+        {
+            self.infos
+                .entry(p.clone())
+                .or_default()
+                .insert(name.clone(), info);
+        }
+        let waiters = self
+            .info_waits
+            .remove(&(p.clone(), name.clone()))
+            .unwrap_or_default();
+        for w in waiters {
+            self.give_info(ctx, &p, &name, w, result);
+        }
+    }
+
+    pub(super) fn give_info(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        p: &Arc<str>,
+        name: &Arc<str>,
+        waiter: InfoWaiter,
+        result: Result<TrackInfo, ErrorCode>,
+    ) {
+        match waiter {
+            InfoWaiter::Stream(peer, id) => {
+                if let Some(ch) = self.conn_of(peer) {
+                    self.wire(ctx, ch, |w, io, _| w.answer_info(io, id, result));
+                }
+            }
+            InfoWaiter::App(id) => self.emit(AppEvent::TrackInfo {
+                id,
+                result: result.map_err(|c| c.0),
+            }),
+            InfoWaiter::Core(core) => self.registry.send(
+                core,
+                CoreMsg::TrackInfoReply {
+                    path: p.clone(),
+                    track: name.clone(),
+                    result: result.map_err(|c| c.0),
+                },
+            ),
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! Fan-out: a frame (or a group's end or abort) goes into the track's cache, once to each
+//! core with a replica, and to each local subscriber.
+
+use super::*;
+
+impl Node {
+    /// A frame for group `seq` of `track`: cache it, hand it to every other core with
+    /// subscribers once, and write it to this core's subscribers.
+    pub(super) fn append(&mut self, ctx: &mut Ctx<'_>, track: u64, seq: u64, frame: Arc<Frame>) {
+        let Some(t) = self.tracks.get_mut(&track) else {
+            return;
+        };
+        let opened = t.cache.open(seq, ctx.now, self.limits.cache);
+        if !t.cache.dropped.is_empty() {
+            for old in std::mem::take(&mut t.cache.dropped) {
+                self.group_abort(ctx, track, old, ErrorCode::EVICTED);
+            }
+        }
+        if !opened {
+            return;
+        }
+        let Some(t) = self.tracks.get_mut(&track) else {
+            return;
+        };
+        let group = t.cache.get_mut(seq).expect("opened");
+        if group.done {
+            return;
+        }
+        group.frames.push(frame.clone());
+        tracing::trace!(
+            core = self.core,
+            track,
+            seq,
+            subs = t.subs.len(),
+            remotes = t.remotes.len(),
+            "append"
+        );
+        for &Replica { core, id: replica } in &t.remotes {
+            self.registry.counters[self.core].cross_core_frame();
+            self.registry.send(
+                core,
+                CoreMsg::Frame {
+                    replica,
+                    seq,
+                    frame: frame.clone(),
+                },
+            );
+        }
+        self.sync(ctx, track, seq, None);
+    }
+
+    pub(super) fn group_done(&mut self, ctx: &mut Ctx<'_>, track: u64, seq: u64) {
+        let Some(t) = self.tracks.get_mut(&track) else {
+            return;
+        };
+        let Some(group) = t.cache.get_mut(seq) else {
+            return;
+        };
+        group.finish(ctx.now);
+        for &Replica { core, id: replica } in &t.remotes {
+            self.registry
+                .send(core, CoreMsg::GroupDone { replica, seq });
+        }
+        self.sync(ctx, track, seq, None);
+    }
+
+    /// Group `seq` will never finish (reset upstream, or evicted unfinished): forget it and
+    /// reset every subscriber's stream for it, here and on the cores with replicas.
+    pub(super) fn group_abort(&mut self, ctx: &mut Ctx<'_>, track: u64, seq: u64, code: ErrorCode) {
+        let Some(t) = self.tracks.get_mut(&track) else {
+            return;
+        };
+        t.cache.groups.retain(|g| g.seq != seq);
+        for &Replica { core, id: replica } in &t.remotes {
+            self.registry.send(
+                core,
+                CoreMsg::GroupAbort {
+                    replica,
+                    seq,
+                    code: code.0,
+                },
+            );
+        }
+        for sub in &t.subs {
+            match *sub {
+                SubRef::App { id } => {
+                    if let Some(a) = self.app_subs.get_mut(&id) {
+                        a.sent.remove(&seq);
+                    }
+                }
+                SubRef::Fetch { .. } => {}
+                SubRef::Down { conn: ch, id } => {
+                    let now = ctx.now;
+                    if let (Some(s), Some(conn)) = (self.sessions.get_mut(&ch), ctx.conn(ch)) {
+                        s.io(conn, now, |w, io| w.abort_group(io, id, seq, code));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Bring the subscribers of `track` (or only `one`) up to date with group `seq`: open
+    /// their streams if new, write the frames each has not had, FIN when the group is done.
+    /// The track and the sessions are borrowed apart, so nothing is copied per subscriber.
+    pub(super) fn sync(&mut self, ctx: &mut Ctx<'_>, track: u64, seq: u64, one: Option<SubRef>) {
+        let Some(t) = self.tracks.get(&track) else {
+            return;
+        };
+        let Some(group) = t.cache.get(seq) else {
+            return;
+        };
+        let subs = match &one {
+            Some(sub) => std::slice::from_ref(sub),
+            None => &t.subs[..],
+        };
+        let counters = &self.registry.counters[self.core];
+        let now = ctx.now;
+        let mut fetched = Vec::new();
+        for &sub in subs {
+            match sub {
+                SubRef::Down { conn: ch, id } => {
+                    if let (Some(s), Some(conn)) = (self.sessions.get_mut(&ch), ctx.conn(ch)) {
+                        let done = s.io(conn, now, |w, io| w.deliver(io, id, group));
+                        counters.frames_delivered(done.frames);
+                        for _ in 0..done.resets {
+                            counters.group_reset();
+                        }
+                    }
+                }
+                SubRef::App { id } => {
+                    let (Some(app), Some(AppSub { sent, .. })) =
+                        (&self.app, self.app_subs.get_mut(&id))
+                    else {
+                        continue;
+                    };
+                    let from = sent.get(&seq).copied().unwrap_or(0).min(group.frames.len());
+                    sent.insert(seq, group.frames.len());
+                    if group.done {
+                        sent.remove(&seq);
+                    }
+                    for (i, f) in group.frames[from..].iter().enumerate() {
+                        let _ = app.events.send(AppEvent::Frame {
+                            id,
+                            seq,
+                            index: from + i,
+                            timestamp: f.timestamp,
+                            payload: f.chunks.clone(),
+                        });
+                    }
+                    if group.done {
+                        let _ = app.events.send(AppEvent::GroupDone { id, seq });
+                    }
+                }
+                // A fetch takes the whole group once it is complete.
+                SubRef::Fetch { id } => {
+                    if group.done
+                        && let Some(reply) = self.fetches.remove(&id)
+                    {
+                        let _ = reply.send(frame_payloads(&group.frames));
+                        fetched.push(sub);
+                    }
+                }
+            }
+        }
+        for sub in fetched {
+            self.detach(ctx, track, sub);
+        }
+    }
+
+    /// An HTTP fetch of `track` of `path`, which this core publishes or relays: the newest
+    /// complete cached group at once, else the next group to complete.
+    pub(super) fn fetch(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        p: &str,
+        name: &str,
+        reply: Sender<Vec<Bytes>>,
+    ) {
+        let Some(track) = self.resolve(ctx, p, name) else {
+            return;
+        };
+        let cached = self.tracks.get(&track).and_then(|t| {
+            t.cache
+                .groups
+                .iter()
+                .filter(|g| g.done)
+                .max_by_key(|g| g.seq)
+                .map(|g| frame_payloads(&g.frames))
+        });
+        if let Some(frames) = cached {
+            let _ = reply.send(frames);
+            self.maybe_release(ctx, track);
+            return;
+        }
+        let id = self.next_fetch;
+        self.next_fetch += 1;
+        self.fetches.insert(id, reply);
+        // No cached group is complete, so attaching only waits for the next to complete.
+        self.attach(ctx, track, SubRef::Fetch { id }, None);
+    }
+
+    /// The source of a track is gone: end every subscription to it.
+    pub(super) fn end_track(&mut self, ctx: &mut Ctx<'_>, track: u64, code: ErrorCode) {
+        let Some(t) = self.tracks.remove(&track) else {
+            return;
+        };
+        self.unindex(&t);
+        for &Replica { core, id: replica } in &t.remotes {
+            self.registry.send(
+                core,
+                CoreMsg::TrackEnd {
+                    replica,
+                    code: code.0,
+                },
+            );
+            self.remote_index.remove(&Replica { core, id: replica });
+        }
+        for sub in t.subs {
+            match sub {
+                SubRef::App { id } => {
+                    self.app_subs.remove(&id);
+                    self.emit(AppEvent::Ended { id, code: code.0 });
+                }
+                SubRef::Fetch { id } => {
+                    // Dropping the reply tells the HTTP side there is nothing.
+                    self.fetches.remove(&id);
+                }
+                SubRef::Down { conn, id } => {
+                    let (latest, now) = (t.cache.latest, ctx.now);
+                    if let (Some(s), Some(c)) = (self.sessions.get_mut(&conn), ctx.conn(conn)) {
+                        s.downs.remove(&id);
+                        s.io(c, now, |w, io| w.end_subscription(io, id, code, latest));
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! Messages from the other cores.
+
+use super::*;
+
+impl Node {
+    pub(super) fn on_core_msg(&mut self, ctx: &mut Ctx<'_>, msg: CoreMsg) {
+        match msg {
+            CoreMsg::Announce {
+                path,
+                hops,
+                owner,
+                active,
+            } => {
+                let owner = owner.map(|(core, peer)| Owner { core, peer, hops });
+                self.announced(ctx, path, owner, active)
+            }
+            CoreMsg::Subscribe {
+                path,
+                track,
+                from,
+                replica,
+            } => {
+                let local = self
+                    .registry
+                    .lookup(&path)
+                    .is_some_and(|o| o.core == self.core);
+                let id = if local {
+                    self.resolve(ctx, &path, &track)
+                } else {
+                    None
+                };
+                let Some(id) = id else {
+                    self.registry.send(
+                        from,
+                        CoreMsg::TrackEnd {
+                            replica,
+                            code: ErrorCode::UNROUTABLE.0,
+                        },
+                    );
+                    return;
+                };
+                let r = Replica {
+                    core: from,
+                    id: replica,
+                };
+                self.remote_index.insert(r, id);
+                let t = self.tracks.get_mut(&id).expect("resolved");
+                t.remotes.push(r);
+                if let Some(g) = t.cache.latest_group() {
+                    for frame in &g.frames {
+                        self.registry.counters[self.core].cross_core_frame();
+                        self.registry.send(
+                            from,
+                            CoreMsg::Frame {
+                                replica,
+                                seq: g.seq,
+                                frame: frame.clone(),
+                            },
+                        );
+                    }
+                    if g.done {
+                        self.registry.send(
+                            from,
+                            CoreMsg::GroupDone {
+                                replica,
+                                seq: g.seq,
+                            },
+                        );
+                    }
+                }
+            }
+            CoreMsg::Unsubscribe { from, replica } => {
+                let r = Replica {
+                    core: from,
+                    id: replica,
+                };
+                if let Some(id) = self.remote_index.remove(&r)
+                    && let Some(t) = self.tracks.get_mut(&id)
+                {
+                    t.remotes.retain(|x| *x != r);
+                    self.maybe_release(ctx, id);
+                }
+            }
+            CoreMsg::Frame {
+                replica,
+                seq,
+                frame,
+            } => self.append(ctx, replica, seq, frame),
+            CoreMsg::GroupDone { replica, seq } => self.group_done(ctx, replica, seq),
+            CoreMsg::GroupAbort { replica, seq, code } => {
+                self.group_abort(ctx, replica, seq, ErrorCode(code))
+            }
+            CoreMsg::Fetch { path, track, reply } => self.fetch(ctx, &path, &track, reply),
+            CoreMsg::TrackEnd { replica, code } => self.end_track(ctx, replica, ErrorCode(code)),
+            CoreMsg::TrackInfo { path, track, from } => {
+                self.want_info(ctx, path, track, InfoWaiter::Core(from))
+            }
+            CoreMsg::TrackInfoReply {
+                path,
+                track,
+                result,
+            } => self.info_known(ctx, path, track, result.map_err(ErrorCode)),
+            CoreMsg::Census { reply } => {
+                let _ = reply.send(self.census());
+            }
+        }
+    }
+}
