@@ -727,7 +727,11 @@ impl Node {
     /// Setup is complete: ask the peer what it publishes; a client's first session is its
     /// upstream, and its application hears of it; the peer's waiting streams can be taken now.
     fn ready(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle) {
-        self.wire(ctx, ch, |w, io, _| w.announce_interest(io, ""));
+        // Everything under the session's root: a rooted session's paths all start with it.
+        self.wire(ctx, ch, |w, io, _| {
+            let root = w.root().to_owned();
+            w.announce_interest(io, &root)
+        });
         let Some(s) = self.sessions.get(&ch) else {
             return;
         };
