@@ -39,6 +39,7 @@ impl Session {
             buf: Vec::new(),
             started: false,
             hop: 0,
+            prefix: prefix.to_owned(),
         };
         self.request(io, ControlType::Announce, &req, state)
     }
@@ -50,6 +51,7 @@ impl Session {
         mut buf: Vec<u8>,
         mut started: bool,
         mut hop: u64,
+        prefix: String,
         end: PeerEnd,
         events: &mut Vec<PeerEvent>,
     ) -> Result<Step, DecodeError> {
@@ -65,7 +67,7 @@ impl Session {
                 at += used;
                 started = true;
                 for suffix in init.suffixes {
-                    self.learned(&suffix, true, Vec::new(), events)?;
+                    self.learned(&prefix, &suffix, true, Vec::new(), events)?;
                 }
             } else if !started && version == Version::Lite05 {
                 let Some((ok, used)) = decode_framed::<AnnounceOk>(rest, version, max)? else {
@@ -84,27 +86,34 @@ impl Session {
                 if version == Version::Lite05 && hop != 0 {
                     hops.push(hop);
                 }
-                self.learned(&a.suffix, a.status == AnnounceStatus::Active, hops, events)?;
+                let active = a.status == AnnounceStatus::Active;
+                self.learned(&prefix, &a.suffix, active, hops, events)?;
             }
         }
         buf.drain(..at);
         if end != PeerEnd::Open {
             return Ok(Step::Done);
         }
-        Ok(Step::Keep(State::OurAnnounce { buf, started, hop }))
+        Ok(Step::Keep(State::OurAnnounce {
+            buf,
+            started,
+            hop,
+            prefix,
+        }))
     }
 
-    /// The peer announced (or ended) `suffix` under our request. Announcements that went
-    /// through us already, or through too many relays, are loops and are ignored.
+    /// The peer announced (or ended) `suffix` under our request for `prefix`. Announcements
+    /// that went through us already, or through too many relays, are loops and are ignored.
     fn learned(
         &mut self,
+        prefix: &str,
         suffix: &str,
         active: bool,
         hops: Vec<u64>,
         events: &mut Vec<PeerEvent>,
     ) -> Result<(), DecodeError> {
         let limits = self.cfg.limits;
-        let abs: Arc<str> = path::join(&self.root, suffix, limits.max_path)?.into();
+        let abs: Arc<str> = path::join(prefix, suffix, limits.max_path)?.into();
         if active {
             if hops.contains(&self.cfg.origin) || hops.len() >= MAX_HOPS {
                 return Ok(());

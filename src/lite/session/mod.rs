@@ -194,11 +194,12 @@ enum State {
     FetchRequest {
         buf: Vec<u8>,
     },
-    /// Responses to our announce request.
+    /// Responses to our announce request for `prefix` (absolute), whose suffixes they carry.
     OurAnnounce {
         buf: Vec<u8>,
         started: bool,
         hop: u64,
+        prefix: String,
     },
     /// Responses to our SUBSCRIBE `up`.
     OurSubscribe {
@@ -248,6 +249,8 @@ pub struct Session {
     announce_outs: Vec<AnnounceOut>,
     /// Broadcasts the peer announced as active.
     published: HashSet<Arc<str>>,
+    /// Peer streams that failed to decode; see [`Session::decode_errors`].
+    decode_errors: u64,
 }
 
 impl Session {
@@ -266,6 +269,7 @@ impl Session {
             next_up: 0,
             announce_outs: Vec::new(),
             published: HashSet::new(),
+            decode_errors: 0,
         }
     }
 
@@ -340,6 +344,7 @@ impl Session {
                 .step(io, id, state, chunks, end, now_ms, events)
                 .unwrap_or_else(|e| {
                     tracing::debug!(stream = %id, error = %e, "stream error");
+                    self.decode_errors += 1;
                     if self.session_stream == Some(id) || !self.ready {
                         Step::Close(e.code(), "protocol error")
                     } else {
@@ -420,9 +425,10 @@ impl Session {
                 mut buf,
                 started,
                 hop,
+                prefix,
             } => {
                 extend(&mut buf, &chunks, max)?;
-                self.our_announce(buf, started, hop, end, events)
+                self.our_announce(buf, started, hop, prefix, end, events)
             }
             State::OurSubscribe { mut buf, up } => {
                 extend(&mut buf, &chunks, max)?;
@@ -588,6 +594,13 @@ impl Session {
     /// Our subscriptions to the peer.
     pub fn upstream_subscriptions(&self) -> usize {
         self.ups.len()
+    }
+
+    /// How many of the peer's streams broke the protocol so far (each refused, or the session
+    /// closed). A relay shrugs these off; a load generator must report them as the relay's
+    /// faults.
+    pub fn decode_errors(&self) -> u64 {
+        self.decode_errors
     }
 
     /// The peer's open announce requests.

@@ -9,8 +9,9 @@ use bytes::Bytes;
 
 use super::*;
 use crate::lite::{
-    AnnounceRequest, ClientSetup, Fetch, GroupHeader, GroupWriter, Message, ServerSetup, Setup,
-    Subscribe, SubscribeOptions, SubscribeResponse,
+    Announce, AnnounceInit, AnnounceOk, AnnounceRequest, AnnounceStatus, ClientSetup, Fetch,
+    GroupHeader, GroupWriter, Message, ServerSetup, Setup, Subscribe, SubscribeOptions,
+    SubscribeResponse,
 };
 use crate::model::Group;
 use crate::stream::testing::{Call, Recorder};
@@ -154,6 +155,55 @@ fn lite03_announce_request_bytes() {
     let (bytes, fin) = s.io.take_written(bidi(Side::Server, 0));
     assert_eq!(bytes, vec![0x01, 0x01, 0x00]);
     assert!(!fin);
+}
+
+/// Suffixes answer the prefix asked for: an announce request for `room/a` hears of `room/a`
+/// itself (empty suffix) and of `room/a/b`, on every version.
+#[test]
+fn announcements_are_relative_to_the_prefix_asked_for() {
+    for v in VERSIONS {
+        let mut s = One::new(false);
+        s.start(Some(v));
+        s.take_events();
+        let req = s.wire.announce_interest(&mut s.io, "room/a").unwrap();
+        let active = |suffix: &str| Announce {
+            status: AnnounceStatus::Active,
+            suffix: suffix.to_owned(),
+            hops: Vec::new(),
+        };
+        let bytes = match v {
+            Version::Lite01 | Version::Lite02 => enc(&[&msg(
+                AnnounceInit {
+                    suffixes: vec![String::new(), "b".into()],
+                },
+                v,
+            )]),
+            Version::Lite05 => enc(&[
+                &msg(
+                    AnnounceOk {
+                        hop: PEER_ORIGIN,
+                        active_count: 2,
+                    },
+                    v,
+                ),
+                &msg(active(""), v),
+                &msg(active("b"), v),
+            ]),
+            _ => enc(&[&msg(active(""), v), &msg(active("b"), v)]),
+        };
+        s.feed(req, &bytes, false);
+        let paths: Vec<String> = s
+            .take_events()
+            .into_iter()
+            .filter_map(|e| match e {
+                PeerEvent::Announced {
+                    path, active: true, ..
+                } => Some(path.to_string()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(paths, ["room/a", "room/a/b"], "{v:?}");
+    }
 }
 
 /// lite-05: SETUP goes out on its own finished uni stream; a server waits for the client's
@@ -330,6 +380,7 @@ fn fatal_and_refused_are_told_apart() {
     );
     assert!(s.io.closed().is_none());
     assert!(!s.wire.reads(req));
+    assert_eq!(s.wire.decode_errors(), 1);
 
     // A garbage SETUP before the session is set up closes it.
     let v = Version::Lite05;
@@ -347,6 +398,11 @@ fn fatal_and_refused_are_told_apart() {
     s.io.take();
     s.feed(uni(Side::Client, 0), &[0x3f], false);
     assert!(s.io.closed().is_none());
+    assert_eq!(
+        s.wire.decode_errors(),
+        0,
+        "a refusal by policy is no decode error"
+    );
     assert_eq!(
         s.io.take(),
         vec![Call::Stop {

@@ -1,0 +1,610 @@
+//! One core of the load generator: a quinn-proto [`Handler`] that dials its share of the run's
+//! connections, each driving one moq-lite [`Session`] machine, as a publisher that writes its
+//! tracks on a timer (`publish.rs`) or as subscribers that announce-watch their broadcasts and
+//! check every frame that arrives (`subscribe.rs`).
+//!
+//! Everything here is `!Send` and lives on its core; the only shared state is the [`Plan`]
+//! (atomics) and the report sent at shutdown.
+
+mod publish;
+mod subscribe;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::account::Tally;
+use super::histogram::Histogram;
+use super::plan::{ConnPlan, Pacing, Plan};
+use super::procfs;
+use moq_relay::lite::session::{Config, Limits, PeerEvent, Session};
+use moq_relay::lite::{ErrorCode, Role, TrackInfo, Version};
+use moq_relay::quic::stream_io::{self, ConnStreams, Outs};
+use moq_relay::quic::{Connection, ConnectionHandle, Ctx, Dir, Event, Handler, StreamEvent};
+use moq_relay::stream::{StreamId, Streams};
+use moq_relay::web::{self, WebEvent, WebSession};
+
+use publish::PubTrack;
+use subscribe::SubRecord;
+
+/// Largest control message we accept from the relay: a relay's ANNOUNCE_INIT may list many.
+const MAX_MESSAGE: usize = 64 * 1024;
+/// How often the drain phase checks whether every subscription has all it is owed.
+const DRAIN_TICK: Duration = Duration::from_millis(50);
+
+/// Commands from the controlling thread.
+pub enum Cmd {
+    /// Write this many frames on every track now (manual pacing).
+    Burst(u64),
+    /// Stop publishing: finish the open groups.
+    Stop,
+}
+
+/// What a core hands back at shutdown.
+#[derive(Debug, Default)]
+pub struct WorkerReport {
+    pub tally: Tally,
+    pub latency: Histogram,
+    pub cpu: Duration,
+    pub subscriptions: u64,
+    /// Viewers whose subscriptions were never sent (their session never got that far).
+    pub viewers_unsubscribed: u64,
+    pub publisher_groups_dropped: u64,
+}
+
+/// Wall time in ms: lite-01..04 frames carry no timestamp, so the machine stamps them on
+/// receipt (the accounting reads its own stamp from the payload instead).
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// One connection: its moq-lite machine, the WebTransport session under it on HTTP/3, the
+/// writes waiting for flow control, and what its subscriptions stand for in the worker.
+struct Conn {
+    plan_index: usize,
+    /// The version is left to the SETUP exchange, so the relay's choice must be checked.
+    legacy: bool,
+    wire: Session,
+    outs: Outs,
+    web: Option<WebSession>,
+    /// Relay streams taken with `accept`, per direction: quinn hands them out in index order,
+    /// and bytes on one not yet taken must stay in quinn until the machine is ready for it.
+    peer_accepted: [u64; 2],
+    /// Our subscribe id -> index into the worker's subscriptions.
+    subs: HashMap<u64, usize>,
+    /// Broadcasts whose viewers on this connection have subscribed.
+    subscribed: HashSet<usize>,
+    /// The relay's subscriptions to our tracks: subscribe id -> index into the worker's pubs.
+    serving: HashMap<u64, usize>,
+}
+
+impl Conn {
+    /// Run `f` on the machine with the streams of `conn` (through the WebTransport session on
+    /// HTTP/3, which starts each new stream with its header).
+    fn io<R>(
+        &mut self,
+        conn: &mut Connection,
+        now: Instant,
+        f: impl FnOnce(&mut Session, &mut dyn Streams) -> R,
+    ) -> R {
+        let mut raw = ConnStreams::new(conn, &mut self.outs, now);
+        match &self.web {
+            Some(web) => f(&mut self.wire, &mut web.streams(&mut raw)),
+            None => f(&mut self.wire, &mut raw),
+        }
+    }
+
+    /// Whether `id` is ours or a relay stream already taken with `accept`.
+    fn accepted(&self, id: StreamId) -> bool {
+        let index = match id.dir() {
+            Dir::Bi => 0,
+            Dir::Uni => 1,
+        };
+        id.initiator() == quinn_proto::Side::Client || id.index() < self.peer_accepted[index]
+    }
+}
+
+pub struct Worker {
+    core: usize,
+    plan: Arc<Plan>,
+    commands: Receiver<Cmd>,
+    report: Sender<WorkerReport>,
+    cpu_start: Duration,
+    dials: VecDeque<(Instant, usize)>,
+    /// Connections dialled and not up yet, with their plan index.
+    dialled: HashMap<ConnectionHandle, usize>,
+    conns: HashMap<ConnectionHandle, Conn>,
+    subs: Vec<SubRecord>,
+    pubs: Vec<PubTrack>,
+    latency: Histogram,
+    stopped: bool,
+    shutting_down: bool,
+    next_drain_check: Option<Instant>,
+    publisher_groups_dropped: u64,
+}
+
+impl Worker {
+    pub fn new(
+        core: usize,
+        plan: Arc<Plan>,
+        commands: Receiver<Cmd>,
+        report: Sender<WorkerReport>,
+    ) -> Self {
+        procfs::name_this_thread(&format!("moq-load-{core}"));
+        let cpu_start = procfs::this_thread_cpu();
+        let mut dials: Vec<(Instant, usize)> = (0..plan.conns.len())
+            .filter(|i| i % plan.threads == core)
+            .map(|i| (plan.start + plan.dial_after[i], i))
+            .collect();
+        dials.sort();
+        Self {
+            core,
+            plan,
+            commands,
+            report,
+            cpu_start,
+            dials: dials.into(),
+            dialled: HashMap::new(),
+            conns: HashMap::new(),
+            subs: Vec::new(),
+            pubs: Vec::new(),
+            latency: Histogram::default(),
+            stopped: false,
+            shutting_down: false,
+            next_drain_check: None,
+            publisher_groups_dropped: 0,
+        }
+    }
+
+    fn stats(&self) -> &super::plan::WorkerStats {
+        &self.plan.stats[self.core]
+    }
+
+    // ----- the machine ------------------------------------------------------------------
+
+    /// Run `f` on the machine of `ch` with its streams, then act on what it reported.
+    fn wire<R>(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        ch: ConnectionHandle,
+        f: impl FnOnce(&mut Session, &mut dyn Streams, &mut Vec<PeerEvent>) -> R,
+    ) -> Option<R> {
+        let now = ctx.now;
+        let (Some(c), Some(conn)) = (self.conns.get_mut(&ch), ctx.conn(ch)) else {
+            return None;
+        };
+        let mut events = Vec::new();
+        let errors = c.wire.decode_errors();
+        let r = c.io(conn, now, |w, io| f(w, io, &mut events));
+        let new_errors = c.wire.decode_errors() - errors;
+        if new_errors > 0 {
+            self.stats()
+                .protocol_errors
+                .fetch_add(new_errors, Ordering::Relaxed);
+            self.plan.note_error("protocol error from the relay".into());
+        }
+        for event in events {
+            self.peer_event(ctx, ch, event);
+        }
+        Some(r)
+    }
+
+    /// Act on one thing the relay did.
+    fn peer_event(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, event: PeerEvent) {
+        match event {
+            PeerEvent::Ready => self.ready(ctx, ch),
+            PeerEvent::AnnounceInterest {
+                request,
+                prefix,
+                exclude_hop,
+            } => self.announce_ours(ctx, ch, request, &prefix, exclude_hop),
+            PeerEvent::Announced {
+                path, active: true, ..
+            } => self.announced(ctx, ch, &path),
+            PeerEvent::Subscribe {
+                id, path, track, ..
+            } => self.serve(ctx, ch, id, &path, &track),
+            PeerEvent::Unsubscribe { id } => self.unserve(ch, id),
+            PeerEvent::Frame { up, seq, frame } => self.frame(ctx, ch, up, seq, &frame),
+            PeerEvent::GroupAbort { up, .. } => self.group_reset(ch, up),
+            PeerEvent::UpstreamEnded { up, code } => self.upstream_ended(ch, up, code),
+            PeerEvent::InfoWanted { request, .. } => {
+                self.wire(ctx, ch, |w, io, _| {
+                    w.answer_info(io, request, Ok(TrackInfo::default()))
+                });
+            }
+            PeerEvent::Fetch { request, .. } => {
+                // We keep no past groups to fetch from.
+                self.wire(ctx, ch, |w, io, _| w.answer_fetch(io, request, None));
+            }
+            PeerEvent::Announced { .. }
+            | PeerEvent::Group { .. }
+            | PeerEvent::GroupDone { .. }
+            | PeerEvent::Info { .. } => {}
+        }
+    }
+
+    // ----- session life -----------------------------------------------------------------
+
+    fn dial(&mut self, ctx: &mut Ctx<'_>, index: usize) {
+        let target = &self.plan.target;
+        match ctx.connect(target.addr, &target.server_name, None) {
+            Ok(ch) => {
+                self.dialled.insert(ch, index);
+            }
+            Err(e) => {
+                self.stats()
+                    .connect_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                self.plan.note_error(format!("connect: {e}"));
+            }
+        }
+    }
+
+    /// The handshake is done: the ALPN says whether the version is fixed (a lite ALPN), left
+    /// to SETUP (`moql`), or comes with the WebTransport session (`h3`).
+    fn connected(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle) {
+        let Some(&index) = self.dialled.get(&ch) else {
+            return;
+        };
+        let alpn = ctx
+            .handshake(ch)
+            .and_then(|(alpn, _)| alpn)
+            .map(|a| String::from_utf8_lossy(&a).into_owned())
+            .unwrap_or_default();
+        let h3 = alpn.as_bytes() == web::ALPN;
+        let version = Version::from_alpn(&alpn);
+        let legacy = alpn == Version::LEGACY_ALPN;
+        if !h3 && version.is_none() && !legacy {
+            self.plan.note_error(format!(
+                "the relay chose ALPN `{alpn}`, which is not moq-lite"
+            ));
+            ctx.close(ch, ErrorCode::UNKNOWN_ALPN.0, b"unsupported ALPN");
+            return;
+        }
+        self.dialled.remove(&ch);
+        let target = &self.plan.target;
+        let web = h3.then(|| {
+            let authority = format!("{}:{}", target.server_name, target.addr.port());
+            let protocols = &target.web_protocols;
+            WebSession::client(&authority, &target.request_path, protocols, 4 * MAX_MESSAGE)
+        });
+        let publisher = matches!(self.plan.conns[index], ConnPlan::Publisher { .. });
+        let cfg = Config {
+            server: false,
+            origin: self.plan.origin_of(index),
+            setup_versions: target.setup_versions.clone(),
+            // On WebTransport the root is the CONNECT path, never a SETUP parameter.
+            setup_path: if h3 { None } else { target.setup_path.clone() },
+            role: if publisher {
+                Role::Publisher
+            } else {
+                Role::Subscriber
+            },
+            limits: Limits {
+                max_message: MAX_MESSAGE,
+                ..Limits::default()
+            },
+        };
+        let conn = Conn {
+            plan_index: index,
+            legacy: !h3 && legacy,
+            wire: Session::new(cfg),
+            outs: HashMap::new(),
+            web,
+            peer_accepted: [0; 2],
+            subs: HashMap::new(),
+            subscribed: HashSet::new(),
+            serving: HashMap::new(),
+        };
+        self.conns.insert(ch, conn);
+        if h3 {
+            self.web_start(ctx, ch);
+        } else {
+            self.wire(ctx, ch, |w, io, ev| w.start(io, version, None, ev));
+        }
+        self.accept(ctx, ch);
+    }
+
+    /// HTTP/3 is up: our control stream (SETTINGS), then the extended CONNECT whose stream id
+    /// becomes the session id.
+    fn web_start(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle) {
+        let now = ctx.now;
+        let (Some(c), Some(conn)) = (self.conns.get_mut(&ch), ctx.conn(ch)) else {
+            return;
+        };
+        if let Some(web) = c.web.as_mut() {
+            web.start(&mut ConnStreams::new(conn, &mut c.outs, now));
+        }
+    }
+
+    /// Bytes on a stream the WebTransport session reads.
+    fn web_read(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, id: StreamId) {
+        let now = ctx.now;
+        let (Some(c), Some(conn)) = (self.conns.get_mut(&ch), ctx.conn(ch)) else {
+            return;
+        };
+        let Some(web) = c.web.as_mut() else { return };
+        let (chunks, end) = stream_io::read_chunks(conn, id);
+        let mut io = ConnStreams::new(conn, &mut c.outs, now);
+        let events = web.on_stream(&mut io, id, chunks, end);
+        self.web_events(ctx, ch, events);
+    }
+
+    /// What the WebTransport session reported. A 2xx to the CONNECT fixes the version from
+    /// the chosen subprotocol (none means SETUP); its streams go to the machine from then on.
+    fn web_events(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, events: Vec<WebEvent>) {
+        for event in events {
+            match event {
+                WebEvent::Open { protocol, .. } => {
+                    let version = protocol.as_deref().and_then(Version::from_alpn);
+                    if let Some(c) = self.conns.get_mut(&ch) {
+                        c.legacy = version.is_none();
+                    }
+                    let root = Some(String::new());
+                    self.wire(ctx, ch, |w, io, ev| w.start(io, version, root, ev));
+                    self.accept(ctx, ch);
+                }
+                WebEvent::Stream {
+                    id, chunks, end, ..
+                } => {
+                    if let Some(c) = self.conns.get_mut(&ch) {
+                        c.wire.open_peer(id);
+                    }
+                    let now = now_ms();
+                    self.wire(ctx, ch, |w, io, ev| {
+                        w.on_stream(io, id, chunks, end, now, ev)
+                    });
+                }
+                WebEvent::Closed { code, reason } if !self.shutting_down => {
+                    self.plan.note_error(format!(
+                        "the relay closed the WebTransport session: {code} {reason}"
+                    ));
+                }
+                WebEvent::Refused { status } => {
+                    self.plan
+                        .note_error(format!("CONNECT refused with status {status}"));
+                }
+                WebEvent::Failed(e) if !self.shutting_down => {
+                    self.stats().protocol_errors.fetch_add(1, Ordering::Relaxed);
+                    self.plan
+                        .note_error(format!("HTTP/3 error from the relay: {e}"));
+                }
+                WebEvent::Closed { .. } | WebEvent::Failed(_) => {}
+            }
+        }
+    }
+
+    /// Setup done: publishers start their tracks, viewers ask for their broadcasts; the
+    /// relay's waiting streams can be taken now.
+    fn ready(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle) {
+        let Some(c) = self.conns.get(&ch) else {
+            return;
+        };
+        let version = c.wire.version();
+        let index = c.plan_index;
+        if c.legacy && !self.plan.target.setup_versions.contains(&version) {
+            self.plan.note_error(format!(
+                "the relay chose version {:#x}, which we did not offer",
+                version.code()
+            ));
+            ctx.close(ch, ErrorCode::VERSION.0, b"version not offered");
+            return;
+        }
+        self.plan
+            .negotiated
+            .store(version.code(), Ordering::Relaxed);
+        self.stats().sessions_ready.fetch_add(1, Ordering::Relaxed);
+        match self.plan.conns[index].clone() {
+            ConnPlan::Publisher { broadcast } => self.start_tracks(ctx, ch, broadcast),
+            ConnPlan::Subscriber { viewers } => {
+                let wanted: HashSet<usize> = viewers.into_iter().collect();
+                let plan = self.plan.clone();
+                for broadcast in wanted {
+                    let prefix = &plan.broadcasts[broadcast];
+                    self.wire(ctx, ch, |w, io, _| w.announce_interest(io, prefix));
+                }
+            }
+        }
+        self.accept(ctx, ch);
+    }
+
+    /// Take the relay's new streams that the machine is ready for (on WebTransport, all: the
+    /// WebTransport session holds what comes early).
+    fn accept(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle) {
+        loop {
+            let Some(c) = self.conns.get(&ch) else {
+                return;
+            };
+            let web = c.web.is_some();
+            let uni_ok = web || c.wire.accepts(Dir::Uni);
+            let bi_ok = web || c.wire.accepts(Dir::Bi);
+            let Some(conn) = ctx.conn(ch) else { return };
+            let id = uni_ok
+                .then(|| conn.streams().accept(Dir::Uni))
+                .flatten()
+                .or_else(|| bi_ok.then(|| conn.streams().accept(Dir::Bi)).flatten());
+            let Some(id) = id else { return };
+            let c = self.conns.get_mut(&ch).expect("checked");
+            let index = usize::from(id.dir() == Dir::Uni);
+            c.peer_accepted[index] = id.index() + 1;
+            match c.web.as_mut() {
+                Some(web) => web.accept(id),
+                None => c.wire.open_peer(id),
+            }
+            self.read(ctx, ch, id);
+        }
+    }
+
+    fn read(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, id: StreamId) {
+        let Some(c) = self.conns.get(&ch) else {
+            return;
+        };
+        if c.web.as_ref().is_some_and(|w| w.owns(id)) {
+            self.web_read(ctx, ch, id);
+            return;
+        }
+        let (reads, accepted) = (c.wire.reads(id), c.accepted(id));
+        let Some(conn) = ctx.conn(ch) else { return };
+        if !reads {
+            // A stream we are done with is drained, so its bytes keep no flow-control credit;
+            // one not taken yet keeps its bytes in quinn until `accept`.
+            if accepted {
+                let _ = stream_io::read_chunks(conn, id);
+            }
+            return;
+        }
+        let (chunks, end) = stream_io::read_chunks(conn, id);
+        let now = now_ms();
+        self.wire(ctx, ch, |w, io, ev| {
+            w.on_stream(io, id, chunks, end, now, ev)
+        });
+    }
+
+    fn lost(&mut self, ch: ConnectionHandle, reason: String) {
+        if self.dialled.remove(&ch).is_some() {
+            self.stats()
+                .connect_failures
+                .fetch_add(1, Ordering::Relaxed);
+            self.plan.note_error(format!("connection failed: {reason}"));
+            return;
+        }
+        let Some(c) = self.conns.remove(&ch) else {
+            return;
+        };
+        if !self.shutting_down {
+            self.stats().sessions_lost.fetch_add(1, Ordering::Relaxed);
+            self.plan.note_error(format!("session lost: {reason}"));
+        }
+        for &sub in c.subs.values() {
+            self.subs[sub].ended = true;
+        }
+        self.publisher_lost(ch);
+    }
+
+    fn schedule(&self, ctx: &mut Ctx<'_>) {
+        let mut next: Option<Instant> = self.dials.front().map(|d| d.0);
+        let mut earliest = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        if self.plan.pacing == Pacing::Timed && !self.stopped {
+            earliest(self.plan.stop_at);
+            for p in self.pubs.iter().filter(|p| p.live) {
+                earliest(p.next_due);
+            }
+        }
+        if let Some(t) = self.next_drain_check {
+            earliest(t);
+        }
+        if let Some(t) = next {
+            ctx.wake_at(t);
+        }
+    }
+
+    fn tick(&mut self, ctx: &mut Ctx<'_>) {
+        while let Some(&(at, index)) = self.dials.front() {
+            if at > ctx.now {
+                break;
+            }
+            self.dials.pop_front();
+            self.dial(ctx, index);
+        }
+        self.publish_due(ctx);
+        self.check_drain(ctx);
+        self.schedule(ctx);
+    }
+
+    /// Viewers that never got to subscribe: on sessions that never got the announcement, on
+    /// connections that never came up, and on connections not even dialled.
+    fn viewers_unsubscribed(&self) -> u64 {
+        let viewers = |index: usize| match &self.plan.conns[index] {
+            ConnPlan::Subscriber { viewers } => viewers.as_slice(),
+            ConnPlan::Publisher { .. } => &[],
+        };
+        let mut n = 0;
+        for c in self.conns.values() {
+            n += viewers(c.plan_index)
+                .iter()
+                .filter(|b| !c.subscribed.contains(b))
+                .count();
+        }
+        let waiting = self.dialled.values().copied();
+        for index in waiting.chain(self.dials.iter().map(|&(_, i)| i)) {
+            n += viewers(index).len();
+        }
+        n as u64
+    }
+}
+
+impl Handler for Worker {
+    fn on_start(&mut self, ctx: &mut Ctx<'_>) {
+        self.tick(ctx);
+    }
+
+    fn on_event(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, event: Event) {
+        match event {
+            Event::Connected => self.connected(ctx, ch),
+            Event::ConnectionLost { reason } => self.lost(ch, reason.to_string()),
+            Event::Stream(StreamEvent::Opened { .. }) => self.accept(ctx, ch),
+            Event::Stream(StreamEvent::Readable { id }) => self.read(ctx, ch, id),
+            Event::Stream(StreamEvent::Writable { id }) => {
+                if let (Some(c), Some(conn)) = (self.conns.get_mut(&ch), ctx.conn(ch)) {
+                    stream_io::resume(conn, &mut c.outs, id);
+                }
+            }
+            Event::Stream(StreamEvent::Stopped { id, .. }) => {
+                self.wire(ctx, ch, |w, io, _| w.stopped(io, id));
+            }
+            _ => {}
+        }
+    }
+
+    fn on_wake(&mut self, ctx: &mut Ctx<'_>) {
+        while let Ok(cmd) = self.commands.try_recv() {
+            match cmd {
+                Cmd::Burst(n) if !self.stopped => {
+                    for p in 0..self.pubs.len() {
+                        for _ in 0..n {
+                            self.emit(ctx, p);
+                        }
+                    }
+                }
+                Cmd::Burst(_) => {}
+                Cmd::Stop => self.stop_publishing(ctx),
+            }
+        }
+        self.tick(ctx);
+    }
+
+    fn on_timer(&mut self, ctx: &mut Ctx<'_>) {
+        self.tick(ctx);
+    }
+
+    fn on_shutdown(&mut self, ctx: &mut Ctx<'_>) {
+        self.shutting_down = true;
+        let mut report = WorkerReport {
+            latency: std::mem::take(&mut self.latency),
+            cpu: procfs::this_thread_cpu().saturating_sub(self.cpu_start),
+            subscriptions: self.subs.len() as u64,
+            viewers_unsubscribed: self.viewers_unsubscribed(),
+            publisher_groups_dropped: self.publisher_groups_dropped,
+            ..Default::default()
+        };
+        for s in &self.subs {
+            let published = self
+                .plan
+                .track(s.broadcast, s.track)
+                .published
+                .load(Ordering::Acquire);
+            report.tally += s.account.finish(published);
+        }
+        let _ = self.report.send(report);
+        let open = self.conns.keys().chain(self.dialled.keys()).copied();
+        for ch in open.collect::<Vec<_>>() {
+            ctx.close(ch, ErrorCode::CANCEL.0, b"load run over");
+        }
+    }
+}
