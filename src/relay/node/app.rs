@@ -97,6 +97,23 @@ pub struct App {
 }
 
 impl Node {
+    /// The application stops publishing `p`: its tracks there end cleanly.
+    fn app_unpublish(&mut self, ctx: &mut Ctx<'_>, p: &str) {
+        let Ok(p) = path::normalize(p, self.limits.max_path) else {
+            return;
+        };
+        self.registry.unpublish(&p, self.core, None);
+        let ids: Vec<u64> = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| *t.path == *p && matches!(t.source, Source::App))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.end_track(ctx, id, ErrorCode::CANCEL);
+        }
+    }
+
     pub(super) fn on_app(&mut self, ctx: &mut Ctx<'_>, cmd: AppCmd) {
         match cmd {
             AppCmd::Publish { path: p } => {
@@ -111,20 +128,7 @@ impl Node {
                     );
                 }
             }
-            AppCmd::Unpublish { path: p } => {
-                if let Ok(p) = path::normalize(&p, self.limits.max_path) {
-                    self.registry.unpublish(&p, self.core, None);
-                    let ids: Vec<u64> = self
-                        .tracks
-                        .iter()
-                        .filter(|(_, t)| *t.path == *p && matches!(t.source, Source::App))
-                        .map(|(id, _)| *id)
-                        .collect();
-                    for id in ids {
-                        self.end_track(ctx, id, ErrorCode::CANCEL);
-                    }
-                }
-            }
+            AppCmd::Unpublish { path: p } => self.app_unpublish(ctx, &p),
             AppCmd::Frame {
                 path: p,
                 track,

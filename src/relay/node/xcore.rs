@@ -19,56 +19,7 @@ impl Node {
                 track,
                 from,
                 replica,
-            } => {
-                let local = self
-                    .registry
-                    .lookup(&path)
-                    .is_some_and(|o| o.core == self.core);
-                let id = if local {
-                    self.resolve(ctx, &path, &track)
-                } else {
-                    None
-                };
-                let Some(id) = id else {
-                    self.registry.send(
-                        from,
-                        CoreMsg::TrackEnd {
-                            replica,
-                            code: ErrorCode::UNROUTABLE.0,
-                        },
-                    );
-                    return;
-                };
-                let r = Replica {
-                    core: from,
-                    id: replica,
-                };
-                self.remote_index.insert(r, id);
-                let t = self.tracks.get_mut(&id).expect("resolved");
-                t.remotes.push(r);
-                if let Some(g) = t.cache.latest_group() {
-                    for frame in &g.frames {
-                        self.registry.counters[self.core].cross_core_frame();
-                        self.registry.send(
-                            from,
-                            CoreMsg::Frame {
-                                replica,
-                                seq: g.seq,
-                                frame: frame.clone(),
-                            },
-                        );
-                    }
-                    if g.done {
-                        self.registry.send(
-                            from,
-                            CoreMsg::GroupDone {
-                                replica,
-                                seq: g.seq,
-                            },
-                        );
-                    }
-                }
-            }
+            } => self.replica_wanted(ctx, &path, &track, from, replica),
             CoreMsg::Unsubscribe { from, replica } => {
                 let r = Replica {
                     core: from,
@@ -102,6 +53,68 @@ impl Node {
             } => self.info_known(ctx, path, track, result.map_err(ErrorCode)),
             CoreMsg::Census { reply } => {
                 let _ = reply.send(self.census());
+            }
+        }
+    }
+
+    /// Core `from` wants a replica of `(path, track)`, which this core publishes: feed it from
+    /// now on, starting with the latest cached group; else tell it the track is unroutable.
+    fn replica_wanted(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        path: &str,
+        track: &str,
+        from: usize,
+        replica: u64,
+    ) {
+        let local = self
+            .registry
+            .lookup(path)
+            .is_some_and(|o| o.core == self.core);
+        let id = if local {
+            self.resolve(ctx, path, track)
+        } else {
+            None
+        };
+        let Some(id) = id else {
+            self.registry.send(
+                from,
+                CoreMsg::TrackEnd {
+                    replica,
+                    code: ErrorCode::UNROUTABLE.0,
+                },
+            );
+            return;
+        };
+        let r = Replica {
+            core: from,
+            id: replica,
+        };
+        let Some(t) = self.tracks.get_mut(&id) else {
+            return;
+        };
+        self.remote_index.insert(r, id);
+        t.remotes.push(r);
+        if let Some(g) = t.cache.latest_group() {
+            for frame in &g.frames {
+                self.registry.counters[self.core].cross_core_frame();
+                self.registry.send(
+                    from,
+                    CoreMsg::Frame {
+                        replica,
+                        seq: g.seq,
+                        frame: frame.clone(),
+                    },
+                );
+            }
+            if g.done {
+                self.registry.send(
+                    from,
+                    CoreMsg::GroupDone {
+                        replica,
+                        seq: g.seq,
+                    },
+                );
             }
         }
     }
