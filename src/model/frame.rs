@@ -75,9 +75,18 @@ impl Default for CacheLimits {
 pub struct GroupCache {
     pub groups: VecDeque<Group>,
     pub latest: Option<u64>,
-    /// Unfinished groups evicted since the owner last looked: their subscribers' streams must
-    /// be reset, not left waiting for a FIN that will never be forwarded.
-    pub dropped: Vec<u64>,
+}
+
+/// What [`GroupCache::open`] did.
+#[derive(Debug, Default, PartialEq, Eq)]
+#[must_use = "evicted groups must be aborted"]
+pub struct Opened {
+    /// The group is in the cache (false: older than what the cache may hold).
+    pub open: bool,
+    /// Unfinished groups evicted to make room: their subscribers' streams must be reset, not
+    /// left waiting for a FIN that will never be forwarded. Handed back by the call that
+    /// evicted them, so no stale entry can outlive a group's re-opening.
+    pub evicted: Vec<u64>,
 }
 
 /// Unfinished groups (besides the latest) kept per cached group allowed: a publisher may
@@ -93,10 +102,13 @@ impl GroupCache {
         self.groups.iter().rev().find(|g| g.seq == seq)
     }
 
-    /// Start group `seq` (idempotent); false when it is older than what the cache may hold.
-    pub fn open(&mut self, seq: u64, now: Instant, limits: CacheLimits) -> bool {
+    /// Start group `seq` (idempotent).
+    pub fn open(&mut self, seq: u64, now: Instant, limits: CacheLimits) -> Opened {
         if self.get(seq).is_some() {
-            return true;
+            return Opened {
+                open: true,
+                evicted: Vec::new(),
+            };
         }
         self.groups.push_back(Group {
             seq,
@@ -107,16 +119,19 @@ impl GroupCache {
         if self.latest.is_none_or(|l| seq > l) {
             self.latest = Some(seq);
         }
-        self.evict(now, limits);
-        self.get(seq).is_some()
+        let evicted = self.evict(now, limits);
+        Opened {
+            open: self.get(seq).is_some(),
+            evicted,
+        }
     }
 
     /// Drop finished groups older than the age bound (counted from their end) and the oldest
     /// finished groups past the count bound; never the latest. A group still being written is
     /// kept however long it takes (a clock's group lasts a minute): its frames are still
     /// arriving and subscribers are mid-way through it. Only an excess of unfinished groups
-    /// drops the oldest of them, recorded in `dropped`.
-    pub fn evict(&mut self, now: Instant, limits: CacheLimits) {
+    /// drops the oldest of them; those are returned.
+    pub fn evict(&mut self, now: Instant, limits: CacheLimits) -> Vec<u64> {
         let latest = self.latest;
         let mut excess = self.groups.len().saturating_sub(limits.groups.max(1));
         let unfinished = self
@@ -126,7 +141,7 @@ impl GroupCache {
             .count();
         let mut unfinished_excess =
             unfinished.saturating_sub(limits.groups.max(1) * UNFINISHED_PER_GROUP);
-        let dropped = &mut self.dropped;
+        let mut dropped = Vec::new();
         self.groups.retain(|g| {
             if Some(g.seq) == latest {
                 return true;
@@ -149,6 +164,7 @@ impl GroupCache {
             }
             true
         });
+        dropped
     }
 
     pub fn latest_group(&self) -> Option<&Group> {
@@ -169,7 +185,7 @@ mod tests {
         };
         let mut c = GroupCache::default();
         for seq in 0..10 {
-            assert!(c.open(seq, now, limits));
+            assert!(c.open(seq, now, limits).open);
             if seq != 3 {
                 c.get_mut(seq).unwrap().finish(now);
             }
@@ -179,14 +195,13 @@ mod tests {
         assert_eq!(seqs, vec![3, 9]);
         assert_eq!(c.latest, Some(9));
         // Age drops finished groups only: unfinished group 3 is still being written.
-        c.evict(now + Duration::from_secs(2), limits);
+        assert!(c.evict(now + Duration::from_secs(2), limits).is_empty());
         assert_eq!(
             c.groups.iter().map(|g| g.seq).collect::<Vec<_>>(),
             vec![3, 9]
         );
-        assert!(c.dropped.is_empty());
         // A late older group is kept while it fits.
-        assert!(c.open(5, now + Duration::from_secs(2), limits));
+        assert!(c.open(5, now + Duration::from_secs(2), limits).open);
         assert_eq!(c.latest, Some(9));
     }
 
@@ -200,17 +215,16 @@ mod tests {
             age: Duration::from_secs(5),
         };
         let mut c = GroupCache::default();
-        assert!(c.open(21, t0, limits));
+        assert!(c.open(21, t0, limits).open);
         let minute = t0 + Duration::from_secs(60);
         // Group 22 opens a moment before 21's FIN arrives.
-        assert!(c.open(22, minute, limits));
+        assert!(c.open(22, minute, limits).open);
         assert!(c.get(21).is_some(), "unfinished group evicted by age");
         c.get_mut(21).unwrap().finish(minute);
-        c.evict(minute + Duration::from_secs(4), limits);
+        assert!(c.evict(minute + Duration::from_secs(4), limits).is_empty());
         assert!(c.get(21).is_some());
-        c.evict(minute + Duration::from_secs(6), limits);
+        assert!(c.evict(minute + Duration::from_secs(6), limits).is_empty());
         assert!(c.get(21).is_none());
-        assert!(c.dropped.is_empty());
     }
 
     /// Unfinished groups are bounded too; the ones dropped are reported.
@@ -222,10 +236,13 @@ mod tests {
             age: Duration::from_secs(5),
         };
         let mut c = GroupCache::default();
+        let mut evicted = Vec::new();
         for seq in 0..(UNFINISHED_PER_GROUP as u64 + 3) {
-            assert!(c.open(seq, now, limits));
+            let opened = c.open(seq, now, limits);
+            assert!(opened.open);
+            evicted.extend(opened.evicted);
         }
-        assert_eq!(c.dropped, vec![0, 1]);
+        assert_eq!(evicted, vec![0, 1]);
         assert_eq!(c.groups.len(), UNFINISHED_PER_GROUP + 1);
     }
 
@@ -237,5 +254,27 @@ mod tests {
         };
         assert_eq!(f.size(), 5);
         assert!(Frame::from_bytes(1, Bytes::new()).chunks.is_empty());
+    }
+
+    /// An evicted group that comes back (a late frame of it) is a new group: the call that
+    /// re-opens it never reports it as evicted, which is what once let a stale eviction
+    /// abort the group just re-opened (robustness review, finding 1).
+    #[test]
+    fn reopened_group_is_never_reported_evicted() {
+        let now = Instant::now();
+        let limits = CacheLimits {
+            groups: 1,
+            age: Duration::from_secs(5),
+        };
+        let mut c = GroupCache::default();
+        let last = UNFINISHED_PER_GROUP as u64 + 1;
+        for seq in 0..=last {
+            let _ = c.open(seq, now, limits);
+        }
+        assert!(c.get(0).is_none(), "0 was evicted");
+        let again = c.open(0, now, limits);
+        assert!(again.open);
+        assert!(!again.evicted.contains(&0), "{:?}", again.evicted);
+        assert!(c.get(0).is_some());
     }
 }

@@ -7,6 +7,6 @@ mod info;
 pub mod path;
 mod peer;
 
-pub use frame::{CacheLimits, Frame, Group, GroupCache};
+pub use frame::{CacheLimits, Frame, Group, GroupCache, Opened};
 pub use info::TrackInfo;
 pub use peer::PeerId;

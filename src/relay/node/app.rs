@@ -150,9 +150,7 @@ impl Node {
                 seq,
             } => {
                 let id = self.app_track(&p, &track);
-                if let Some(t) = self.tracks.get_mut(&id) {
-                    t.cache.open(seq, ctx.now, self.limits.cache);
-                }
+                self.open_group(ctx, id, seq);
                 self.group_done(ctx, id, seq);
             }
             AppCmd::TrackDone { path: p, track } => {

@@ -4,28 +4,31 @@
 use super::*;
 
 impl Node {
+    /// Open group `seq` in the cache of `track` and abort the unfinished groups that made room
+    /// for it. False when the group is too old for the cache (or the track is gone).
+    pub(super) fn open_group(&mut self, ctx: &mut Ctx<'_>, track: u64, seq: u64) -> bool {
+        let Some(t) = self.tracks.get_mut(&track) else {
+            return false;
+        };
+        let opened = t.cache.open(seq, ctx.now, self.limits.cache);
+        for old in opened.evicted {
+            self.group_abort(ctx, track, old, ErrorCode::EVICTED);
+        }
+        opened.open
+    }
+
     /// A frame for group `seq` of `track`: cache it, hand it to every other core with
     /// subscribers once, and write it to this core's subscribers.
     pub(super) fn append(&mut self, ctx: &mut Ctx<'_>, track: u64, seq: u64, frame: Arc<Frame>) {
-        let Some(t) = self.tracks.get_mut(&track) else {
-            return;
-        };
-        let opened = t.cache.open(seq, ctx.now, self.limits.cache);
-        if !t.cache.dropped.is_empty() {
-            for old in std::mem::take(&mut t.cache.dropped) {
-                self.group_abort(ctx, track, old, ErrorCode::EVICTED);
-            }
-        }
-        if !opened {
+        if !self.open_group(ctx, track, seq) {
             return;
         }
         let Some(t) = self.tracks.get_mut(&track) else {
             return;
         };
-        let group = t.cache.get_mut(seq).expect("opened");
-        if group.done {
+        let Some(group) = t.cache.get_mut(seq).filter(|g| !g.done) else {
             return;
-        }
+        };
         group.frames.push(frame.clone());
         tracing::trace!(
             core = self.core,

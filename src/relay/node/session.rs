@@ -308,10 +308,11 @@ impl Node {
                     }
                 }
                 PeerEvent::Group { up, seq, stream } => {
-                    let Some(t) = s.ups.get(&up).and_then(|t| self.tracks.get_mut(t)) else {
+                    let Some(&track) = s.ups.get(&up).filter(|t| self.tracks.contains_key(t))
+                    else {
                         continue;
                     };
-                    if !t.cache.open(seq, ctx.now, self.limits.cache) {
+                    if !self.open_group(ctx, track, seq) {
                         self.wire(ctx, ch, |w, io, _| w.refuse(io, stream, ErrorCode::OLD));
                     }
                 }
