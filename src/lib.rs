@@ -12,6 +12,8 @@
 //!   info, peer ids.
 //! - [`lite`]: moq-lite, lite-01 to lite-05, sans IO: the wire codecs and
 //!   [`lite::session::Session`], the session machine of one connection in both roles.
+//! - [`session`]: one connection's transport (raw QUIC or WebTransport) with its moq-lite
+//!   machine, as the relay's node and the load generator drive it.
 //! - [`relay`]: the shared [`relay::Registry`] and [`relay::Node`], each core's handler: the
 //!   glue from QUIC and WebTransport to the session machines, tracks, subscriptions,
 //!   announcements, fan-out within and across cores.
@@ -34,5 +36,6 @@ pub mod net;
 pub mod quic;
 pub mod relay;
 pub mod server;
+pub mod session;
 pub mod stream;
 pub mod web;

@@ -119,7 +119,7 @@ impl Node {
         let asked = owner
             .peer
             .and_then(|peer| self.conn_of(peer))
-            .and_then(|conn| self.wire(ctx, conn, |w, io, _| w.ask_info(io, &p, &name)));
+            .and_then(|conn| self.wire(ctx, conn, |w, io| w.ask_info(io, &p, &name)));
         match asked {
             Some(InfoAsk::Asked) => {}
             Some(InfoAsk::Failed) => self.info_known(ctx, p, name, Err(ErrorCode::DROPPED)),
@@ -165,7 +165,7 @@ impl Node {
         match waiter {
             InfoWaiter::Stream(peer, id) => {
                 if let Some(ch) = self.conn_of(peer) {
-                    self.wire(ctx, ch, |w, io, _| w.answer_info(io, id, result));
+                    self.wire(ctx, ch, |w, io| w.answer_info(io, id, result));
                 }
             }
             InfoWaiter::App(id) => self.emit(AppEvent::TrackInfo {

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
@@ -14,8 +14,7 @@ use super::registry::{Census, CoreMsg, Owner, Registry};
 use crate::lite::session::{self as wire, InfoAsk, PeerEvent};
 use crate::lite::{self, ErrorCode, TrackInfo, Version};
 use crate::model::{CacheLimits, Frame, GroupCache, PeerId, path};
-use crate::quic::stream_io::{self, ConnStreams, Outs};
-use crate::quic::{Connection, ConnectionHandle, Ctx, Dir, Event, Handler, StreamEvent, StreamId};
+use crate::quic::{Connection, ConnectionHandle, Ctx, Event, Handler, StreamEvent, StreamId};
 use crate::stream::Streams;
 use crate::web::{self, WebEvent, WebSession};
 
@@ -78,19 +77,6 @@ pub struct Dial {
     pub web_protocols: Vec<String>,
 }
 
-fn dir_index(dir: Dir) -> usize {
-    match dir {
-        Dir::Bi => 0,
-        Dir::Uni => 1,
-    }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum SubRef {
     Down {
@@ -142,52 +128,32 @@ struct AppSub {
     sent: HashMap<u64, usize>,
 }
 
-/// One connection's session: the moq-lite machine, the WebTransport session under it on
-/// HTTP/3, the writes waiting for flow control, and which of this core's tracks its
-/// subscriptions stand for.
+/// One connection's session as this node sees it: the session itself (transport and
+/// moq-lite machine), the peer's name, and which of this core's tracks its subscriptions
+/// stand for.
 struct Session {
     /// Names this session in the registry and in cross-core messages; never reused.
     peer: PeerId,
-    server: bool,
-    wire: wire::Session,
+    session: crate::session::Session,
     /// The track each of the peer's accepted subscriptions reads, by its subscribe id.
     downs: HashMap<u64, u64>,
     /// The track each of our subscriptions on the peer feeds, by our subscribe id.
     ups: HashMap<u64, u64>,
-    outs: Outs,
-    /// Set on HTTP/3 connections: the WebTransport session the moq session rides on.
-    web: Option<WebSession>,
-    /// The `jwt` query parameter of the CONNECT URL, kept for the auth layer.
-    jwt: Option<String>,
-    /// Peer streams taken with `accept`, per direction ([`dir_index`]): quinn hands them out
-    /// in index order, so a peer stream is accepted when its index is below this.
-    peer_accepted: [u64; 2],
 }
 
 impl Session {
-    /// Run `f` on the moq-lite machine with the streams of `conn` (through the WebTransport
-    /// session on HTTP/3, which starts each new stream with its header).
+    /// Run `f` on the moq-lite machine with the connection's streams.
     fn io<R>(
         &mut self,
         conn: &mut Connection,
         now: Instant,
         f: impl FnOnce(&mut wire::Session, &mut dyn Streams) -> R,
     ) -> R {
-        let mut raw = ConnStreams::new(conn, &mut self.outs, now);
-        match &self.web {
-            Some(web) => f(&mut self.wire, &mut web.streams(&mut raw)),
-            None => f(&mut self.wire, &mut raw),
-        }
+        self.session.io(conn, now, f)
     }
 
-    /// Whether `id` is ours or a peer stream already taken with `accept`.
-    fn accepted(&self, id: StreamId) -> bool {
-        let ours = if self.server {
-            quinn_proto::Side::Server
-        } else {
-            quinn_proto::Side::Client
-        };
-        id.initiator() == ours || id.index() < self.peer_accepted[dir_index(id.dir())]
+    fn wire(&self) -> &wire::Session {
+        self.session.wire()
     }
 }
 
@@ -220,8 +186,8 @@ pub struct Node {
     /// HTTP fetches waiting for a complete group, by their [`SubRef::Fetch`] id.
     fetches: HashMap<u64, Sender<Vec<Bytes>>>,
     next_fetch: u64,
-    /// A spare event buffer for [`Self::wire`], so that reading a stream allocates none.
-    spare_events: Vec<PeerEvent>,
+    /// A spare event buffer, so that reading a stream allocates none.
+    spare_events: Vec<crate::session::Event>,
 }
 
 /// Someone who asked for a track's TRACK_INFO.
@@ -307,10 +273,11 @@ impl Node {
             ..Census::default()
         };
         for s in self.sessions.values() {
-            c.streams += s.wire.streams_read() + s.outs.len();
-            c.subscriptions += s.wire.subscriptions();
-            c.upstream_subscriptions += s.wire.upstream_subscriptions();
-            c.announce_requests += s.wire.announce_requests();
+            let w = s.wire();
+            c.streams += w.streams_read() + s.session.pending_writes();
+            c.subscriptions += w.subscriptions();
+            c.upstream_subscriptions += w.upstream_subscriptions();
+            c.announce_requests += w.announce_requests();
         }
         c
     }
@@ -335,7 +302,7 @@ impl Handler for Node {
             Event::Stream(StreamEvent::Readable { id }) => self.read(ctx, ch, id),
             Event::Stream(StreamEvent::Writable { id }) => {
                 if let (Some(s), Some(conn)) = (self.sessions.get_mut(&ch), ctx.conn(ch)) {
-                    stream_io::resume(conn, &mut s.outs, id);
+                    s.session.writable(conn, id);
                 }
             }
             Event::Stream(StreamEvent::Stopped { id, .. }) => {

@@ -4,28 +4,41 @@
 //! (`PeerEvent`) is acted on.
 
 use super::*;
+use crate::session::Event as SessionEvent;
 
 impl Node {
-    /// Run `f` on the moq-lite machine of `ch` with its streams, then act on what it reported.
+    /// Run `f` on the moq-lite machine of `ch` with its streams (answers and requests of
+    /// ours: they report nothing).
     pub(super) fn wire<R>(
         &mut self,
         ctx: &mut Ctx<'_>,
         ch: ConnectionHandle,
-        f: impl FnOnce(&mut wire::Session, &mut dyn Streams, &mut Vec<PeerEvent>) -> R,
+        f: impl FnOnce(&mut wire::Session, &mut dyn Streams) -> R,
     ) -> Option<R> {
         let now = ctx.now;
         let (Some(s), Some(conn)) = (self.sessions.get_mut(&ch), ctx.conn(ch)) else {
             return None;
         };
+        Some(s.io(conn, now, f))
+    }
+
+    /// Run `f` on the session of `ch` with its connection, then act on what it reported.
+    fn drive(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        ch: ConnectionHandle,
+        f: impl FnOnce(&mut crate::session::Session, &mut Connection, Instant, &mut Vec<SessionEvent>),
+    ) {
+        let now = ctx.now;
+        let (Some(s), Some(conn)) = (self.sessions.get_mut(&ch), ctx.conn(ch)) else {
+            return;
+        };
         let mut events = std::mem::take(&mut self.spare_events);
-        let r = s.io(conn, now, |w, io| f(w, io, &mut events));
-        if !events.is_empty() {
-            self.peer_events(ctx, ch, &mut events);
-        }
+        f(&mut s.session, conn, now, &mut events);
+        self.session_events(ctx, ch, &mut events);
         if self.spare_events.capacity() < events.capacity() {
             self.spare_events = events;
         }
-        Some(r)
     }
 
     pub(super) fn wire_config(&self, server: bool, h3: bool) -> wire::Config {
@@ -74,24 +87,15 @@ impl Node {
         let peer = PeerId(self.next_peer);
         self.next_peer += 1;
         self.peers.insert(peer, ch);
+        let web = h3.then(|| self.web_session(server));
         let session = Session {
             peer,
-            server,
-            wire: wire::Session::new(self.wire_config(server, h3)),
+            session: crate::session::Session::new(self.wire_config(server, h3), web),
             downs: HashMap::new(),
             ups: HashMap::new(),
-            outs: HashMap::new(),
-            web: h3.then(|| self.web_session(server)),
-            jwt: None,
-            peer_accepted: [0; 2],
         };
         self.sessions.insert(ch, session);
-        if h3 {
-            self.web_start(ctx, ch);
-        } else {
-            self.wire(ctx, ch, |w, io, ev| w.start(io, version, None, ev));
-        }
-        self.accept(ctx, ch);
+        self.drive(ctx, ch, |s, conn, now, ev| s.start(conn, now, version, ev));
     }
 
     /// The HTTP/3 + WebTransport session of a new connection. A server checks the CONNECT's
@@ -115,74 +119,27 @@ impl Node {
         WebSession::client(&authority, &url, protocols, max_buffer)
     }
 
-    /// An HTTP/3 connection: our SETTINGS at once (Chromium waits for them), and a client
-    /// sends its CONNECT.
-    pub(super) fn web_start(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle) {
-        let now = ctx.now;
-        let (Some(s), Some(conn)) = (self.sessions.get_mut(&ch), ctx.conn(ch)) else {
-            return;
-        };
-        if let Some(web) = s.web.as_mut() {
-            web.start(&mut ConnStreams::new(conn, &mut s.outs, now));
-        }
+    /// The peer opened streams: take those the session is ready for.
+    pub(super) fn accept(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle) {
+        self.drive(ctx, ch, |s, conn, now, ev| s.accept(conn, now, ev));
     }
 
-    /// Bytes on a stream the WebTransport session reads (HTTP/3 streams, and WebTransport
-    /// streams until their header is read or while they wait for the session to open).
-    pub(super) fn web_read(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, id: StreamId) {
-        let now = ctx.now;
-        let (Some(s), Some(conn)) = (self.sessions.get_mut(&ch), ctx.conn(ch)) else {
-            return;
-        };
-        let Some(web) = s.web.as_mut() else { return };
-        let (chunks, end) = stream_io::read_chunks(conn, id);
-        let mut io = ConnStreams::new(conn, &mut s.outs, now);
-        let events = web.on_stream(&mut io, id, chunks, end);
-        self.web_events(ctx, ch, events);
+    pub(super) fn read(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, id: StreamId) {
+        self.drive(ctx, ch, |s, conn, now, ev| s.read(conn, now, id, ev));
     }
 
-    /// What the WebTransport session reported. Once it is open the version comes from the
-    /// negotiated subprotocol, or from the SETUP exchange when there is none; its streams go
-    /// to the moq-lite machine.
-    pub(super) fn web_events(
+    /// What the session of `ch` reported: the machine's events are acted on, the
+    /// WebTransport session's are logged. `events` is left empty.
+    fn session_events(
         &mut self,
         ctx: &mut Ctx<'_>,
         ch: ConnectionHandle,
-        events: Vec<WebEvent>,
+        events: &mut Vec<SessionEvent>,
     ) {
-        let mut opened = false;
-        for event in events {
+        for event in events.drain(..) {
             match event {
-                WebEvent::Open {
-                    root,
-                    protocol,
-                    jwt,
-                } => {
-                    let Some(s) = self.sessions.get_mut(&ch) else {
-                        return;
-                    };
-                    let root = if s.server {
-                        s.jwt = jwt;
-                        root
-                    } else {
-                        String::new()
-                    };
-                    let version = protocol.as_deref().and_then(Version::from_alpn);
-                    self.wire(ctx, ch, |w, io, ev| w.start(io, version, Some(root), ev));
-                    opened = true;
-                }
-                WebEvent::Stream {
-                    id, chunks, end, ..
-                } => {
-                    if let Some(s) = self.sessions.get_mut(&ch) {
-                        s.wire.open_peer(id);
-                    }
-                    let now = now_ms();
-                    self.wire(ctx, ch, |w, io, ev| {
-                        w.on_stream(io, id, chunks, end, now, ev)
-                    });
-                }
-                WebEvent::Closed { code, reason } => {
+                SessionEvent::Peer(event) => self.peer_event(ctx, ch, event),
+                SessionEvent::Web(WebEvent::Closed { code, reason }) => {
                     tracing::debug!(
                         core = self.core,
                         code,
@@ -190,179 +147,107 @@ impl Node {
                         "webtransport session closed by peer"
                     );
                 }
-                WebEvent::Refused { status } => {
+                SessionEvent::Web(WebEvent::Refused { status }) => {
                     tracing::debug!(core = self.core, status, "CONNECT refused");
                 }
-                WebEvent::Failed(e) => {
+                SessionEvent::Web(WebEvent::Failed(e)) => {
                     tracing::debug!(core = self.core, error = %e, "http/3 error");
                 }
+                SessionEvent::Web(_) => {}
             }
-        }
-        if opened {
-            self.accept(ctx, ch);
         }
     }
 
-    /// Take the peer's new streams that the session is ready for (on WebTransport, all: the
-    /// WebTransport session holds what comes early).
-    pub(super) fn accept(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle) {
-        loop {
-            let Some(s) = self.sessions.get(&ch) else {
-                return;
-            };
-            let web = s.web.is_some();
-            let uni_ok = web || s.wire.accepts(Dir::Uni);
-            let bi_ok = web || s.wire.accepts(Dir::Bi);
-            let Some(conn) = ctx.conn(ch) else { return };
-            let id = if uni_ok {
-                conn.streams().accept(Dir::Uni)
-            } else {
-                None
-            };
-            let id = id.or_else(|| {
-                if bi_ok {
-                    conn.streams().accept(Dir::Bi)
-                } else {
-                    None
-                }
-            });
-            let Some(id) = id else { return };
-            let s = self.sessions.get_mut(&ch).expect("checked");
-            s.peer_accepted[dir_index(id.dir())] = id.index() + 1;
-            match s.web.as_mut() {
-                Some(web) => web.accept(id),
-                None => s.wire.open_peer(id),
-            }
-            self.read(ctx, ch, id);
-        }
-    }
-
-    pub(super) fn read(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, id: StreamId) {
+    /// Act on one thing the moq-lite machine of `ch` reported.
+    fn peer_event(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, event: PeerEvent) {
         let Some(s) = self.sessions.get_mut(&ch) else {
             return;
         };
-        if s.web.as_ref().is_some_and(|w| w.owns(id)) {
-            self.web_read(ctx, ch, id);
-            return;
-        }
-        let reads = s.wire.reads(id);
-        let accepted = s.accepted(id);
-        let Some(conn) = ctx.conn(ch) else { return };
-        if !reads {
-            // quinn reports bytes on a peer stream that is not accepted yet (its first frame
-            // only said Opened): they must stay in quinn until `accept` takes the stream, or
-            // a request sent in two packets before SETUP loses its body. A stream we are done
-            // with is drained, so its bytes keep no flow-control credit.
-            if accepted {
-                let _ = stream_io::read_chunks(conn, id);
-            }
-            return;
-        }
-        let (chunks, end) = stream_io::read_chunks(conn, id);
-        let now = now_ms();
-        self.wire(ctx, ch, |w, io, ev| {
-            w.on_stream(io, id, chunks, end, now, ev)
-        });
-    }
-
-    /// Act on what the moq-lite machine of `ch` reported; `events` is left empty.
-    pub(super) fn peer_events(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        ch: ConnectionHandle,
-        events: &mut Vec<PeerEvent>,
-    ) {
-        for event in events.drain(..) {
-            let Some(s) = self.sessions.get_mut(&ch) else {
-                return;
-            };
-            match event {
-                PeerEvent::Ready => self.ready(ctx, ch),
-                PeerEvent::AnnounceInterest {
-                    request,
-                    prefix,
-                    exclude_hop,
-                } => self.serve_announce(ctx, ch, request, &prefix, exclude_hop),
-                PeerEvent::Announced { path, active, hops } => {
-                    let peer = Some(s.peer);
-                    if active {
-                        let owner = Owner {
-                            core: self.core,
-                            peer,
-                            hops,
-                        };
-                        self.registry.publish(&path, owner);
-                    } else {
-                        self.registry.unpublish(&path, self.core, peer);
-                    }
-                }
-                PeerEvent::Subscribe {
-                    id,
-                    path,
-                    track,
-                    start,
-                } => self.serve_subscribe(ctx, ch, id, &path, &track, start),
-                PeerEvent::Unsubscribe { id } => {
-                    if let Some(track) = s.downs.remove(&id) {
-                        self.detach(ctx, track, SubRef::Down { conn: ch, id });
-                    }
-                }
-                PeerEvent::Group { up, seq, stream } => {
-                    let Some(&track) = s.ups.get(&up).filter(|t| self.tracks.contains_key(t))
-                    else {
-                        continue;
+        match event {
+            PeerEvent::Ready => self.ready(ctx, ch),
+            PeerEvent::AnnounceInterest {
+                request,
+                prefix,
+                exclude_hop,
+            } => self.serve_announce(ctx, ch, request, &prefix, exclude_hop),
+            PeerEvent::Announced { path, active, hops } => {
+                let peer = Some(s.peer);
+                if active {
+                    let owner = Owner {
+                        core: self.core,
+                        peer,
+                        hops,
                     };
-                    if !self.open_group(ctx, track, seq) {
-                        self.wire(ctx, ch, |w, io, _| w.refuse(io, stream, ErrorCode::OLD));
-                    }
+                    self.registry.publish(&path, owner);
+                } else {
+                    self.registry.unpublish(&path, self.core, peer);
                 }
-                PeerEvent::Frame { up, seq, frame } => {
-                    if let Some(&track) = s.ups.get(&up) {
-                        self.append(ctx, track, seq, Arc::new(frame));
-                    }
-                }
-                PeerEvent::GroupDone { up, seq } => {
-                    if let Some(&track) = s.ups.get(&up) {
-                        self.group_done(ctx, track, seq);
-                    }
-                }
-                PeerEvent::GroupAbort { up, seq, code } => {
-                    if let Some(&track) = s.ups.get(&up) {
-                        self.group_abort(ctx, track, seq, code);
-                    }
-                }
-                PeerEvent::UpstreamEnded { up, code } => {
-                    if let Some(track) = s.ups.remove(&up) {
-                        self.end_track(ctx, track, code);
-                    }
-                }
-                PeerEvent::InfoWanted {
-                    request,
-                    path,
-                    track,
-                } => {
-                    let waiter = InfoWaiter::Stream(s.peer, request);
-                    self.want_info(ctx, path, track, waiter);
-                }
-                PeerEvent::Info {
-                    path,
-                    track,
-                    result,
-                } => self.info_known(ctx, path, track, result),
-                PeerEvent::Fetch {
-                    request,
-                    path,
-                    track,
-                    group,
-                } => self.serve_fetch(ctx, ch, request, &path, &track, group),
             }
+            PeerEvent::Subscribe {
+                id,
+                path,
+                track,
+                start,
+            } => self.serve_subscribe(ctx, ch, id, &path, &track, start),
+            PeerEvent::Unsubscribe { id } => {
+                if let Some(track) = s.downs.remove(&id) {
+                    self.detach(ctx, track, SubRef::Down { conn: ch, id });
+                }
+            }
+            PeerEvent::Group { up, seq, stream } => {
+                let Some(&track) = s.ups.get(&up).filter(|t| self.tracks.contains_key(t)) else {
+                    return;
+                };
+                if !self.open_group(ctx, track, seq) {
+                    self.wire(ctx, ch, |w, io| w.refuse(io, stream, ErrorCode::OLD));
+                }
+            }
+            PeerEvent::Frame { up, seq, frame } => {
+                if let Some(&track) = s.ups.get(&up) {
+                    self.append(ctx, track, seq, Arc::new(frame));
+                }
+            }
+            PeerEvent::GroupDone { up, seq } => {
+                if let Some(&track) = s.ups.get(&up) {
+                    self.group_done(ctx, track, seq);
+                }
+            }
+            PeerEvent::GroupAbort { up, seq, code } => {
+                if let Some(&track) = s.ups.get(&up) {
+                    self.group_abort(ctx, track, seq, code);
+                }
+            }
+            PeerEvent::UpstreamEnded { up, code } => {
+                if let Some(track) = s.ups.remove(&up) {
+                    self.end_track(ctx, track, code);
+                }
+            }
+            PeerEvent::InfoWanted {
+                request,
+                path,
+                track,
+            } => {
+                let waiter = InfoWaiter::Stream(s.peer, request);
+                self.want_info(ctx, path, track, waiter);
+            }
+            PeerEvent::Info {
+                path,
+                track,
+                result,
+            } => self.info_known(ctx, path, track, result),
+            PeerEvent::Fetch {
+                request,
+                path,
+                track,
+                group,
+            } => self.serve_fetch(ctx, ch, request, &path, &track, group),
         }
     }
 
     /// Setup is complete: ask the peer what it publishes; a client's first session is its
-    /// upstream, and its application hears of it; the peer's waiting streams can be taken now.
+    /// upstream, and its application hears of it.
     pub(super) fn ready(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle) {
-        self.wire(ctx, ch, |w, io, _| {
+        self.wire(ctx, ch, |w, io| {
             // Everything the peer publishes: all of the session's root.
             let root = w.root().to_owned();
             w.announce_interest(io, &root)
@@ -370,14 +255,13 @@ impl Node {
         let Some(s) = self.sessions.get(&ch) else {
             return;
         };
-        if !s.server {
-            let version = s.wire.version();
+        if !s.wire().is_server() {
+            let version = s.wire().version();
             if self.upstream.is_none() {
                 self.upstream = Some(ch);
             }
             self.emit(AppEvent::Ready { version });
         }
-        self.accept(ctx, ch);
     }
 
     pub(super) fn lost(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, reason: String) {
@@ -396,7 +280,7 @@ impl Node {
             waiters.retain(|w| !matches!(w, InfoWaiter::Stream(p, _) if *p == peer));
             !waiters.is_empty()
         });
-        for event in s.wire.lost() {
+        for event in s.session.lost() {
             match event {
                 PeerEvent::Announced { path, .. } => {
                     self.registry.unpublish(&path, self.core, Some(peer))

@@ -50,7 +50,7 @@ impl Node {
             if let SubRef::Down { conn, id } = sub
                 && let Some(s) = self.sessions.get_mut(conn)
             {
-                s.wire.restart(*id);
+                s.session.wire_mut().restart(*id);
             }
         }
         let old = std::mem::replace(&mut t.source, Source::App);
@@ -161,7 +161,7 @@ impl Node {
         name: &str,
         track: u64,
     ) -> Option<u64> {
-        let up = self.wire(ctx, conn, |w, io, _| w.subscribe(io, path_, name))??;
+        let up = self.wire(ctx, conn, |w, io| w.subscribe(io, path_, name))??;
         self.sessions.get_mut(&conn)?.ups.insert(up, track);
         Some(up)
     }
@@ -177,12 +177,12 @@ impl Node {
         start: Option<u64>,
     ) {
         let Some(track) = self.resolve(ctx, path_, name) else {
-            self.wire(ctx, ch, |w, io, _| {
+            self.wire(ctx, ch, |w, io| {
                 w.refuse_subscribe(io, id, ErrorCode::UNROUTABLE)
             });
             return;
         };
-        let taken = self.wire(ctx, ch, |w, io, _| w.accept_subscribe(io, id));
+        let taken = self.wire(ctx, ch, |w, io| w.accept_subscribe(io, id));
         let Some(s) = self.sessions.get_mut(&ch).filter(|_| taken == Some(true)) else {
             // The subscriber left before it was answered.
             self.maybe_release(ctx, track);
@@ -276,7 +276,7 @@ impl Node {
                 if let Some(s) = self.sessions.get_mut(&conn)
                     && s.ups.remove(&up).is_some()
                 {
-                    self.wire(ctx, conn, |w, io, _| w.unsubscribe(io, up));
+                    self.wire(ctx, conn, |w, io| w.unsubscribe(io, up));
                 }
             }
             Source::Core { core } => self.registry.send(

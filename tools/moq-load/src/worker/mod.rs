@@ -12,7 +12,7 @@ mod subscribe;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -22,8 +22,8 @@ use super::plan::{ConnPlan, Pacing, Plan};
 use super::procfs;
 use moq_relay::lite::session::{Config, Limits, PeerEvent, Session};
 use moq_relay::lite::{ErrorCode, Role, TrackInfo, Version};
-use moq_relay::quic::stream_io::{self, ConnStreams, Outs};
-use moq_relay::quic::{Connection, ConnectionHandle, Ctx, Dir, Event, Handler, StreamEvent};
+use moq_relay::quic::{Connection, ConnectionHandle, Ctx, Event, Handler, StreamEvent};
+use moq_relay::session::Event as SessionEvent;
 use moq_relay::stream::{StreamId, Streams};
 use moq_relay::web::{self, WebEvent, WebSession};
 
@@ -55,26 +55,14 @@ pub struct WorkerReport {
     pub publisher_groups_dropped: u64,
 }
 
-/// Wall time in ms: lite-01..04 frames carry no timestamp, so the machine stamps them on
-/// receipt (the accounting reads its own stamp from the payload instead).
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// One connection: its moq-lite machine, the WebTransport session under it on HTTP/3, the
 /// writes waiting for flow control, and what its subscriptions stand for in the worker.
 struct Conn {
     plan_index: usize,
     /// The version is left to the SETUP exchange, so the relay's choice must be checked.
     legacy: bool,
-    wire: Session,
-    outs: Outs,
-    web: Option<WebSession>,
-    /// Relay streams taken with `accept`, per direction: quinn hands them out in index order,
-    /// and bytes on one not yet taken must stay in quinn until the machine is ready for it.
-    peer_accepted: [u64; 2],
+    /// The transport (raw QUIC or WebTransport) and its moq-lite machine.
+    session: moq_relay::session::Session,
     /// Our subscribe id -> index into the worker's subscriptions.
     subs: HashMap<u64, usize>,
     /// Broadcasts whose viewers on this connection have subscribed.
@@ -84,28 +72,14 @@ struct Conn {
 }
 
 impl Conn {
-    /// Run `f` on the machine with the streams of `conn` (through the WebTransport session on
-    /// HTTP/3, which starts each new stream with its header).
+    /// Run `f` on the machine with the streams of `conn`.
     fn io<R>(
         &mut self,
         conn: &mut Connection,
         now: Instant,
         f: impl FnOnce(&mut Session, &mut dyn Streams) -> R,
     ) -> R {
-        let mut raw = ConnStreams::new(conn, &mut self.outs, now);
-        match &self.web {
-            Some(web) => f(&mut self.wire, &mut web.streams(&mut raw)),
-            None => f(&mut self.wire, &mut raw),
-        }
-    }
-
-    /// Whether `id` is ours or a relay stream already taken with `accept`.
-    fn accepted(&self, id: StreamId) -> bool {
-        let index = match id.dir() {
-            Dir::Bi => 0,
-            Dir::Uni => 1,
-        };
-        id.initiator() == quinn_proto::Side::Client || id.index() < self.peer_accepted[index]
+        self.session.io(conn, now, f)
     }
 }
 
@@ -167,21 +141,41 @@ impl Worker {
 
     // ----- the machine ------------------------------------------------------------------
 
-    /// Run `f` on the machine of `ch` with its streams, then act on what it reported.
+    /// Run `f` on the machine of `ch` with its streams (our requests and answers: they
+    /// report nothing).
     fn wire<R>(
         &mut self,
         ctx: &mut Ctx<'_>,
         ch: ConnectionHandle,
-        f: impl FnOnce(&mut Session, &mut dyn Streams, &mut Vec<PeerEvent>) -> R,
+        f: impl FnOnce(&mut Session, &mut dyn Streams) -> R,
     ) -> Option<R> {
         let now = ctx.now;
         let (Some(c), Some(conn)) = (self.conns.get_mut(&ch), ctx.conn(ch)) else {
             return None;
         };
+        Some(c.io(conn, now, f))
+    }
+
+    /// Run `f` on the session of `ch` with its connection, then act on what it reported.
+    fn drive(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        ch: ConnectionHandle,
+        f: impl FnOnce(
+            &mut moq_relay::session::Session,
+            &mut Connection,
+            Instant,
+            &mut Vec<SessionEvent>,
+        ),
+    ) {
+        let now = ctx.now;
+        let (Some(c), Some(conn)) = (self.conns.get_mut(&ch), ctx.conn(ch)) else {
+            return;
+        };
         let mut events = Vec::new();
-        let errors = c.wire.decode_errors();
-        let r = c.io(conn, now, |w, io| f(w, io, &mut events));
-        let new_errors = c.wire.decode_errors() - errors;
+        let errors = c.session.wire().decode_errors();
+        f(&mut c.session, conn, now, &mut events);
+        let new_errors = c.session.wire().decode_errors() - errors;
         if new_errors > 0 {
             self.stats()
                 .protocol_errors
@@ -189,9 +183,11 @@ impl Worker {
             self.plan.note_error("protocol error from the relay".into());
         }
         for event in events {
-            self.peer_event(ctx, ch, event);
+            match event {
+                SessionEvent::Peer(event) => self.peer_event(ctx, ch, event),
+                SessionEvent::Web(event) => self.web_event(ch, event),
+            }
         }
-        Some(r)
     }
 
     /// Act on one thing the relay did.
@@ -214,13 +210,13 @@ impl Worker {
             PeerEvent::GroupAbort { up, .. } => self.group_reset(ch, up),
             PeerEvent::UpstreamEnded { up, code } => self.upstream_ended(ch, up, code),
             PeerEvent::InfoWanted { request, .. } => {
-                self.wire(ctx, ch, |w, io, _| {
+                self.wire(ctx, ch, |w, io| {
                     w.answer_info(io, request, Ok(TrackInfo::default()))
                 });
             }
             PeerEvent::Fetch { request, .. } => {
                 // We keep no past groups to fetch from.
-                self.wire(ctx, ch, |w, io, _| w.answer_fetch(io, request, None));
+                self.wire(ctx, ch, |w, io| w.answer_fetch(io, request, None));
             }
             PeerEvent::Announced { .. }
             | PeerEvent::Group { .. }
@@ -294,89 +290,40 @@ impl Worker {
         let conn = Conn {
             plan_index: index,
             legacy: !h3 && legacy,
-            wire: Session::new(cfg),
-            outs: HashMap::new(),
-            web,
-            peer_accepted: [0; 2],
+            session: moq_relay::session::Session::new(cfg, web),
             subs: HashMap::new(),
             subscribed: HashSet::new(),
             serving: HashMap::new(),
         };
         self.conns.insert(ch, conn);
-        if h3 {
-            self.web_start(ctx, ch);
-        } else {
-            self.wire(ctx, ch, |w, io, ev| w.start(io, version, None, ev));
-        }
-        self.accept(ctx, ch);
+        self.drive(ctx, ch, |s, conn, now, ev| s.start(conn, now, version, ev));
     }
 
-    /// HTTP/3 is up: our control stream (SETTINGS), then the extended CONNECT whose stream id
-    /// becomes the session id.
-    fn web_start(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle) {
-        let now = ctx.now;
-        let (Some(c), Some(conn)) = (self.conns.get_mut(&ch), ctx.conn(ch)) else {
-            return;
-        };
-        if let Some(web) = c.web.as_mut() {
-            web.start(&mut ConnStreams::new(conn, &mut c.outs, now));
-        }
-    }
-
-    /// Bytes on a stream the WebTransport session reads.
-    fn web_read(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, id: StreamId) {
-        let now = ctx.now;
-        let (Some(c), Some(conn)) = (self.conns.get_mut(&ch), ctx.conn(ch)) else {
-            return;
-        };
-        let Some(web) = c.web.as_mut() else { return };
-        let (chunks, end) = stream_io::read_chunks(conn, id);
-        let mut io = ConnStreams::new(conn, &mut c.outs, now);
-        let events = web.on_stream(&mut io, id, chunks, end);
-        self.web_events(ctx, ch, events);
-    }
-
-    /// What the WebTransport session reported. A 2xx to the CONNECT fixes the version from
-    /// the chosen subprotocol (none means SETUP); its streams go to the machine from then on.
-    fn web_events(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, events: Vec<WebEvent>) {
-        for event in events {
-            match event {
-                WebEvent::Open { protocol, .. } => {
-                    let version = protocol.as_deref().and_then(Version::from_alpn);
-                    if let Some(c) = self.conns.get_mut(&ch) {
-                        c.legacy = version.is_none();
-                    }
-                    let root = Some(String::new());
-                    self.wire(ctx, ch, |w, io, ev| w.start(io, version, root, ev));
-                    self.accept(ctx, ch);
+    /// What the WebTransport session did besides its streams. A 2xx to the CONNECT fixes the
+    /// version from the chosen subprotocol (none means SETUP).
+    fn web_event(&mut self, ch: ConnectionHandle, event: WebEvent) {
+        match event {
+            WebEvent::Open { protocol, .. } => {
+                let version = protocol.as_deref().and_then(Version::from_alpn);
+                if let Some(c) = self.conns.get_mut(&ch) {
+                    c.legacy = version.is_none();
                 }
-                WebEvent::Stream {
-                    id, chunks, end, ..
-                } => {
-                    if let Some(c) = self.conns.get_mut(&ch) {
-                        c.wire.open_peer(id);
-                    }
-                    let now = now_ms();
-                    self.wire(ctx, ch, |w, io, ev| {
-                        w.on_stream(io, id, chunks, end, now, ev)
-                    });
-                }
-                WebEvent::Closed { code, reason } if !self.shutting_down => {
-                    self.plan.note_error(format!(
-                        "the relay closed the WebTransport session: {code} {reason}"
-                    ));
-                }
-                WebEvent::Refused { status } => {
-                    self.plan
-                        .note_error(format!("CONNECT refused with status {status}"));
-                }
-                WebEvent::Failed(e) if !self.shutting_down => {
-                    self.stats().protocol_errors.fetch_add(1, Ordering::Relaxed);
-                    self.plan
-                        .note_error(format!("HTTP/3 error from the relay: {e}"));
-                }
-                WebEvent::Closed { .. } | WebEvent::Failed(_) => {}
             }
+            WebEvent::Closed { code, reason } if !self.shutting_down => {
+                self.plan.note_error(format!(
+                    "the relay closed the WebTransport session: {code} {reason}"
+                ));
+            }
+            WebEvent::Refused { status } => {
+                self.plan
+                    .note_error(format!("CONNECT refused with status {status}"));
+            }
+            WebEvent::Failed(e) if !self.shutting_down => {
+                self.stats().protocol_errors.fetch_add(1, Ordering::Relaxed);
+                self.plan
+                    .note_error(format!("HTTP/3 error from the relay: {e}"));
+            }
+            _ => {}
         }
     }
 
@@ -386,7 +333,7 @@ impl Worker {
         let Some(c) = self.conns.get(&ch) else {
             return;
         };
-        let version = c.wire.version();
+        let version = c.session.wire().version();
         let index = c.plan_index;
         if c.legacy && !self.plan.target.setup_versions.contains(&version) {
             self.plan.note_error(format!(
@@ -407,63 +354,19 @@ impl Worker {
                 let plan = self.plan.clone();
                 for broadcast in wanted {
                     let prefix = &plan.broadcasts[broadcast];
-                    self.wire(ctx, ch, |w, io, _| w.announce_interest(io, prefix));
+                    self.wire(ctx, ch, |w, io| w.announce_interest(io, prefix));
                 }
             }
         }
-        self.accept(ctx, ch);
     }
 
-    /// Take the relay's new streams that the machine is ready for (on WebTransport, all: the
-    /// WebTransport session holds what comes early).
+    /// The relay opened streams: take those the session is ready for.
     fn accept(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle) {
-        loop {
-            let Some(c) = self.conns.get(&ch) else {
-                return;
-            };
-            let web = c.web.is_some();
-            let uni_ok = web || c.wire.accepts(Dir::Uni);
-            let bi_ok = web || c.wire.accepts(Dir::Bi);
-            let Some(conn) = ctx.conn(ch) else { return };
-            let id = uni_ok
-                .then(|| conn.streams().accept(Dir::Uni))
-                .flatten()
-                .or_else(|| bi_ok.then(|| conn.streams().accept(Dir::Bi)).flatten());
-            let Some(id) = id else { return };
-            let c = self.conns.get_mut(&ch).expect("checked");
-            let index = usize::from(id.dir() == Dir::Uni);
-            c.peer_accepted[index] = id.index() + 1;
-            match c.web.as_mut() {
-                Some(web) => web.accept(id),
-                None => c.wire.open_peer(id),
-            }
-            self.read(ctx, ch, id);
-        }
+        self.drive(ctx, ch, |s, conn, now, ev| s.accept(conn, now, ev));
     }
 
     fn read(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, id: StreamId) {
-        let Some(c) = self.conns.get(&ch) else {
-            return;
-        };
-        if c.web.as_ref().is_some_and(|w| w.owns(id)) {
-            self.web_read(ctx, ch, id);
-            return;
-        }
-        let (reads, accepted) = (c.wire.reads(id), c.accepted(id));
-        let Some(conn) = ctx.conn(ch) else { return };
-        if !reads {
-            // A stream we are done with is drained, so its bytes keep no flow-control credit;
-            // one not taken yet keeps its bytes in quinn until `accept`.
-            if accepted {
-                let _ = stream_io::read_chunks(conn, id);
-            }
-            return;
-        }
-        let (chunks, end) = stream_io::read_chunks(conn, id);
-        let now = now_ms();
-        self.wire(ctx, ch, |w, io, ev| {
-            w.on_stream(io, id, chunks, end, now, ev)
-        });
+        self.drive(ctx, ch, |s, conn, now, ev| s.read(conn, now, id, ev));
     }
 
     fn lost(&mut self, ch: ConnectionHandle, reason: String) {
@@ -552,11 +455,11 @@ impl Handler for Worker {
             Event::Stream(StreamEvent::Readable { id }) => self.read(ctx, ch, id),
             Event::Stream(StreamEvent::Writable { id }) => {
                 if let (Some(c), Some(conn)) = (self.conns.get_mut(&ch), ctx.conn(ch)) {
-                    stream_io::resume(conn, &mut c.outs, id);
+                    c.session.writable(conn, id);
                 }
             }
             Event::Stream(StreamEvent::Stopped { id, .. }) => {
-                self.wire(ctx, ch, |w, io, _| w.stopped(io, id));
+                self.wire(ctx, ch, |w, io| w.stopped(io, id));
             }
             _ => {}
         }

@@ -79,7 +79,7 @@ impl Worker {
             ConnPlan::Subscriber { .. } => None,
         };
         let active = ours.iter().map(|p| (p, &[][..]));
-        self.wire(ctx, ch, |w, io, _| {
+        self.wire(ctx, ch, |w, io| {
             w.announce_start(io, request, prefix, exclude_hop, active)
         });
     }
@@ -102,12 +102,12 @@ impl Worker {
                 && plan.track_names[p.track] == track
         });
         let Some(p) = found else {
-            self.wire(ctx, ch, |w, io, _| {
+            self.wire(ctx, ch, |w, io| {
                 w.refuse_subscribe(io, id, ErrorCode::NOT_FOUND)
             });
             return;
         };
-        if self.wire(ctx, ch, |w, io, _| w.accept_subscribe(io, id)) != Some(true) {
+        if self.wire(ctx, ch, |w, io| w.accept_subscribe(io, id)) != Some(true) {
             return;
         }
         if let Some(c) = self.conns.get_mut(&ch) {

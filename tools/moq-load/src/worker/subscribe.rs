@@ -72,7 +72,7 @@ impl Worker {
         for _ in 0..viewers {
             for track in 0..plan.scenario.tracks {
                 let name: Arc<str> = plan.track_names[track].as_str().into();
-                let up = self.wire(ctx, ch, |w, io, _| {
+                let up = self.wire(ctx, ch, |w, io| {
                     w.ask_info(io, &path, &name);
                     w.subscribe(io, &path, &name)
                 });

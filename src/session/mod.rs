@@ -1,0 +1,287 @@
+//! The glue between the QUIC engine and the wire machines: one connection's transport (raw
+//! QUIC, or the WebTransport session on HTTP/3), its moq-lite machine, and the writes waiting
+//! for flow control. This is the one folder that knows `quic`, `web` and `lite` together; the
+//! relay's node and the load generator both drive their connections through [`Session`].
+//!
+//! What comes out is [`Event`]s: what the wire machine reported (`PeerEvent`) and what the
+//! WebTransport session did that the application may want to hear of (opened, closed,
+//! refused, failed). Streams are accepted as soon as the machine can take them, so a caller
+//! only forwards quinn's events.
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crate::lite::Version;
+use crate::lite::session::{self as wire, PeerEvent};
+use crate::quic::stream_io::{self, ConnStreams, Outs};
+use crate::quic::{Connection, Dir, StreamId};
+use crate::stream::Streams;
+use crate::web::{WebEvent, WebSession};
+
+/// What a connection's session reports.
+#[derive(Debug)]
+pub enum Event {
+    Peer(PeerEvent),
+    /// From the WebTransport session, besides its streams: `Open` (the moq session has been
+    /// started on it), `Closed`, `Refused`, `Failed`.
+    Web(WebEvent),
+}
+
+/// One connection's session. See the module docs.
+pub struct Session {
+    wire: wire::Session,
+    /// Set on HTTP/3 connections: the WebTransport session the moq session rides on.
+    web: Option<WebSession>,
+    outs: Outs,
+    server: bool,
+    /// Peer streams taken with `accept`, per direction (bidi, uni): quinn hands them out in
+    /// index order, so a peer stream is accepted when its index is below this.
+    peer_accepted: [u64; 2],
+    /// The `jwt` query parameter of a server's CONNECT URL, kept for the auth layer.
+    jwt: Option<String>,
+}
+
+fn dir_index(dir: Dir) -> usize {
+    match dir {
+        Dir::Bi => 0,
+        Dir::Uni => 1,
+    }
+}
+
+/// Wall time in ms, which stamps frames of versions without timestamps.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Session {
+    /// `web`: the WebTransport session, on an HTTP/3 connection.
+    pub fn new(wire: wire::Config, web: Option<WebSession>) -> Self {
+        let server = wire.server;
+        Self {
+            wire: wire::Session::new(wire),
+            web,
+            outs: Outs::new(),
+            server,
+            peer_accepted: [0; 2],
+            jwt: None,
+        }
+    }
+
+    pub fn wire(&self) -> &wire::Session {
+        &self.wire
+    }
+
+    /// The machine, for what needs no streams (a subscription's skip list starting over).
+    pub fn wire_mut(&mut self) -> &mut wire::Session {
+        &mut self.wire
+    }
+
+    pub fn is_web(&self) -> bool {
+        self.web.is_some()
+    }
+
+    pub fn jwt(&self) -> Option<&str> {
+        self.jwt.as_deref()
+    }
+
+    /// Writes waiting for flow control, by stream.
+    pub fn pending_writes(&self) -> usize {
+        self.outs.len()
+    }
+
+    /// Run `f` on the moq-lite machine with the streams of `conn` (through the WebTransport
+    /// session on HTTP/3, which starts each new stream with its header).
+    pub fn io<R>(
+        &mut self,
+        conn: &mut Connection,
+        now: Instant,
+        f: impl FnOnce(&mut wire::Session, &mut dyn Streams) -> R,
+    ) -> R {
+        let mut raw = ConnStreams::new(conn, &mut self.outs, now);
+        match &self.web {
+            Some(web) => f(&mut self.wire, &mut web.streams(&mut raw)),
+            None => f(&mut self.wire, &mut raw),
+        }
+    }
+
+    /// The connection is up. On raw QUIC the moq session starts with `version` (from the
+    /// ALPN; `None` for the SETUP exchange); on HTTP/3 the WebTransport session starts (our
+    /// SETTINGS, and a client's CONNECT) and the moq session waits for it to open.
+    pub fn start(
+        &mut self,
+        conn: &mut Connection,
+        now: Instant,
+        version: Option<Version>,
+        events: &mut Vec<Event>,
+    ) {
+        match self.web.as_mut() {
+            Some(web) => web.start(&mut ConnStreams::new(conn, &mut self.outs, now)),
+            None => {
+                let mut peer = Vec::new();
+                self.io(conn, now, |w, io| w.start(io, version, None, &mut peer));
+                events.extend(peer.into_iter().map(Event::Peer));
+            }
+        }
+        self.accept(conn, now, events);
+    }
+
+    /// Take the peer's new streams that the session is ready for (on WebTransport, all: the
+    /// WebTransport session holds what comes early) and read what they have.
+    pub fn accept(&mut self, conn: &mut Connection, now: Instant, events: &mut Vec<Event>) {
+        loop {
+            let web = self.web.is_some();
+            let id = if web || self.wire.accepts(Dir::Uni) {
+                conn.streams().accept(Dir::Uni)
+            } else {
+                None
+            };
+            let id = id.or_else(|| {
+                if web || self.wire.accepts(Dir::Bi) {
+                    conn.streams().accept(Dir::Bi)
+                } else {
+                    None
+                }
+            });
+            let Some(id) = id else { return };
+            self.peer_accepted[dir_index(id.dir())] = id.index() + 1;
+            match self.web.as_mut() {
+                Some(web) => web.accept(id),
+                None => self.wire.open_peer(id),
+            }
+            self.read(conn, now, id, events);
+        }
+    }
+
+    /// Whether `id` is ours or a peer stream already taken with `accept`.
+    fn accepted(&self, id: StreamId) -> bool {
+        let ours = if self.server {
+            quinn_proto::Side::Server
+        } else {
+            quinn_proto::Side::Client
+        };
+        id.initiator() == ours || id.index() < self.peer_accepted[dir_index(id.dir())]
+    }
+
+    /// `id` has bytes (or its end) to read.
+    pub fn read(
+        &mut self,
+        conn: &mut Connection,
+        now: Instant,
+        id: StreamId,
+        events: &mut Vec<Event>,
+    ) {
+        if self.web.as_ref().is_some_and(|w| w.owns(id)) {
+            self.web_read(conn, now, id, events);
+            return;
+        }
+        if !self.wire.reads(id) {
+            // quinn reports bytes on a peer stream that is not accepted yet (its first frame
+            // only said Opened): they must stay in quinn until `accept` takes the stream, or
+            // a request sent in two packets before SETUP loses its body. A stream we are done
+            // with is drained, so its bytes keep no flow-control credit.
+            if self.accepted(id) {
+                let _ = stream_io::read_chunks(conn, id);
+            }
+            return;
+        }
+        let (chunks, end) = stream_io::read_chunks(conn, id);
+        self.on_wire_stream(conn, now, id, chunks, end, events);
+    }
+
+    /// Bytes for the moq-lite machine; once it is set up by them, the streams that waited for
+    /// that are taken.
+    fn on_wire_stream(
+        &mut self,
+        conn: &mut Connection,
+        now: Instant,
+        id: StreamId,
+        chunks: Vec<bytes::Bytes>,
+        end: crate::stream::End,
+        events: &mut Vec<Event>,
+    ) {
+        let was_ready = self.wire.is_ready();
+        let mut peer = Vec::new();
+        let stamp = now_ms();
+        self.io(conn, now, |w, io| {
+            w.on_stream(io, id, chunks, end, stamp, &mut peer)
+        });
+        events.extend(peer.into_iter().map(Event::Peer));
+        if !was_ready && self.wire.is_ready() {
+            self.accept(conn, now, events);
+        }
+    }
+
+    /// Bytes on a stream the WebTransport session reads (HTTP/3 streams, and WebTransport
+    /// streams until their header is read or while they wait for the session to open).
+    fn web_read(
+        &mut self,
+        conn: &mut Connection,
+        now: Instant,
+        id: StreamId,
+        events: &mut Vec<Event>,
+    ) {
+        let Some(web) = self.web.as_mut() else { return };
+        let (chunks, end) = stream_io::read_chunks(conn, id);
+        let reported = web.on_stream(
+            &mut ConnStreams::new(conn, &mut self.outs, now),
+            id,
+            chunks,
+            end,
+        );
+        let mut opened = false;
+        for event in reported {
+            match event {
+                // Once open, the version comes from the negotiated subprotocol, or from the
+                // SETUP exchange when there is none; a server's root is the URL path.
+                WebEvent::Open {
+                    ref root,
+                    ref protocol,
+                    ref jwt,
+                } => {
+                    let root = if self.server {
+                        self.jwt = jwt.clone();
+                        root.clone()
+                    } else {
+                        String::new()
+                    };
+                    let version = protocol.as_deref().and_then(Version::from_alpn);
+                    let mut peer = Vec::new();
+                    self.io(conn, now, |w, io| {
+                        w.start(io, version, Some(root), &mut peer)
+                    });
+                    events.push(Event::Web(event));
+                    events.extend(peer.into_iter().map(Event::Peer));
+                    opened = true;
+                }
+                WebEvent::Stream {
+                    id, chunks, end, ..
+                } => {
+                    self.wire.open_peer(id);
+                    self.on_wire_stream(conn, now, id, chunks, end, events);
+                }
+                other => events.push(Event::Web(other)),
+            }
+        }
+        // Streams released with the session's opening came first; new ones after them.
+        if opened {
+            self.accept(conn, now, events);
+        }
+    }
+
+    /// `id` can take more: send what waits for it.
+    pub fn writable(&mut self, conn: &mut Connection, id: StreamId) {
+        stream_io::resume(conn, &mut self.outs, id);
+    }
+
+    /// The peer sent STOP_SENDING on `id`.
+    pub fn stopped(&mut self, conn: &mut Connection, now: Instant, id: StreamId) {
+        self.io(conn, now, |w, io| w.stopped(io, id));
+    }
+
+    /// The connection is gone: what the layer above must forget of it.
+    pub fn lost(&mut self) -> Vec<PeerEvent> {
+        self.outs.clear();
+        self.wire.lost()
+    }
+}
