@@ -38,6 +38,8 @@ pub struct Session {
     peer_accepted: [u64; 2],
     /// The `jwt` query parameter of a server's CONNECT URL, kept for the auth layer.
     jwt: Option<String>,
+    /// Reused for what the machine reports, so that reading a stream allocates nothing.
+    spare: Vec<PeerEvent>,
 }
 
 fn dir_index(dir: Dir) -> usize {
@@ -65,6 +67,7 @@ impl Session {
             server,
             peer_accepted: [0; 2],
             jwt: None,
+            spare: Vec::new(),
         }
     }
 
@@ -201,12 +204,13 @@ impl Session {
         events: &mut Vec<Event>,
     ) {
         let was_ready = self.wire.is_ready();
-        let mut peer = Vec::new();
+        let mut peer = std::mem::take(&mut self.spare);
         let stamp = now_ms();
         self.io(conn, now, |w, io| {
             w.on_stream(io, id, chunks, end, stamp, &mut peer)
         });
-        events.extend(peer.into_iter().map(Event::Peer));
+        events.extend(peer.drain(..).map(Event::Peer));
+        self.spare = peer;
         if !was_ready && self.wire.is_ready() {
             self.accept(conn, now, events);
         }
