@@ -80,10 +80,6 @@ impl Session {
         &mut self.wire
     }
 
-    pub fn is_web(&self) -> bool {
-        self.web.is_some()
-    }
-
     pub fn jwt(&self) -> Option<&str> {
         self.jwt.as_deref()
     }

@@ -62,11 +62,7 @@ impl Session {
                 let Some(id) = io.open(Dir::Bi) else {
                     return;
                 };
-                let versions = if self.cfg.setup_versions.is_empty() {
-                    vec![Version::Lite02, Version::Lite01]
-                } else {
-                    self.cfg.setup_versions.clone()
-                };
+                let versions = self.offered();
                 let setup = ClientSetup {
                     versions: versions.iter().map(|v| v.code()).collect(),
                     parameters: Vec::new(),
@@ -82,6 +78,15 @@ impl Session {
                 self.write_msg(io, id, |v, b| setup.encode(v, b), false);
             }
             None => {}
+        }
+    }
+
+    /// The versions a client offers in CLIENT_SETUP (the SETUP exchange knows only lite-01/02).
+    fn offered(&self) -> Vec<Version> {
+        if self.cfg.setup_versions.is_empty() {
+            vec![Version::Lite02, Version::Lite01]
+        } else {
+            self.cfg.setup_versions.clone()
         }
     }
 
@@ -121,11 +126,13 @@ impl Session {
                     return short(end, State::SessionStream { buf, setup_done });
                 };
                 buf.drain(..used);
-                let Some(v) = Version::from_code(setup.version).filter(|v| *v <= Version::Lite02)
+                let offered = self.offered();
+                let Some(v) = Version::from_code(setup.version)
+                    .filter(|v| *v <= Version::Lite02 && offered.contains(v))
                 else {
                     return Ok(Step::Close(
                         ErrorCode::VERSION,
-                        "server chose an unknown version",
+                        "server chose a version we did not offer",
                     ));
                 };
                 v

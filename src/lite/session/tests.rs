@@ -320,6 +320,24 @@ fn legacy_setup_exchange_both_roles() {
     c.feed(mine, &answer, false);
     assert_eq!(c.wire.version(), Version::Lite01);
     assert!(matches!(c.take_events()[..], [PeerEvent::Ready]));
+
+    // A server that picks a version the client did not offer ends the session.
+    let mut c = One::new(false);
+    c.wire.cfg.setup_versions = vec![Version::Lite01];
+    c.start(None);
+    let mut answer = Vec::new();
+    ServerSetup {
+        version: Version::Lite02.code(),
+        parameters: Vec::new(),
+    }
+    .encode(Version::Lite02, &mut answer)
+    .unwrap();
+    c.feed(mine, &answer, false);
+    assert_eq!(
+        c.io.closed().map(|c| c.0),
+        Some(ErrorCode::VERSION.0 as u64)
+    );
+    assert!(c.take_events().is_empty());
 }
 
 /// Failures of what holds the session together close it; failures of one request refuse

@@ -55,12 +55,10 @@ pub struct WorkerReport {
     pub publisher_groups_dropped: u64,
 }
 
-/// One connection: its moq-lite machine, the WebTransport session under it on HTTP/3, the
-/// writes waiting for flow control, and what its subscriptions stand for in the worker.
+/// One connection: its session (transport and moq-lite machine), and what its subscriptions
+/// stand for in the worker.
 struct Conn {
     plan_index: usize,
-    /// The version is left to the SETUP exchange, so the relay's choice must be checked.
-    legacy: bool,
     /// The transport (raw QUIC or WebTransport) and its moq-lite machine.
     session: moq_relay::session::Session,
     /// Our subscribe id -> index into the worker's subscriptions.
@@ -185,7 +183,7 @@ impl Worker {
         for event in events {
             match event {
                 SessionEvent::Peer(event) => self.peer_event(ctx, ch, event),
-                SessionEvent::Web(event) => self.web_event(ch, event),
+                SessionEvent::Web(event) => self.web_event(event),
             }
         }
     }
@@ -289,7 +287,6 @@ impl Worker {
         };
         let conn = Conn {
             plan_index: index,
-            legacy: !h3 && legacy,
             session: moq_relay::session::Session::new(cfg, web),
             subs: HashMap::new(),
             subscribed: HashSet::new(),
@@ -299,16 +296,10 @@ impl Worker {
         self.drive(ctx, ch, |s, conn, now, ev| s.start(conn, now, version, ev));
     }
 
-    /// What the WebTransport session did besides its streams. A 2xx to the CONNECT fixes the
-    /// version from the chosen subprotocol (none means SETUP).
-    fn web_event(&mut self, ch: ConnectionHandle, event: WebEvent) {
+    /// What the WebTransport session did besides its streams (its opening needs nothing here:
+    /// the session has started the moq session on it).
+    fn web_event(&mut self, event: WebEvent) {
         match event {
-            WebEvent::Open { protocol, .. } => {
-                let version = protocol.as_deref().and_then(Version::from_alpn);
-                if let Some(c) = self.conns.get_mut(&ch) {
-                    c.legacy = version.is_none();
-                }
-            }
             WebEvent::Closed { code, reason } if !self.shutting_down => {
                 self.plan.note_error(format!(
                     "the relay closed the WebTransport session: {code} {reason}"
@@ -335,14 +326,6 @@ impl Worker {
         };
         let version = c.session.wire().version();
         let index = c.plan_index;
-        if c.legacy && !self.plan.target.setup_versions.contains(&version) {
-            self.plan.note_error(format!(
-                "the relay chose version {:#x}, which we did not offer",
-                version.code()
-            ));
-            ctx.close(ch, ErrorCode::VERSION.0, b"version not offered");
-            return;
-        }
         self.plan
             .negotiated
             .store(version.code(), Ordering::Relaxed);
