@@ -1,0 +1,191 @@
+//! Tests of the configuration: flags, `MOQ_*` variables and the TOML file, merged, and every
+//! bad value named by its key.
+
+use super::*;
+
+fn cli(args: &[&str]) -> Cli {
+    let mut all = vec!["moq-relay"];
+    all.extend_from_slice(args);
+    Cli::try_parse_from(all).unwrap()
+}
+
+fn file(text: &str) -> Result<File, String> {
+    toml::from_str(text).map_err(|e| e.to_string())
+}
+
+#[test]
+fn flags_override_file_and_file_overrides_defaults() {
+    let f = file(
+        r#"
+        [server]
+        bind = "127.0.0.1:4443"
+        threads = 2
+        io = "epoll"
+        gso = false
+        [server.tls]
+        generate = "localhost"
+        [log]
+        level = "debug"
+        [relay]
+        cache_groups = 7
+        cache_age = 100
+        groups_in_flight = 2
+        "#,
+    )
+    .unwrap();
+    let c = Config::merge(
+        cli(&[
+            "--threads",
+            "1",
+            "--server-gso=true",
+            "--relay-cache-age",
+            "900",
+        ]),
+        f,
+    )
+    .unwrap();
+    assert_eq!(c.limits.cache.groups, 7);
+    assert_eq!(c.limits.cache.age, std::time::Duration::from_millis(900));
+    assert_eq!(c.limits.max_groups_in_flight, 2);
+    assert_eq!(c.bind, "127.0.0.1:4443".parse().unwrap());
+    assert_eq!(c.threads, 1);
+    assert_eq!(c.io, IoMode::Epoll);
+    assert!(c.socket.gso);
+    assert!(c.socket.gro);
+    assert_eq!(c.tls.generate, vec!["localhost".to_string()]);
+    assert_eq!(c.log_level, "debug");
+}
+
+#[test]
+fn reference_names_are_accepted() {
+    let c = Config::merge(
+        cli(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            "a.pem",
+            "--tls-key",
+            "a.key",
+            "--tls-cert",
+            "b.pem",
+            "--tls-key",
+            "b.key",
+            "--tls-disable-verify",
+            "--client-bind",
+            "127.0.0.1:0",
+        ]),
+        File::default(),
+    )
+    .unwrap();
+    assert_eq!(c.tls.pairs.len(), 2);
+    assert_eq!(c.tls.pairs[1], ("b.pem".into(), "b.key".into()));
+    assert!(matches!(c.client_verify, ClientVerify::Disabled));
+    let f = file("[server]\nlisten = \"127.0.0.1:9\"\n[server.tls]\ncert = [\"x\"]\nkey = [\"y\"]")
+        .unwrap();
+    assert_eq!(Config::merge(cli(&[]), f).unwrap().bind.port(), 9);
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    let generate = ["--tls-generate", "localhost"];
+    let cases: &[(&[&str], &str)] = &[
+        (&["--server-bind", "nonsense"], "server.bind"),
+        (&["--io", "kqueue"], "server.io"),
+        (&["--threads", "1000"], "server.threads"),
+        (&["--log-level", "loud"], "log.level"),
+        (&["--client-bind", "x:y"], "client.bind"),
+        (&["--relay-cache-groups", "0"], "relay.cache_groups"),
+        (&["--relay-groups-in-flight", "0"], "relay.groups_in_flight"),
+        (&["--relay-max-frame", "99999999999"], "relay.max_frame"),
+        (&["--relay-max-message", "10"], "relay.max_message"),
+    ];
+    for (args, key) in cases {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&generate);
+        let e = Config::merge(cli(&all), File::default()).unwrap_err();
+        assert!(e.0.contains(key), "{args:?}: {e}");
+    }
+    let e = Config::merge(cli(&["--tls-cert", "a.pem"]), File::default()).unwrap_err();
+    assert!(e.0.contains("server.tls.cert"), "{e}");
+    let e = Config::merge(cli(&[]), File::default()).unwrap_err();
+    assert!(e.0.contains("server.tls"), "{e}");
+}
+
+#[test]
+fn web_listeners() {
+    let generate = ["--tls-generate", "localhost"];
+    let c = Config::merge(cli(&generate), File::default()).unwrap();
+    assert_eq!(c.web, WebConfig::default());
+
+    let f = file(
+        r#"
+        [web.http]
+        listen = "127.0.0.1:4443"
+        [web.https]
+        listen = "127.0.0.1:8443"
+        cert = "web.pem"
+        key = "web.key"
+        "#,
+    )
+    .unwrap();
+    let c = Config::merge(cli(&generate), f).unwrap();
+    assert_eq!(c.web.http, Some("127.0.0.1:4443".parse().unwrap()));
+    let https = c.web.https.unwrap();
+    assert_eq!(https.listen, "127.0.0.1:8443".parse().unwrap());
+    assert_eq!(https.pairs, vec![("web.pem".into(), "web.key".into())]);
+
+    let f = file("[web.http]\nlisten = \"127.0.0.1:1\"").unwrap();
+    let mut args = generate.to_vec();
+    args.extend_from_slice(&[
+        "--web-http-listen",
+        "127.0.0.1:2",
+        "--web-https-listen",
+        "[::1]:3",
+    ]);
+    let c = Config::merge(cli(&args), f).unwrap();
+    assert_eq!(c.web.http.unwrap().port(), 2);
+    assert_eq!(c.web.https.unwrap().pairs, Vec::new());
+
+    let cases: &[(&[&str], &str)] = &[
+        (&["--web-http-listen", "nonsense"], "web.http.listen"),
+        (&["--web-https-listen", "127.0.0.1"], "web.https.listen"),
+        (
+            &[
+                "--web-https-listen",
+                "127.0.0.1:0",
+                "--web-https-cert",
+                "a.pem",
+            ],
+            "web.https.cert/key",
+        ),
+        (
+            &["--web-https-cert", "a.pem", "--web-https-key", "a.key"],
+            "web.https.cert",
+        ),
+    ];
+    for (args, key) in cases {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&generate);
+        let e = Config::merge(cli(&all), File::default()).unwrap_err();
+        assert!(e.0.contains(key), "{args:?}: {e}");
+    }
+    let e = file("[web.http]\nport = 1").unwrap_err();
+    assert!(e.contains("port"), "{e}");
+}
+
+#[test]
+fn unknown_toml_keys_are_errors_naming_the_key() {
+    let e = file("[server]\nbindd = \"x\"").unwrap_err();
+    assert!(e.contains("bindd"), "{e}");
+    let e = file("[server.tls]\ncertificate = \"x\"").unwrap_err();
+    assert!(e.contains("certificate"), "{e}");
+    let e = file("[nope]\n").unwrap_err();
+    assert!(e.contains("nope"), "{e}");
+}
+
+#[test]
+fn unreadable_file_is_named() {
+    let c = cli(&["/nonexistent/relay.toml"]);
+    let e = Config::from_cli(c).unwrap_err();
+    assert!(e.0.contains("/nonexistent/relay.toml"), "{e}");
+}
