@@ -11,7 +11,8 @@ use crate::lite::Version;
 use crate::net::{Doorbell, IoMode, SocketOptions};
 use crate::quic::tls::{self, ClientVerify};
 use crate::quic::{ClientRole, Engine, EngineConfig, TransportLimits, client_config};
-use crate::relay::{App, AppCmd, AppEvent, Dial, Limits, NodeFactory};
+use crate::relay::{App, AppCmd, AppEvent, Limits, NodeFactory};
+use crate::session::Dial;
 
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
@@ -86,18 +87,17 @@ impl Client {
         let (ev_tx, ev_rx) = crossbeam_channel::unbounded();
         let nodes = NodeFactory::new(1, Limits::default());
         let dial = Dial {
-            addr: opts.addr,
-            server_name: opts.server_name.clone(),
-            path: opts.path.clone(),
             setup_versions: opts.setup_versions.clone(),
             web_protocols: opts.web_protocols.clone(),
+            ..Dial::new(opts.addr, &opts.server_name, &opts.path)
         };
+        let dials = Arc::new(vec![dial]);
         let engine = Engine::start(config, move |info| {
             let app = App {
                 commands: cmd_rx.clone(),
                 events: ev_tx.clone(),
             };
-            nodes.node(&info, Some(app), Some(dial.clone()))
+            crate::server::relay_host(&nodes, &info, Some(app), dials.clone())
         })?;
         let doorbell = engine.doorbells()[0].clone();
         Ok(Self {

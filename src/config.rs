@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use serde::Deserialize;
 
+use crate::model::SessionLimits;
 use crate::net::{IoMode, SocketOptions};
 use crate::quic::tls::ClientVerify;
 use crate::relay::{CacheLimits, Limits};
@@ -553,7 +554,7 @@ fn relay_limits(cli: &CliRelay, file: FileRelay) -> Result<Limits, ConfigError> 
     let in_flight = pick(
         cli.groups_in_flight,
         file.groups_in_flight,
-        d.max_groups_in_flight,
+        d.session.max_groups_in_flight,
     );
     at_least(
         "relay.groups_in_flight (--relay-groups-in-flight)",
@@ -564,7 +565,7 @@ fn relay_limits(cli: &CliRelay, file: FileRelay) -> Result<Limits, ConfigError> 
     let subs = pick(
         cli.max_subscriptions,
         file.max_subscriptions,
-        d.max_subscriptions,
+        d.session.max_subscriptions,
     );
     at_least(
         "relay.max_subscriptions (--relay-max-subscriptions)",
@@ -572,21 +573,25 @@ fn relay_limits(cli: &CliRelay, file: FileRelay) -> Result<Limits, ConfigError> 
         1,
         1 << 20,
     )?;
-    let announces = pick(cli.max_announces, file.max_announces, d.max_announces);
+    let announces = pick(
+        cli.max_announces,
+        file.max_announces,
+        d.session.max_announces,
+    );
     at_least(
         "relay.max_announces (--relay-max-announces)",
         announces as u64,
         1,
         1 << 16,
     )?;
-    let frame = pick(cli.max_frame, file.max_frame, d.max_frame);
+    let frame = pick(cli.max_frame, file.max_frame, d.session.max_frame);
     at_least(
         "relay.max_frame (--relay-max-frame)",
         frame,
         1,
         crate::lite::MAX_FRAME_SIZE,
     )?;
-    let message = pick(cli.max_message, file.max_message, d.max_message);
+    let message = pick(cli.max_message, file.max_message, d.session.max_message);
     at_least(
         "relay.max_message (--relay-max-message)",
         message as u64,
@@ -605,17 +610,19 @@ fn relay_limits(cli: &CliRelay, file: FileRelay) -> Result<Limits, ConfigError> 
         3_600_000,
     )?;
     Ok(Limits {
-        max_message: message,
-        max_frame: frame,
-        max_subscriptions: subs,
-        max_announces: announces,
-        max_groups_in_flight: in_flight,
+        session: SessionLimits {
+            max_message: message,
+            max_frame: frame,
+            max_subscriptions: subs,
+            max_announces: announces,
+            max_groups_in_flight: in_flight,
+            ..d.session
+        },
         track_linger: std::time::Duration::from_millis(linger),
         cache: CacheLimits {
             groups,
             age: std::time::Duration::from_millis(age),
         },
-        ..d
     })
 }
 

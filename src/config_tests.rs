@@ -46,7 +46,7 @@ fn flags_override_file_and_file_overrides_defaults() {
     .unwrap();
     assert_eq!(c.limits.cache.groups, 7);
     assert_eq!(c.limits.cache.age, std::time::Duration::from_millis(900));
-    assert_eq!(c.limits.max_groups_in_flight, 2);
+    assert_eq!(c.limits.session.max_groups_in_flight, 2);
     assert_eq!(c.bind, "127.0.0.1:4443".parse().unwrap());
     assert_eq!(c.threads, 1);
     assert_eq!(c.io, IoMode::Epoll);

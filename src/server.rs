@@ -12,9 +12,9 @@ use crate::config::Config;
 use crate::http::{HttpServer, Listener};
 use crate::model::path;
 use crate::quic::tls::{self, ServerCerts};
-use crate::quic::{ClientRole, Engine, EngineConfig, ServerRole, TransportLimits};
-
-use crate::relay::{Census, NodeFactory, RelayStats};
+use crate::quic::{ClientRole, CoreInfo, Engine, EngineConfig, ServerRole, TransportLimits};
+use crate::relay::{App, Census, Node, NodeFactory, RelayStats, Wake};
+use crate::session::{Dial, Host, HostConfig};
 
 /// ALPNs the relay offers, in its own preference order (rustls picks the first the client
 /// also offers).
@@ -25,6 +25,31 @@ pub const ALPNS: &[&[u8]] = &[
     b"moql",
     b"h3",
 ];
+
+/// The session host of one core, running that core's relay node; `dials` is what a client
+/// node dials.
+pub(crate) fn relay_host(
+    nodes: &NodeFactory,
+    info: &CoreInfo,
+    app: Option<App>,
+    dials: Arc<Vec<Dial>>,
+) -> Host<Node> {
+    let wakes: Vec<Wake> = info
+        .doorbells
+        .iter()
+        .map(|d| {
+            let d = d.clone();
+            Arc::new(move || d.ring()) as Wake
+        })
+        .collect();
+    let cfg = HostConfig {
+        core: info.core,
+        origin: nodes.origin(),
+        limits: nodes.limits().session,
+        dials,
+    };
+    Host::new(cfg, nodes.node(info.core, &wakes, app))
+}
 
 /// ALPN of the HTTPS listener.
 const HTTPS_ALPNS: &[&[u8]] = &[b"http/1.1"];
@@ -83,8 +108,10 @@ impl Server {
         };
         let nodes = NodeFactory::new(engine_config.cores(), config.limits.clone());
         let factory = nodes.clone();
-        let engine = Engine::start(engine_config, move |info| factory.node(&info, None, None))
-            .with_context(|| format!("starting on {}", config.bind))?;
+        let engine = Engine::start(engine_config, move |info| {
+            relay_host(&factory, &info, None, Arc::default())
+        })
+        .with_context(|| format!("starting on {}", config.bind))?;
         tracing::info!(
             addr = %engine.local_addr().expect("server role"),
             cores = engine.cores(),

@@ -12,6 +12,13 @@ use bytes::Bytes;
 /// quinn's stream identity, as plain values: who opened a stream, which way it goes, its id.
 pub use quinn_proto::{Dir, Side, StreamId};
 
+/// A stream id written as its raw value (a request id above the session) read back.
+pub fn stream_id(raw: u64) -> StreamId {
+    quinn_proto::VarInt::from_u64(raw)
+        .unwrap_or(quinn_proto::VarInt::MAX)
+        .into()
+}
+
 /// How a read left a stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum End {

@@ -755,10 +755,8 @@ fn long_group_ends_after_the_next_one_opens() {
 #[test]
 fn webtransport_group_larger_than_a_message_arrives_whole() {
     // The smallest message limit: any read of a group stream holds more than it.
-    let limits = Limits {
-        max_message: 256,
-        ..Default::default()
-    };
+    let mut limits = Limits::default();
+    limits.session.max_message = 256;
     let server = relay_with(1, limits);
     let publisher = connect_via(&server, Via::Web(BROWSER_PROTOCOLS, Version::Lite04));
     publisher.send(AppCmd::Publish {

@@ -5,14 +5,12 @@ mod node;
 mod registry;
 
 pub use crate::model::{CacheLimits, Frame, Group, GroupCache};
-pub use node::{App, AppCmd, AppEvent, Dial, Limits, Node};
+pub use node::{App, AppCmd, AppEvent, Limits, Node};
 pub use registry::{Census, CoreCounters, CoreMsg, Link, Owner, Registry, RelayStats};
 
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crossbeam_channel::Receiver;
-
-use crate::quic::CoreInfo;
 
 /// Builds each core's [`Node`] from inside the engine's factory: the first core to start makes
 /// the shared [`Registry`] (it needs every core's doorbell), each core takes its own inbox.
@@ -37,36 +35,45 @@ impl NodeFactory {
         })
     }
 
+    /// Our hop id, the same on every core.
+    pub fn origin(&self) -> u64 {
+        self.origin
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
     pub fn registry(&self) -> Option<&Arc<Registry>> {
         self.registry.get()
     }
 
-    /// The node for the core described by `info`.
-    pub fn node(&self, info: &CoreInfo, app: Option<App>, dial: Option<Dial>) -> Node {
+    /// The node for `core`; `doorbells` wake each core (by index) to read its inbox.
+    pub fn node(&self, core: usize, doorbells: &[Wake], app: Option<App>) -> Node {
         let registry = self
             .registry
             .get_or_init(|| {
                 let links = self
                     .senders
                     .iter()
-                    .zip(info.doorbells.iter())
-                    .map(|(tx, doorbell)| {
-                        let doorbell = doorbell.clone();
-                        Link {
-                            tx: tx.clone(),
-                            wake: Arc::new(move || doorbell.ring()),
-                        }
+                    .zip(doorbells)
+                    .map(|(tx, wake)| Link {
+                        tx: tx.clone(),
+                        wake: wake.clone(),
                     })
                     .collect();
                 Arc::new(Registry::new(links, self.origin))
             })
             .clone();
-        let inbox = self.inboxes.lock().expect("inboxes")[info.core]
+        let inbox = self.inboxes.lock().expect("inboxes")[core]
             .take()
             .expect("one node per core");
-        Node::new(info.core, registry, inbox, self.limits.clone(), app, dial)
+        Node::new(core, registry, inbox, self.limits.clone(), app)
     }
 }
+
+/// Rings a core's doorbell.
+pub type Wake = Arc<dyn Fn() + Send + Sync>;
 
 /// A hop id: random, non-zero and below 2^53 so JavaScript peers can hold it exactly.
 fn random_origin() -> u64 {

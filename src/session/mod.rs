@@ -8,6 +8,10 @@
 //! refused, failed). Streams are accepted as soon as the machine can take them, so a caller
 //! only forwards quinn's events.
 
+mod host;
+
+pub use host::{Dial, Host, HostConfig};
+
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::lite::Version;

@@ -135,7 +135,10 @@ pub fn session(opts: ClientOptions, within: Duration) -> Result<(Client, Version
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match client.events.recv_timeout(left) {
-            Ok(AppEvent::Ready { version }) => return Ok((client, version)),
+            Ok(AppEvent::Ready { version }) => {
+                let version = Version::from_code(version).expect("a moq-lite version");
+                return Ok((client, version));
+            }
             Ok(AppEvent::Closed { reason }) => return Err(reason),
             Ok(_) => {}
             Err(_) => {

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use super::InfoAsk;
 use super::{PeerEnd, PeerEvent, Session, State, Step};
 use crate::lite::{
     Announce, AnnounceInit, AnnounceOk, AnnounceRequest, AnnounceStatus, ControlType, DecodeError,
@@ -11,18 +12,6 @@ use crate::lite::{
 };
 use crate::model::path;
 use crate::stream::{StreamId, Streams};
-
-/// What became of [`Session::ask_info`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum InfoAsk {
-    /// The TRACK request is out; a [`PeerEvent::Info`] will answer it.
-    Asked,
-    /// The peer cannot be asked: its version has no TRACK_INFO, or the track is outside the
-    /// session's root. Its defaults apply.
-    Unsupported,
-    /// No stream could be opened.
-    Failed,
-}
 
 impl Session {
     /// Ask the peer which broadcasts under `prefix` (absolute) it publishes, now and as they

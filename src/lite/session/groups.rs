@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 
 use bytes::BytesMut;
 
-use super::{PeerEnd, PeerEvent, Session, State, Step};
+use super::{Delivery, PeerEnd, PeerEvent, Session, State, Step};
 use crate::lite::{
     DecodeError, ErrorCode, GroupEvent, GroupHeader, GroupReader, GroupWriter, Message,
     SubscribeResponse, Version,
@@ -60,14 +60,6 @@ impl Down {
     }
 }
 
-/// What one [`Session::deliver`] did, for the data-path counters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Delivery {
-    pub frames: u64,
-    /// Backlogged groups reset to make room.
-    pub resets: u64,
-}
-
 impl Session {
     pub(super) fn group_in(
         &mut self,
@@ -96,7 +88,7 @@ impl Session {
                     events.push(PeerEvent::Group {
                         up: subscribe_id,
                         seq: sequence,
-                        stream: id,
+                        stream: id.into(),
                     });
                 }
                 GroupEvent::Frame { timestamp, .. } => {

@@ -31,44 +31,12 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use super::{
-    ControlType, DataType, DecodeError, EncodeError, ErrorCode, GroupReader, MAX_FRAME_SIZE, Role,
-    Version,
+    ControlType, DataType, DecodeError, EncodeError, ErrorCode, GroupReader, Role, Version,
 };
-use crate::model::{Frame, TrackInfo};
+
 use crate::stream::{Dir, End, StreamId, Streams};
 
-pub use ask::InfoAsk;
-pub use groups::Delivery;
-
-/// Bounds on what one peer can make a session hold.
-#[derive(Clone, Copy, Debug)]
-pub struct Limits {
-    /// Largest control message, in bytes; a control stream buffers at most four.
-    pub max_message: usize,
-    /// Longest absolute broadcast path, in bytes.
-    pub max_path: usize,
-    /// Largest frame accepted from a publisher.
-    pub max_frame: u64,
-    /// Subscriptions the peer may hold at once.
-    pub max_subscriptions: usize,
-    /// Announce requests the peer may hold open.
-    pub max_announces: usize,
-    /// Unfinished group streams per subscription; a newer group resets the oldest backlogged.
-    pub max_groups_in_flight: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_message: 16 * 1024,
-            max_path: 1024,
-            max_frame: MAX_FRAME_SIZE,
-            max_subscriptions: 1024,
-            max_announces: 64,
-            max_groups_in_flight: 4,
-        }
-    }
-}
+pub use crate::model::{Delivery, InfoAsk, PeerEvent, RequestId, SessionLimits as Limits};
 
 /// How a session starts.
 #[derive(Clone, Debug, Default)]
@@ -85,67 +53,17 @@ pub struct Config {
     pub limits: Limits,
 }
 
-/// What the peer did that the layer above must act on. Paths are absolute (the session's root
-/// is already joined in).
-#[derive(Debug, PartialEq)]
-pub enum PeerEvent {
-    /// The session is set up: requests may flow (ask what the peer publishes with
-    /// [`Session::announce_interest`]).
-    Ready,
-    /// The peer wants to hear which broadcasts under `prefix` are active: answer with
-    /// [`Session::announce_start`].
-    AnnounceInterest {
-        request: StreamId,
-        prefix: String,
-        exclude_hop: u64,
-    },
-    /// The peer publishes (or stopped publishing) a broadcast.
-    Announced {
-        path: Arc<str>,
-        active: bool,
-        hops: Vec<u64>,
-    },
-    /// The peer subscribes: answer with [`Session::accept_subscribe`] or
-    /// [`Session::refuse_subscribe`].
-    Subscribe {
-        id: u64,
-        path: String,
-        track: String,
-        /// Deliver from this group on (the cache's groups from it), else the latest group.
-        start: Option<u64>,
-    },
-    /// A subscription of the peer is over: it left, or its stream failed.
-    Unsubscribe { id: u64 },
-    /// A group of our subscription `up` begins on `stream`; [`Session::refuse`] it if it is
-    /// not wanted (too old for the cache).
-    Group { up: u64, seq: u64, stream: StreamId },
-    /// A whole frame of group `seq` of our subscription `up`, payload as received.
-    Frame { up: u64, seq: u64, frame: Frame },
-    /// The publisher finished group `seq`.
-    GroupDone { up: u64, seq: u64 },
-    /// The publisher gave up group `seq`.
-    GroupAbort { up: u64, seq: u64, code: ErrorCode },
-    /// Our subscription `up` is over: finished by the peer (CANCEL) or reset (DROPPED).
-    UpstreamEnded { up: u64, code: ErrorCode },
-    /// The peer asks for a track's TRACK_INFO: answer with [`Session::answer_info`].
-    InfoWanted {
-        request: StreamId,
-        path: Arc<str>,
-        track: Arc<str>,
-    },
-    /// The answer to our [`Session::ask_info`].
-    Info {
-        path: Arc<str>,
-        track: Arc<str>,
-        result: Result<TrackInfo, ErrorCode>,
-    },
-    /// The peer fetches one group: answer with [`Session::answer_fetch`].
-    Fetch {
-        request: StreamId,
-        path: String,
-        track: String,
-        group: u64,
-    },
+/// A request of the peer is named above the session by its stream.
+impl From<StreamId> for RequestId {
+    fn from(id: StreamId) -> Self {
+        Self(id.into())
+    }
+}
+
+impl From<RequestId> for StreamId {
+    fn from(id: RequestId) -> Self {
+        crate::stream::stream_id(id.0)
+    }
 }
 
 /// What a state makes of new bytes on its stream.

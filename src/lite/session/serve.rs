@@ -37,7 +37,7 @@ impl Session {
         }
         let prefix = path::join(&self.root, &req.prefix, limits.max_path)?;
         events.push(PeerEvent::AnnounceInterest {
-            request: id,
+            request: id.into(),
             prefix,
             exclude_hop: req.exclude_hop,
         });
@@ -268,7 +268,7 @@ impl Session {
         };
         let abs = path::join(&self.root, &req.broadcast, limits.max_path)?;
         events.push(PeerEvent::InfoWanted {
-            request: id,
+            request: id.into(),
             path: abs.into(),
             track: req.track.into(),
         });
@@ -302,7 +302,7 @@ impl Session {
         };
         let abs = path::join(&self.root, &req.broadcast, limits.max_path)?;
         events.push(PeerEvent::Fetch {
-            request: id,
+            request: id.into(),
             path: abs,
             track: req.track,
             group: req.group,

@@ -13,7 +13,7 @@ use crate::lite::{
     GroupHeader, GroupWriter, Message, ServerSetup, Setup, Subscribe, SubscribeOptions,
     SubscribeResponse,
 };
-use crate::model::Group;
+use crate::model::{Frame, Group, TrackInfo};
 use crate::stream::testing::{Call, Recorder};
 use crate::stream::{Side, StreamId};
 
@@ -611,7 +611,7 @@ fn fetch_is_answered_with_the_whole_group() {
         ] => {
             assert_eq!(
                 (*request, path.as_str(), track.as_str(), *group),
-                (req, "b", "t", 5)
+                (req.into(), "b", "t", 5)
             );
         }
         other => panic!("{other:?}"),
@@ -709,8 +709,13 @@ impl Peer {
                     exclude_hop,
                 } => {
                     let active = self.publishes.iter().map(|(p, h)| (p, h.as_slice()));
-                    self.wire
-                        .announce_start(&mut self.io, request, &prefix, exclude_hop, active);
+                    self.wire.announce_start(
+                        &mut self.io,
+                        request.into(),
+                        &prefix,
+                        exclude_hop,
+                        active,
+                    );
                 }
                 PeerEvent::Subscribe { id, .. } => {
                     assert!(self.wire.accept_subscribe(&mut self.io, id));
@@ -999,7 +1004,7 @@ fn track_info_round_trip() {
         ..TrackInfo::default()
     };
     let s = &mut pair.server;
-    s.wire.answer_info(&mut s.io, request, Ok(info));
+    s.wire.answer_info(&mut s.io, request.into(), Ok(info));
     pair.run();
     assert!(pair.client_heard.iter().any(|e| matches!(
         e,

@@ -8,31 +8,25 @@ impl Node {
     /// it must not hear ([`advertise`]).
     pub(super) fn serve_announce(
         &mut self,
-        ctx: &mut Ctx<'_>,
-        ch: ConnectionHandle,
-        request: StreamId,
+        peers: &mut dyn Peers,
+        peer: PeerId,
+        request: RequestId,
         prefix: &str,
         exclude_hop: u64,
     ) {
-        let (core, client, now) = (self.core, self.app.is_some(), ctx.now);
-        let (Some(s), Some(conn)) = (self.sessions.get_mut(&ch), ctx.conn(ch)) else {
-            return;
-        };
-        let peer = s.peer;
-        let active = self
+        let (core, client) = (self.core, self.app.is_some());
+        let mut active = self
             .active
             .iter()
             .filter(|(_, o)| advertise(core, client, peer, o))
             .map(|(p, o)| (p, o.hops.as_slice()));
-        s.io(conn, now, |w, io| {
-            w.announce_start(io, request, prefix, exclude_hop, active)
-        });
+        peers.announce_start(peer, request, prefix, exclude_hop, &mut active);
     }
 
     /// A broadcast became active or ended somewhere: tell every announce request that covers it.
     pub(super) fn announced(
         &mut self,
-        ctx: &mut Ctx<'_>,
+        peers: &mut dyn Peers,
         path_: Arc<str>,
         owner: Option<Owner>,
         active: bool,
@@ -48,7 +42,7 @@ impl Node {
                         .map(|m| m.values().copied().collect())
                         .unwrap_or_default();
                     for id in ids {
-                        self.resplice(ctx, id);
+                        self.resplice(peers, id);
                     }
                 }
                 o
@@ -67,15 +61,10 @@ impl Node {
                 active,
             });
         }
-        let (client, now) = (self.app.is_some(), ctx.now);
-        for (ch, s) in &mut self.sessions {
-            if !advertise(self.core, client, s.peer, &owner) {
-                continue;
-            }
-            if let Some(conn) = ctx.conn(*ch) {
-                s.io(conn, now, |w, io| {
-                    w.announce(io, &path_, &owner.hops, active)
-                });
+        let client = self.app.is_some();
+        for &peer in self.sessions.keys() {
+            if advertise(self.core, client, peer, &owner) {
+                peers.announce(peer, &path_, &owner.hops, active);
             }
         }
     }
@@ -85,13 +74,13 @@ impl Node {
     /// defaults when the publisher's version has no TRACK_INFO.
     pub(super) fn want_info(
         &mut self,
-        ctx: &mut Ctx<'_>,
+        peers: &mut dyn Peers,
         p: Arc<str>,
         name: Arc<str>,
         waiter: InfoWaiter,
     ) {
         if let Some(info) = self.infos.get(&p).and_then(|m| m.get(&name)).copied() {
-            self.give_info(ctx, &p, &name, waiter, Ok(info));
+            self.give_info(peers, &p, &name, waiter, Ok(info));
             return;
         }
         let key = (p.clone(), name.clone());
@@ -101,7 +90,7 @@ impl Node {
         }
         let owner = self.registry.lookup(&p).or_else(|| self.upstream_owner());
         let Some(owner) = owner else {
-            self.give_info(ctx, &p, &name, waiter, Err(ErrorCode::UNROUTABLE));
+            self.give_info(peers, &p, &name, waiter, Err(ErrorCode::UNROUTABLE));
             return;
         };
         self.info_waits.insert(key, vec![waiter]);
@@ -116,15 +105,12 @@ impl Node {
             );
             return;
         }
-        let asked = owner
-            .peer
-            .and_then(|peer| self.conn_of(peer))
-            .and_then(|conn| self.wire(ctx, conn, |w, io| w.ask_info(io, &p, &name)));
+        let asked = owner.peer.map(|peer| peers.ask_info(peer, &p, &name));
         match asked {
             Some(InfoAsk::Asked) => {}
-            Some(InfoAsk::Failed) => self.info_known(ctx, p, name, Err(ErrorCode::DROPPED)),
+            Some(InfoAsk::Failed) => self.info_known(peers, p, name, Err(ErrorCode::DROPPED)),
             Some(InfoAsk::Unsupported) | None => {
-                self.info_known(ctx, p, name, Ok(TrackInfo::default()))
+                self.info_known(peers, p, name, Ok(TrackInfo::default()))
             }
         }
     }
@@ -132,7 +118,7 @@ impl Node {
     /// The TRACK_INFO of `(path, name)` is known (or cannot be): cache it and answer everyone.
     pub(super) fn info_known(
         &mut self,
-        ctx: &mut Ctx<'_>,
+        peers: &mut dyn Peers,
         p: Arc<str>,
         name: Arc<str>,
         result: Result<TrackInfo, ErrorCode>,
@@ -150,24 +136,20 @@ impl Node {
             .remove(&(p.clone(), name.clone()))
             .unwrap_or_default();
         for w in waiters {
-            self.give_info(ctx, &p, &name, w, result);
+            self.give_info(peers, &p, &name, w, result);
         }
     }
 
     pub(super) fn give_info(
         &mut self,
-        ctx: &mut Ctx<'_>,
+        peers: &mut dyn Peers,
         p: &Arc<str>,
         name: &Arc<str>,
         waiter: InfoWaiter,
         result: Result<TrackInfo, ErrorCode>,
     ) {
         match waiter {
-            InfoWaiter::Stream(peer, id) => {
-                if let Some(ch) = self.conn_of(peer) {
-                    self.wire(ctx, ch, |w, io| w.answer_info(io, id, result));
-                }
-            }
+            InfoWaiter::Stream(peer, id) => peers.answer_info(peer, id, result),
             InfoWaiter::App(id) => self.emit(AppEvent::TrackInfo {
                 id,
                 result: result.map_err(|c| c.0),

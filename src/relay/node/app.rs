@@ -58,7 +58,8 @@ pub enum AppCmd {
 pub enum AppEvent {
     /// A session is set up and can carry requests.
     Ready {
-        version: Version,
+        /// The wire version's code.
+        version: u64,
     },
     Announced {
         path: String,
@@ -98,8 +99,8 @@ pub struct App {
 
 impl Node {
     /// The application stops publishing `p`: its tracks there end cleanly.
-    fn app_unpublish(&mut self, ctx: &mut Ctx<'_>, p: &str) {
-        let Ok(p) = path::normalize(p, self.limits.max_path) else {
+    fn app_unpublish(&mut self, peers: &mut dyn Peers, p: &str) {
+        let Ok(p) = path::normalize(p, self.limits.session.max_path) else {
             return;
         };
         self.registry.unpublish(&p, self.core, None);
@@ -110,14 +111,14 @@ impl Node {
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
-            self.end_track(ctx, id, ErrorCode::CANCEL);
+            self.end_track(peers, id, ErrorCode::CANCEL);
         }
     }
 
-    pub(super) fn on_app(&mut self, ctx: &mut Ctx<'_>, cmd: AppCmd) {
+    pub(super) fn on_app(&mut self, peers: &mut dyn Peers, cmd: AppCmd) {
         match cmd {
             AppCmd::Publish { path: p } => {
-                if let Ok(p) = path::normalize(&p, self.limits.max_path) {
+                if let Ok(p) = path::normalize(&p, self.limits.session.max_path) {
                     self.registry.publish(
                         &p,
                         Owner {
@@ -128,7 +129,7 @@ impl Node {
                     );
                 }
             }
-            AppCmd::Unpublish { path: p } => self.app_unpublish(ctx, &p),
+            AppCmd::Unpublish { path: p } => self.app_unpublish(peers, &p),
             AppCmd::Frame {
                 path: p,
                 track,
@@ -138,7 +139,7 @@ impl Node {
             } => {
                 let id = self.app_track(&p, &track);
                 self.append(
-                    ctx,
+                    peers,
                     id,
                     seq,
                     Arc::new(Frame::from_bytes(timestamp, payload)),
@@ -150,17 +151,17 @@ impl Node {
                 seq,
             } => {
                 let id = self.app_track(&p, &track);
-                self.open_group(ctx, id, seq);
-                self.group_done(ctx, id, seq);
+                self.open_group(peers, id, seq);
+                self.group_done(peers, id, seq);
             }
             AppCmd::TrackDone { path: p, track } => {
                 let id = self.app_track(&p, &track);
-                self.end_track(ctx, id, ErrorCode::CANCEL);
+                self.end_track(peers, id, ErrorCode::CANCEL);
             }
             AppCmd::Subscribe { id, path: p, track } => {
-                let Some(t) = path::normalize(&p, self.limits.max_path)
+                let Some(t) = path::normalize(&p, self.limits.session.max_path)
                     .ok()
-                    .and_then(|p| self.resolve(ctx, &p, &track))
+                    .and_then(|p| self.resolve(peers, &p, &track))
                 else {
                     self.emit(AppEvent::Ended {
                         id,
@@ -175,11 +176,11 @@ impl Node {
                         sent: HashMap::new(),
                     },
                 );
-                self.attach(ctx, t, SubRef::App { id }, None);
+                self.attach(peers, t, SubRef::App { id }, None);
             }
             AppCmd::Unsubscribe { id } => {
                 if let Some(a) = self.app_subs.remove(&id) {
-                    self.detach(ctx, a.track, SubRef::App { id });
+                    self.detach(peers, a.track, SubRef::App { id });
                 }
             }
             AppCmd::TrackInfo {
@@ -187,7 +188,7 @@ impl Node {
                 track,
                 info,
             } => {
-                if let Ok(p) = path::normalize(&p, self.limits.max_path) {
+                if let Ok(p) = path::normalize(&p, self.limits.session.max_path) {
                     self.infos
                         .entry(p.into())
                         .or_default()
@@ -195,8 +196,8 @@ impl Node {
                 }
             }
             AppCmd::Info { id, path: p, track } => {
-                match path::normalize(&p, self.limits.max_path) {
-                    Ok(p) => self.want_info(ctx, p.into(), track.into(), InfoWaiter::App(id)),
+                match path::normalize(&p, self.limits.session.max_path) {
+                    Ok(p) => self.want_info(peers, p.into(), track.into(), InfoWaiter::App(id)),
                     Err(_) => self.emit(AppEvent::TrackInfo {
                         id,
                         result: Err(ErrorCode::UNROUTABLE.0),
@@ -207,7 +208,7 @@ impl Node {
     }
 
     pub(super) fn app_track(&mut self, p: &str, track: &str) -> u64 {
-        let p = path::normalize(p, self.limits.max_path).unwrap_or_default();
+        let p = path::normalize(p, self.limits.session.max_path).unwrap_or_default();
         if let Some(id) = self.track_id(&p, track) {
             return id;
         }

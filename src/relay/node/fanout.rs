@@ -6,21 +6,27 @@ use super::*;
 impl Node {
     /// Open group `seq` in the cache of `track` and abort the unfinished groups that made room
     /// for it. False when the group is too old for the cache (or the track is gone).
-    pub(super) fn open_group(&mut self, ctx: &mut Ctx<'_>, track: u64, seq: u64) -> bool {
+    pub(super) fn open_group(&mut self, peers: &mut dyn Peers, track: u64, seq: u64) -> bool {
         let Some(t) = self.tracks.get_mut(&track) else {
             return false;
         };
-        let opened = t.cache.open(seq, ctx.now, self.limits.cache);
+        let opened = t.cache.open(seq, peers.now(), self.limits.cache);
         for old in opened.evicted {
-            self.group_abort(ctx, track, old, ErrorCode::EVICTED);
+            self.group_abort(peers, track, old, ErrorCode::EVICTED);
         }
         opened.open
     }
 
     /// A frame for group `seq` of `track`: cache it, hand it to every other core with
     /// subscribers once, and write it to this core's subscribers.
-    pub(super) fn append(&mut self, ctx: &mut Ctx<'_>, track: u64, seq: u64, frame: Arc<Frame>) {
-        if !self.open_group(ctx, track, seq) {
+    pub(super) fn append(
+        &mut self,
+        peers: &mut dyn Peers,
+        track: u64,
+        seq: u64,
+        frame: Arc<Frame>,
+    ) {
+        if !self.open_group(peers, track, seq) {
             return;
         }
         let Some(t) = self.tracks.get_mut(&track) else {
@@ -49,27 +55,33 @@ impl Node {
                 },
             );
         }
-        self.sync(ctx, track, seq, None);
+        self.sync(peers, track, seq, None);
     }
 
-    pub(super) fn group_done(&mut self, ctx: &mut Ctx<'_>, track: u64, seq: u64) {
+    pub(super) fn group_done(&mut self, peers: &mut dyn Peers, track: u64, seq: u64) {
         let Some(t) = self.tracks.get_mut(&track) else {
             return;
         };
         let Some(group) = t.cache.get_mut(seq) else {
             return;
         };
-        group.finish(ctx.now);
+        group.finish(peers.now());
         for &Replica { core, id: replica } in &t.remotes {
             self.registry
                 .send(core, CoreMsg::GroupDone { replica, seq });
         }
-        self.sync(ctx, track, seq, None);
+        self.sync(peers, track, seq, None);
     }
 
     /// Group `seq` will never finish (reset upstream, or evicted unfinished): forget it and
     /// reset every subscriber's stream for it, here and on the cores with replicas.
-    pub(super) fn group_abort(&mut self, ctx: &mut Ctx<'_>, track: u64, seq: u64, code: ErrorCode) {
+    pub(super) fn group_abort(
+        &mut self,
+        peers: &mut dyn Peers,
+        track: u64,
+        seq: u64,
+        code: ErrorCode,
+    ) {
         let Some(t) = self.tracks.get_mut(&track) else {
             return;
         };
@@ -92,12 +104,7 @@ impl Node {
                     }
                 }
                 SubRef::Fetch { .. } => {}
-                SubRef::Down { conn: ch, id } => {
-                    let now = ctx.now;
-                    if let (Some(s), Some(conn)) = (self.sessions.get_mut(&ch), ctx.conn(ch)) {
-                        s.io(conn, now, |w, io| w.abort_group(io, id, seq, code));
-                    }
-                }
+                SubRef::Down { peer, id } => peers.abort_group(peer, id, seq, code),
             }
         }
     }
@@ -105,7 +112,13 @@ impl Node {
     /// Bring the subscribers of `track` (or only `one`) up to date with group `seq`: open
     /// their streams if new, write the frames each has not had, FIN when the group is done.
     /// The track and the sessions are borrowed apart, so nothing is copied per subscriber.
-    pub(super) fn sync(&mut self, ctx: &mut Ctx<'_>, track: u64, seq: u64, one: Option<SubRef>) {
+    pub(super) fn sync(
+        &mut self,
+        peers: &mut dyn Peers,
+        track: u64,
+        seq: u64,
+        one: Option<SubRef>,
+    ) {
         let Some(t) = self.tracks.get(&track) else {
             return;
         };
@@ -117,17 +130,14 @@ impl Node {
             None => &t.subs[..],
         };
         let counters = &self.registry.counters[self.core];
-        let now = ctx.now;
         let mut fetched = Vec::new();
         for &sub in subs {
             match sub {
-                SubRef::Down { conn: ch, id } => {
-                    if let (Some(s), Some(conn)) = (self.sessions.get_mut(&ch), ctx.conn(ch)) {
-                        let done = s.io(conn, now, |w, io| w.deliver(io, id, group));
-                        counters.frames_delivered(done.frames);
-                        for _ in 0..done.resets {
-                            counters.group_reset();
-                        }
+                SubRef::Down { peer, id } => {
+                    let done = peers.deliver(peer, id, group);
+                    counters.frames_delivered(done.frames);
+                    for _ in 0..done.resets {
+                        counters.group_reset();
                     }
                 }
                 SubRef::App { id } => {
@@ -166,7 +176,7 @@ impl Node {
             }
         }
         for sub in fetched {
-            self.detach(ctx, track, sub);
+            self.detach(peers, track, sub);
         }
     }
 
@@ -174,12 +184,12 @@ impl Node {
     /// complete cached group at once, else the next group to complete.
     pub(super) fn fetch(
         &mut self,
-        ctx: &mut Ctx<'_>,
+        peers: &mut dyn Peers,
         p: &str,
         name: &str,
         reply: Sender<Vec<Bytes>>,
     ) {
-        let Some(track) = self.resolve(ctx, p, name) else {
+        let Some(track) = self.resolve(peers, p, name) else {
             return;
         };
         let cached = self.tracks.get(&track).and_then(|t| {
@@ -192,18 +202,18 @@ impl Node {
         });
         if let Some(frames) = cached {
             let _ = reply.send(frames);
-            self.maybe_release(ctx, track);
+            self.maybe_release(peers, track);
             return;
         }
         let id = self.next_fetch;
         self.next_fetch += 1;
         self.fetches.insert(id, reply);
         // No cached group is complete, so attaching only waits for the next to complete.
-        self.attach(ctx, track, SubRef::Fetch { id }, None);
+        self.attach(peers, track, SubRef::Fetch { id }, None);
     }
 
     /// The source of a track is gone: end every subscription to it.
-    pub(super) fn end_track(&mut self, ctx: &mut Ctx<'_>, track: u64, code: ErrorCode) {
+    pub(super) fn end_track(&mut self, peers: &mut dyn Peers, track: u64, code: ErrorCode) {
         let Some(t) = self.tracks.remove(&track) else {
             return;
         };
@@ -228,11 +238,10 @@ impl Node {
                     // Dropping the reply tells the HTTP side there is nothing.
                     self.fetches.remove(&id);
                 }
-                SubRef::Down { conn, id } => {
-                    let (latest, now) = (t.cache.latest, ctx.now);
-                    if let (Some(s), Some(c)) = (self.sessions.get_mut(&conn), ctx.conn(conn)) {
+                SubRef::Down { peer, id } => {
+                    if let Some(s) = self.sessions.get_mut(&peer) {
                         s.downs.remove(&id);
-                        s.io(c, now, |w, io| w.end_subscription(io, id, code, latest));
+                        peers.end_subscription(peer, id, code, t.cache.latest);
                     }
                 }
             }

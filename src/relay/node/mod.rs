@@ -5,18 +5,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
 
 use super::registry::{Census, CoreMsg, Owner, Registry};
-use crate::lite::session::{self as wire, InfoAsk, PeerEvent};
-use crate::lite::{self, ErrorCode, TrackInfo, Version};
-use crate::model::{CacheLimits, Frame, GroupCache, PeerId, path};
-use crate::quic::{Connection, ConnectionHandle, Ctx, Event, Handler, StreamEvent, StreamId};
-use crate::stream::Streams;
-use crate::web::{self, WebEvent, WebSession};
+use crate::model::{
+    CacheLimits, ErrorCode, Frame, GroupCache, InfoAsk, PeerEvent, PeerId, Peers, RequestId,
+    SessionLimits, TrackInfo, path,
+};
 
 mod announce;
 mod app;
@@ -27,21 +24,11 @@ mod xcore;
 
 pub use app::{App, AppCmd, AppEvent};
 
-/// Named, configurable bounds on what one peer can make this node hold.
+/// Named, configurable bounds on what the relay holds.
 #[derive(Clone, Debug)]
 pub struct Limits {
-    /// Largest control message (SUBSCRIBE, ANNOUNCE, ...), in bytes.
-    pub max_message: usize,
-    /// Longest absolute broadcast path, in bytes.
-    pub max_path: usize,
-    /// Largest frame accepted from a publisher.
-    pub max_frame: u64,
-    /// Subscriptions one session may hold at once.
-    pub max_subscriptions: usize,
-    /// Announce requests one session may hold open.
-    pub max_announces: usize,
-    /// Unfinished group streams per subscription; a newer group resets the oldest beyond this.
-    pub max_groups_in_flight: usize,
+    /// What one peer can make its session hold.
+    pub session: SessionLimits,
     /// How long a track nobody wants stays subscribed upstream and cached, so that a quick
     /// re-subscribe (or an HTTP fetch) finds it warm.
     pub track_linger: std::time::Duration,
@@ -51,36 +38,17 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_message: 16 * 1024,
-            max_path: 1024,
-            max_frame: lite::MAX_FRAME_SIZE,
-            max_subscriptions: 1024,
-            max_announces: 64,
-            max_groups_in_flight: 4,
+            session: SessionLimits::default(),
             track_linger: std::time::Duration::from_secs(5),
             cache: CacheLimits::default(),
         }
     }
 }
 
-/// Where a client node dials on start.
-#[derive(Clone, Debug)]
-pub struct Dial {
-    pub addr: std::net::SocketAddr,
-    pub server_name: String,
-    /// Sent as the lite-05 SETUP Path; older versions have no in-band path.
-    pub path: String,
-    /// Offered in CLIENT_SETUP when the ALPN is `moql`, in preference order.
-    pub setup_versions: Vec<Version>,
-    /// Over WebTransport (ALPN `h3`): the WT-Available-Protocols to offer; none leaves the
-    /// version to the SETUP exchange.
-    pub web_protocols: Vec<String>,
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum SubRef {
     Down {
-        conn: ConnectionHandle,
+        peer: PeerId,
         id: u64,
     },
     App {
@@ -95,7 +63,7 @@ enum SubRef {
 #[derive(Debug)]
 enum Source {
     /// Subscribed upstream on a session of this core with our subscribe id.
-    Session { conn: ConnectionHandle, up: u64 },
+    Session { peer: PeerId, up: u64 },
     /// A replica fed by the owning core.
     Core { core: usize },
     /// Written by the local application.
@@ -128,48 +96,27 @@ struct AppSub {
     sent: HashMap<u64, usize>,
 }
 
-/// One connection's session as this node sees it: the session itself (transport and
-/// moq-lite machine), the peer's name, and which of this core's tracks its subscriptions
-/// stand for.
-struct Session {
-    /// Names this session in the registry and in cross-core messages; never reused.
-    peer: PeerId,
-    session: crate::session::Session,
+/// What this node keeps of one session: which of this core's tracks its subscriptions stand
+/// for.
+#[derive(Default)]
+struct PeerState {
     /// The track each of the peer's accepted subscriptions reads, by its subscribe id.
     downs: HashMap<u64, u64>,
     /// The track each of our subscriptions on the peer feeds, by our subscribe id.
     ups: HashMap<u64, u64>,
 }
 
-impl Session {
-    /// Run `f` on the moq-lite machine with the connection's streams.
-    fn io<R>(
-        &mut self,
-        conn: &mut Connection,
-        now: Instant,
-        f: impl FnOnce(&mut wire::Session, &mut dyn Streams) -> R,
-    ) -> R {
-        self.session.io(conn, now, f)
-    }
-
-    fn wire(&self) -> &wire::Session {
-        self.session.wire()
-    }
-}
-
-/// Everything a session operation may touch besides the session itself.
+/// One core's routing and fan-out: the relay's [`Application`](crate::model::Application)
+/// on the session host. See the module docs.
 pub struct Node {
     core: usize,
     registry: Arc<Registry>,
     inbox: Receiver<CoreMsg>,
     limits: Limits,
     app: Option<App>,
-    dial: Option<Dial>,
-    upstream: Option<ConnectionHandle>,
-    sessions: HashMap<ConnectionHandle, Session>,
-    /// The connection of each live session, by its [`PeerId`].
-    peers: HashMap<PeerId, ConnectionHandle>,
-    next_peer: u64,
+    /// A client's one upstream session, once it is set up.
+    upstream: Option<PeerId>,
+    sessions: HashMap<PeerId, PeerState>,
     tracks: HashMap<u64, TrackState>,
     /// path -> track name -> track id; nested so lookups by `&str` allocate nothing.
     by_name: HashMap<Arc<str>, HashMap<Arc<str>, u64>>,
@@ -186,15 +133,13 @@ pub struct Node {
     /// HTTP fetches waiting for a complete group, by their [`SubRef::Fetch`] id.
     fetches: HashMap<u64, Sender<Vec<Bytes>>>,
     next_fetch: u64,
-    /// A spare event buffer, so that reading a stream allocates none.
-    spare_events: Vec<crate::session::Event>,
 }
 
 /// Someone who asked for a track's TRACK_INFO.
 #[derive(Clone, Copy, Debug)]
 enum InfoWaiter {
     /// A peer's TRACK stream on this core.
-    Stream(PeerId, StreamId),
+    Stream(PeerId, RequestId),
     /// Another core, on behalf of its own waiters.
     Core(usize),
     /// The local application's [`AppCmd::Info`].
@@ -208,7 +153,6 @@ impl Node {
         inbox: Receiver<CoreMsg>,
         limits: Limits,
         app: Option<App>,
-        dial: Option<Dial>,
     ) -> Self {
         let active = registry.snapshot().into_iter().collect();
         Self {
@@ -217,11 +161,8 @@ impl Node {
             inbox,
             limits,
             app,
-            dial,
             upstream: None,
             sessions: HashMap::new(),
-            peers: HashMap::new(),
-            next_peer: 0,
             tracks: HashMap::new(),
             by_name: HashMap::new(),
             remote_index: HashMap::new(),
@@ -232,21 +173,14 @@ impl Node {
             info_waits: HashMap::new(),
             fetches: HashMap::new(),
             next_fetch: 0,
-            spare_events: Vec::new(),
         }
     }
 
-    fn peer_of(&self, ch: ConnectionHandle) -> Option<PeerId> {
-        self.sessions.get(&ch).map(|s| s.peer)
-    }
-    fn conn_of(&self, peer: PeerId) -> Option<ConnectionHandle> {
-        self.peers.get(&peer).copied()
-    }
     /// A client routes what nobody here publishes to its one upstream session.
     fn upstream_owner(&self) -> Option<Owner> {
         Some(Owner {
             core: self.core,
-            peer: Some(self.peer_of(self.upstream?)?),
+            peer: Some(self.upstream?),
             hops: Vec::new(),
         })
     }
@@ -258,8 +192,9 @@ impl Node {
 
     /// How much this core holds in each table, for operators and for tests that check a
     /// session leaves nothing behind.
-    fn census(&self) -> Census {
-        let mut c = Census {
+    fn census(&self, peers: &dyn Peers) -> Census {
+        let counts = peers.counts();
+        Census {
             core: self.core,
             sessions: self.sessions.len(),
             tracks: self.tracks.len(),
@@ -270,78 +205,15 @@ impl Node {
             track_infos: self.infos.values().map(HashMap::len).sum(),
             info_waits: self.info_waits.len(),
             fetches: self.fetches.len(),
-            ..Census::default()
-        };
-        for s in self.sessions.values() {
-            let w = s.wire();
-            c.streams += w.streams_read() + s.session.pending_writes();
-            c.subscriptions += w.subscriptions();
-            c.upstream_subscriptions += w.upstream_subscriptions();
-            c.announce_requests += w.announce_requests();
-        }
-        c
-    }
-}
-
-impl Handler for Node {
-    fn on_start(&mut self, ctx: &mut Ctx<'_>) {
-        if let Some(dial) = self.dial.clone()
-            && let Err(e) = ctx.connect(dial.addr, &dial.server_name, None)
-        {
-            self.emit(AppEvent::Closed {
-                reason: format!("connect: {e}"),
-            });
-        }
-    }
-
-    fn on_event(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, event: Event) {
-        match event {
-            Event::Connected => self.connected(ctx, ch),
-            Event::ConnectionLost { reason } => self.lost(ctx, ch, reason.to_string()),
-            Event::Stream(StreamEvent::Opened { .. }) => self.accept(ctx, ch),
-            Event::Stream(StreamEvent::Readable { id }) => self.read(ctx, ch, id),
-            Event::Stream(StreamEvent::Writable { id }) => {
-                if let (Some(s), Some(conn)) = (self.sessions.get_mut(&ch), ctx.conn(ch)) {
-                    s.session.writable(conn, id);
-                }
-            }
-            Event::Stream(StreamEvent::Stopped { id, .. }) => {
-                let now = ctx.now;
-                if let (Some(s), Some(conn)) = (self.sessions.get_mut(&ch), ctx.conn(ch)) {
-                    s.io(conn, now, |w, io| w.stopped(io, id));
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn on_timer(&mut self, ctx: &mut Ctx<'_>) {
-        self.release_idle(ctx);
-    }
-
-    fn on_wake(&mut self, ctx: &mut Ctx<'_>) {
-        while let Ok(msg) = self.inbox.try_recv() {
-            self.on_core_msg(ctx, msg);
-        }
-        let cmds: Vec<AppCmd> = self
-            .app
-            .as_ref()
-            .map(|a| a.commands.try_iter().collect())
-            .unwrap_or_default();
-        for cmd in cmds {
-            self.on_app(ctx, cmd);
-        }
-    }
-
-    fn on_shutdown(&mut self, ctx: &mut Ctx<'_>) {
-        let handles: Vec<_> = self.sessions.keys().copied().collect();
-        for ch in handles {
-            ctx.close(ch, ErrorCode::CANCEL.0, b"shutdown");
+            streams: counts.streams,
+            subscriptions: counts.subscriptions,
+            upstream_subscriptions: counts.upstream_subscriptions,
+            announce_requests: counts.announce_requests,
         }
     }
 }
 
-/// Whether a broadcast owned by `owner` may be announced to session `ch` of `core`: never back
+/// Whether a broadcast owned by `owner` may be announced to `peer` on `core`: never back
 /// to the session it came from (split horizon), and a client only announces what its own
 /// application publishes.
 fn advertise(core: usize, client: bool, peer: PeerId, owner: &Owner) -> bool {

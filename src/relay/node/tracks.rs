@@ -7,7 +7,7 @@ impl Node {
     /// Feed `track` from whoever publishes its broadcast now. Its subscribers stay; the groups
     /// in flight from the old source can never finish, so their streams are reset, and the
     /// cache starts over with the new publisher's sequence.
-    pub(super) fn resplice(&mut self, ctx: &mut Ctx<'_>, track: u64) {
+    pub(super) fn resplice(&mut self, peers: &mut dyn Peers, track: u64) {
         let Some(t) = self.tracks.get(&track) else {
             return;
         };
@@ -15,15 +15,13 @@ impl Node {
             return;
         };
         let current = match t.source {
-            Source::Session { conn, .. } => {
-                owner.core == self.core && owner.peer.is_some() && owner.peer == self.peer_of(conn)
-            }
+            Source::Session { peer, .. } => owner.core == self.core && owner.peer == Some(peer),
             // The owning core resplices its own track.
             Source::Core { core } => owner.core == core,
             Source::App => true,
         };
         let live = match t.source {
-            Source::Session { conn, .. } => self.sessions.contains_key(&conn),
+            Source::Session { peer, .. } => self.sessions.contains_key(&peer),
             _ => true,
         };
         if current && live {
@@ -39,7 +37,7 @@ impl Node {
             .map(|g| g.seq)
             .collect();
         for seq in unfinished {
-            self.group_abort(ctx, track, seq, ErrorCode::DROPPED);
+            self.group_abort(peers, track, seq, ErrorCode::DROPPED);
         }
         let Some(t) = self.tracks.get_mut(&track) else {
             return;
@@ -47,14 +45,12 @@ impl Node {
         t.cache = GroupCache::default();
         // The new publisher's sequence may reuse numbers the old one's skipped groups had.
         for sub in &t.subs {
-            if let SubRef::Down { conn, id } = sub
-                && let Some(s) = self.sessions.get_mut(conn)
-            {
-                s.session.wire_mut().restart(*id);
+            if let SubRef::Down { peer, id } = *sub {
+                peers.restart(peer, id);
             }
         }
         let old = std::mem::replace(&mut t.source, Source::App);
-        self.drop_source(ctx, track, old);
+        self.drop_source(peers, track, old);
         let source = if owner.core != self.core {
             self.registry.send(
                 owner.core,
@@ -67,10 +63,8 @@ impl Node {
             );
             Some(Source::Core { core: owner.core })
         } else if let Some(peer) = owner.peer {
-            self.conn_of(peer).and_then(|conn| {
-                self.subscribe_upstream(ctx, conn, &p, &name, track)
-                    .map(|up| Source::Session { conn, up })
-            })
+            self.subscribe_upstream(peers, peer, &p, &name, track)
+                .map(|up| Source::Session { peer, up })
         } else {
             Some(Source::App)
         };
@@ -80,13 +74,18 @@ impl Node {
                     t.source = source;
                 }
             }
-            None => self.end_track(ctx, track, ErrorCode::DROPPED),
+            None => self.end_track(peers, track, ErrorCode::DROPPED),
         }
     }
 
     /// Find or create this core's track for `(path, name)`, wiring its source. `None` when
     /// nobody publishes the broadcast.
-    pub(super) fn resolve(&mut self, ctx: &mut Ctx<'_>, path_: &str, name: &str) -> Option<u64> {
+    pub(super) fn resolve(
+        &mut self,
+        peers: &mut dyn Peers,
+        path_: &str,
+        name: &str,
+    ) -> Option<u64> {
         if let Some(id) = self.track_id(path_, name) {
             return Some(id);
         }
@@ -108,9 +107,8 @@ impl Node {
             );
             Source::Core { core: owner.core }
         } else if let Some(peer) = owner.peer {
-            let conn = self.conn_of(peer)?;
-            let up = self.subscribe_upstream(ctx, conn, path_, name, id)?;
-            Source::Session { conn, up }
+            let up = self.subscribe_upstream(peers, peer, path_, name, id)?;
+            Source::Session { peer, up }
         } else {
             Source::App
         };
@@ -152,51 +150,50 @@ impl Node {
         );
     }
 
-    /// Subscribe to `(path, name)` on the session of `conn`, for `track`: our subscribe id.
+    /// Subscribe to `(path, name)` on the session of `peer`, for `track`: our subscribe id.
     pub(super) fn subscribe_upstream(
         &mut self,
-        ctx: &mut Ctx<'_>,
-        conn: ConnectionHandle,
+        peers: &mut dyn Peers,
+        peer: PeerId,
         path_: &str,
         name: &str,
         track: u64,
     ) -> Option<u64> {
-        let up = self.wire(ctx, conn, |w, io| w.subscribe(io, path_, name))??;
-        self.sessions.get_mut(&conn)?.ups.insert(up, track);
+        let s = self.sessions.get_mut(&peer)?;
+        let up = peers.subscribe(peer, path_, name)?;
+        s.ups.insert(up, track);
         Some(up)
     }
 
     /// A peer's SUBSCRIBE: find the track (subscribing upstream if need be) and attach.
     pub(super) fn serve_subscribe(
         &mut self,
-        ctx: &mut Ctx<'_>,
-        ch: ConnectionHandle,
+        peers: &mut dyn Peers,
+        peer: PeerId,
         id: u64,
         path_: &str,
         name: &str,
         start: Option<u64>,
     ) {
-        let Some(track) = self.resolve(ctx, path_, name) else {
-            self.wire(ctx, ch, |w, io| {
-                w.refuse_subscribe(io, id, ErrorCode::UNROUTABLE)
-            });
+        let Some(track) = self.resolve(peers, path_, name) else {
+            peers.refuse_subscribe(peer, id, ErrorCode::UNROUTABLE);
             return;
         };
-        let taken = self.wire(ctx, ch, |w, io| w.accept_subscribe(io, id));
-        let Some(s) = self.sessions.get_mut(&ch).filter(|_| taken == Some(true)) else {
+        let taken = peers.accept_subscribe(peer, id);
+        let Some(s) = self.sessions.get_mut(&peer).filter(|_| taken) else {
             // The subscriber left before it was answered.
-            self.maybe_release(ctx, track);
+            self.maybe_release(peers, track);
             return;
         };
         s.downs.insert(id, track);
-        self.attach(ctx, track, SubRef::Down { conn: ch, id }, start);
+        self.attach(peers, track, SubRef::Down { peer, id }, start);
     }
 
     /// Add a subscriber to a track and give it the cache: the latest group from frame 0, or
     /// every cached group from `start`.
     pub(super) fn attach(
         &mut self,
-        ctx: &mut Ctx<'_>,
+        peers: &mut dyn Peers,
         track: u64,
         sub: SubRef,
         start: Option<u64>,
@@ -217,21 +214,21 @@ impl Node {
             None => t.cache.latest.into_iter().collect(),
         };
         for seq in seqs {
-            self.sync(ctx, track, seq, Some(sub));
+            self.sync(peers, track, seq, Some(sub));
         }
     }
 
     /// Remove a subscriber; a track nobody wants any more is released upstream.
-    pub(super) fn detach(&mut self, ctx: &mut Ctx<'_>, track: u64, sub: SubRef) {
+    pub(super) fn detach(&mut self, peers: &mut dyn Peers, track: u64, sub: SubRef) {
         let Some(t) = self.tracks.get_mut(&track) else {
             return;
         };
         t.subs.retain(|s| *s != sub);
-        self.maybe_release(ctx, track);
+        self.maybe_release(peers, track);
     }
 
     /// A track nobody wants: keep it for the linger, then release it.
-    pub(super) fn maybe_release(&mut self, ctx: &mut Ctx<'_>, track: u64) {
+    pub(super) fn maybe_release(&mut self, peers: &mut dyn Peers, track: u64) {
         let linger = self.limits.track_linger;
         let Some(t) = self.tracks.get_mut(&track) else {
             return;
@@ -240,16 +237,16 @@ impl Node {
             t.idle_since = None;
             return;
         }
-        let since = *t.idle_since.get_or_insert(ctx.now);
-        if ctx.now < since + linger {
-            ctx.wake_at(since + linger);
+        let since = *t.idle_since.get_or_insert(peers.now());
+        if peers.now() < since + linger {
+            peers.wake_at(since + linger);
             return;
         }
-        self.release(ctx, track);
+        self.release(peers, track);
     }
 
     /// Release the tracks whose linger is over, and wake again for the next one.
-    pub(super) fn release_idle(&mut self, ctx: &mut Ctx<'_>) {
+    pub(super) fn release_idle(&mut self, peers: &mut dyn Peers) {
         let idle: Vec<u64> = self
             .tracks
             .iter()
@@ -257,26 +254,26 @@ impl Node {
             .map(|(id, _)| *id)
             .collect();
         for id in idle {
-            self.maybe_release(ctx, id);
+            self.maybe_release(peers, id);
         }
     }
 
-    pub(super) fn release(&mut self, ctx: &mut Ctx<'_>, track: u64) {
+    pub(super) fn release(&mut self, peers: &mut dyn Peers, track: u64) {
         let Some(t) = self.tracks.remove(&track) else {
             return;
         };
         self.unindex(&t);
-        self.drop_source(ctx, track, t.source);
+        self.drop_source(peers, track, t.source);
     }
 
     /// Stop what feeds `track`: end our upstream SUBSCRIBE, or leave the owning core's track.
-    pub(super) fn drop_source(&mut self, ctx: &mut Ctx<'_>, track: u64, source: Source) {
+    pub(super) fn drop_source(&mut self, peers: &mut dyn Peers, track: u64, source: Source) {
         match source {
-            Source::Session { conn, up } => {
-                if let Some(s) = self.sessions.get_mut(&conn)
+            Source::Session { peer, up } => {
+                if let Some(s) = self.sessions.get_mut(&peer)
                     && s.ups.remove(&up).is_some()
                 {
-                    self.wire(ctx, conn, |w, io| w.unsubscribe(io, up));
+                    peers.unsubscribe(peer, up);
                 }
             }
             Source::Core { core } => self.registry.send(
@@ -293,14 +290,13 @@ impl Node {
     /// A peer's FETCH of one group: the cached group, whole, or NOT_FOUND.
     pub(super) fn serve_fetch(
         &mut self,
-        ctx: &mut Ctx<'_>,
-        ch: ConnectionHandle,
-        request: StreamId,
+        peers: &mut dyn Peers,
+        peer: PeerId,
+        request: RequestId,
         path_: &str,
         name: &str,
         group: u64,
     ) {
-        let now = ctx.now;
         let frames = self
             .by_name
             .get(path_)
@@ -308,9 +304,6 @@ impl Node {
             .and_then(|t| self.tracks.get(t))
             .and_then(|t| t.cache.get(group))
             .map(|g| &g.frames[..]);
-        let (Some(s), Some(conn)) = (self.sessions.get_mut(&ch), ctx.conn(ch)) else {
-            return;
-        };
-        s.io(conn, now, |w, io| w.answer_fetch(io, request, frames));
+        peers.answer_fetch(peer, request, frames);
     }
 }

@@ -3,7 +3,7 @@
 use super::*;
 
 impl Node {
-    pub(super) fn on_core_msg(&mut self, ctx: &mut Ctx<'_>, msg: CoreMsg) {
+    pub(super) fn on_core_msg(&mut self, peers: &mut dyn Peers, msg: CoreMsg) {
         match msg {
             CoreMsg::Announce {
                 path,
@@ -12,14 +12,14 @@ impl Node {
                 active,
             } => {
                 let owner = owner.map(|(core, peer)| Owner { core, peer, hops });
-                self.announced(ctx, path, owner, active)
+                self.announced(peers, path, owner, active)
             }
             CoreMsg::Subscribe {
                 path,
                 track,
                 from,
                 replica,
-            } => self.replica_wanted(ctx, &path, &track, from, replica),
+            } => self.replica_wanted(peers, &path, &track, from, replica),
             CoreMsg::Unsubscribe { from, replica } => {
                 let r = Replica {
                     core: from,
@@ -29,30 +29,30 @@ impl Node {
                     && let Some(t) = self.tracks.get_mut(&id)
                 {
                     t.remotes.retain(|x| *x != r);
-                    self.maybe_release(ctx, id);
+                    self.maybe_release(peers, id);
                 }
             }
             CoreMsg::Frame {
                 replica,
                 seq,
                 frame,
-            } => self.append(ctx, replica, seq, frame),
-            CoreMsg::GroupDone { replica, seq } => self.group_done(ctx, replica, seq),
+            } => self.append(peers, replica, seq, frame),
+            CoreMsg::GroupDone { replica, seq } => self.group_done(peers, replica, seq),
             CoreMsg::GroupAbort { replica, seq, code } => {
-                self.group_abort(ctx, replica, seq, ErrorCode(code))
+                self.group_abort(peers, replica, seq, ErrorCode(code))
             }
-            CoreMsg::Fetch { path, track, reply } => self.fetch(ctx, &path, &track, reply),
-            CoreMsg::TrackEnd { replica, code } => self.end_track(ctx, replica, ErrorCode(code)),
+            CoreMsg::Fetch { path, track, reply } => self.fetch(peers, &path, &track, reply),
+            CoreMsg::TrackEnd { replica, code } => self.end_track(peers, replica, ErrorCode(code)),
             CoreMsg::TrackInfo { path, track, from } => {
-                self.want_info(ctx, path, track, InfoWaiter::Core(from))
+                self.want_info(peers, path, track, InfoWaiter::Core(from))
             }
             CoreMsg::TrackInfoReply {
                 path,
                 track,
                 result,
-            } => self.info_known(ctx, path, track, result.map_err(ErrorCode)),
+            } => self.info_known(peers, path, track, result.map_err(ErrorCode)),
             CoreMsg::Census { reply } => {
-                let _ = reply.send(self.census());
+                let _ = reply.send(self.census(peers));
             }
         }
     }
@@ -61,7 +61,7 @@ impl Node {
     /// now on, starting with the latest cached group; else tell it the track is unroutable.
     fn replica_wanted(
         &mut self,
-        ctx: &mut Ctx<'_>,
+        peers: &mut dyn Peers,
         path: &str,
         track: &str,
         from: usize,
@@ -72,7 +72,7 @@ impl Node {
             .lookup(path)
             .is_some_and(|o| o.core == self.core);
         let id = if local {
-            self.resolve(ctx, path, track)
+            self.resolve(peers, path, track)
         } else {
             None
         };

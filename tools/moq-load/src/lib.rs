@@ -171,11 +171,13 @@ impl Load {
             }),
         };
         let worker_plan = plan.clone();
+        let dials = worker::dials(&plan);
         let engine = Engine::start(engine_config, move |info| {
             let commands = receivers.lock().expect("receivers")[info.core]
                 .take()
                 .expect("one worker per core");
-            Worker::new(info.core, worker_plan.clone(), commands, report_tx.clone())
+            let worker = Worker::new(info.core, worker_plan.clone(), commands, report_tx.clone());
+            worker::host(worker, dials.clone())
         })
         .map_err(|e| format!("starting the client threads: {e}"))?;
         let doorbells = engine.doorbells().clone();

@@ -9,14 +9,11 @@ use std::time::{Duration, Instant};
 use super::Worker;
 use crate::payload::Stamp;
 use crate::plan::{ConnPlan, Pacing};
-use moq_relay::lite::ErrorCode;
-use moq_relay::model::{Frame, Group};
-use moq_relay::quic::{ConnectionHandle, Ctx};
-use moq_relay::stream::StreamId;
+use moq_relay::model::{ErrorCode, Frame, Group, PeerId, Peers, RequestId};
 
 /// A track this core publishes.
 pub(super) struct PubTrack {
-    conn: ConnectionHandle,
+    peer: PeerId,
     broadcast: usize,
     track: usize,
     pub(super) live: bool,
@@ -34,42 +31,37 @@ impl Worker {
     }
 
     /// The session of `broadcast`'s publisher is up: its tracks start.
-    pub(super) fn start_tracks(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        ch: ConnectionHandle,
-        broadcast: usize,
-    ) {
+    pub(super) fn start_tracks(&mut self, peers: &mut dyn Peers, peer: PeerId, broadcast: usize) {
         let interval = self.frame_interval();
         for track in 0..self.plan.scenario.tracks {
             // Spread tracks over the frame interval so they do not all fire at once.
             let global = broadcast * self.plan.scenario.tracks + track;
             let offset = interval.mul_f64((global as f64 * 0.618_034).fract());
             self.pubs.push(PubTrack {
-                conn: ch,
+                peer,
                 broadcast,
                 track,
                 live: true,
                 next_seq: 0,
-                next_due: self.plan.publish_at.max(ctx.now) + offset,
+                next_due: self.plan.publish_at.max(peers.now()) + offset,
                 group: None,
                 serving: Vec::new(),
             });
         }
-        self.schedule(ctx);
+        self.schedule(peers);
     }
 
     /// The relay asks what we publish under `prefix`: our broadcast, if this connection
     /// publishes one (the machine leaves it out when it is not under the prefix).
     pub(super) fn announce_ours(
         &mut self,
-        ctx: &mut Ctx<'_>,
-        ch: ConnectionHandle,
-        request: StreamId,
+        peers: &mut dyn Peers,
+        peer: PeerId,
+        request: RequestId,
         prefix: &str,
         exclude_hop: u64,
     ) {
-        let Some(c) = self.conns.get(&ch) else {
+        let Some(c) = self.conns.get(&peer) else {
             return;
         };
         let ours: Option<Arc<str>> = match self.plan.conns[c.plan_index] {
@@ -78,55 +70,55 @@ impl Worker {
             }
             ConnPlan::Subscriber { .. } => None,
         };
-        let active = ours.iter().map(|p| (p, &[][..]));
-        self.wire(ctx, ch, |w, io| {
-            w.announce_start(io, request, prefix, exclude_hop, active)
-        });
+        let mut active = ours.iter().map(|p| (p, &[][..]));
+        peers.announce_start(peer, request, prefix, exclude_hop, &mut active);
     }
 
     /// The relay subscribes to `track` of `path`: served if it is one of this connection's
     /// live tracks, from the start of its current group.
     pub(super) fn serve(
         &mut self,
-        ctx: &mut Ctx<'_>,
-        ch: ConnectionHandle,
+        peers: &mut dyn Peers,
+        peer: PeerId,
         id: u64,
         path: &str,
         track: &str,
     ) {
         let plan = &self.plan;
         let found = self.pubs.iter().position(|p| {
-            p.conn == ch
+            p.peer == peer
                 && p.live
                 && plan.broadcasts[p.broadcast] == path
                 && plan.track_names[p.track] == track
         });
         let Some(p) = found else {
-            self.wire(ctx, ch, |w, io| {
-                w.refuse_subscribe(io, id, ErrorCode::NOT_FOUND)
-            });
+            peers.refuse_subscribe(peer, id, ErrorCode::NOT_FOUND);
             return;
         };
-        if self.wire(ctx, ch, |w, io| w.accept_subscribe(io, id)) != Some(true) {
+        if !peers.accept_subscribe(peer, id) {
             return;
         }
-        if let Some(c) = self.conns.get_mut(&ch) {
+        if let Some(c) = self.conns.get_mut(&peer) {
             c.serving.insert(id, p);
         }
         self.pubs[p].serving.push(id);
-        self.deliver(ctx, p, Some(id));
+        self.deliver(peers, p, Some(id));
     }
 
     /// The relay's subscription `id` is over.
-    pub(super) fn unserve(&mut self, ch: ConnectionHandle, id: u64) {
-        if let Some(p) = self.conns.get_mut(&ch).and_then(|c| c.serving.remove(&id)) {
+    pub(super) fn unserve(&mut self, peer: PeerId, id: u64) {
+        if let Some(p) = self
+            .conns
+            .get_mut(&peer)
+            .and_then(|c| c.serving.remove(&id))
+        {
             self.pubs[p].serving.retain(|&s| s != id);
         }
     }
 
-    /// The publishing session of `ch` is gone: its tracks are final.
-    pub(super) fn publisher_lost(&mut self, ch: ConnectionHandle) {
-        for p in self.pubs.iter_mut().filter(|p| p.conn == ch) {
+    /// The publishing session of `peer` is gone: its tracks are final.
+    pub(super) fn publisher_lost(&mut self, peer: PeerId) {
+        for p in self.pubs.iter_mut().filter(|p| p.peer == peer) {
             p.live = false;
             p.serving.clear();
             self.plan
@@ -137,26 +129,18 @@ impl Worker {
     }
 
     /// Bring the subscriptions to track `p` (or just `only`) up to date with its current group.
-    fn deliver(&mut self, ctx: &mut Ctx<'_>, p: usize, only: Option<u64>) {
+    fn deliver(&mut self, peers: &mut dyn Peers, p: usize, only: Option<u64>) {
         let t = &self.pubs[p];
         let Some(group) = &t.group else { return };
-        let now = ctx.now;
-        let (Some(c), Some(conn)) = (self.conns.get_mut(&t.conn), ctx.conn(t.conn)) else {
-            return;
-        };
-        let mut resets = 0;
-        c.io(conn, now, |w, io| {
-            for &sub in t.serving.iter().filter(|&&s| only.is_none_or(|o| o == s)) {
-                resets += w.deliver(io, sub, group).resets;
-            }
-        });
-        self.publisher_groups_dropped += resets;
+        for &sub in t.serving.iter().filter(|&&s| only.is_none_or(|o| o == s)) {
+            self.publisher_groups_dropped += peers.deliver(t.peer, sub, group).resets;
+        }
     }
 
     /// Write the next frame of published track `p`.
-    pub(super) fn emit(&mut self, ctx: &mut Ctx<'_>, p: usize) {
+    pub(super) fn emit(&mut self, peers: &mut dyn Peers, p: usize) {
         let fpg = self.plan.scenario.frames_per_group;
-        let now_us = self.plan.clock.us(ctx.now);
+        let now_us = self.plan.clock.us(peers.now());
         let filler = self.plan.filler.clone();
         let t = &mut self.pubs[p];
         if !t.live {
@@ -184,7 +168,7 @@ impl Worker {
             chunks: vec![stamp, filler],
         }));
         if seq % fpg == fpg - 1 {
-            group.finish(ctx.now);
+            group.finish(peers.now());
         }
         t.next_seq += 1;
         self.plan.track(t.broadcast, t.track).wrote(seq, group_seq);
@@ -193,11 +177,11 @@ impl Worker {
         stats
             .bytes_published
             .fetch_add(self.plan.scenario.frame_size as u64, Ordering::Relaxed);
-        self.deliver(ctx, p, None);
+        self.deliver(peers, p, None);
     }
 
     /// Publishing is over: finish every open group and tell subscribers the totals are final.
-    pub(super) fn stop_publishing(&mut self, ctx: &mut Ctx<'_>) {
+    pub(super) fn stop_publishing(&mut self, peers: &mut dyn Peers) {
         if self.stopped {
             return;
         }
@@ -207,8 +191,8 @@ impl Worker {
             if let Some(group) = t.group.as_mut().filter(|g| !g.done)
                 && t.live
             {
-                group.finish(ctx.now);
-                self.deliver(ctx, p, None);
+                group.finish(peers.now());
+                self.deliver(peers, p, None);
             }
         }
         // Every track this core was to publish is final now, even one whose session never
@@ -223,26 +207,26 @@ impl Worker {
                 }
             }
         }
-        self.next_drain_check = Some(ctx.now);
+        self.next_drain_check = Some(peers.now());
     }
 
-    pub(super) fn publish_due(&mut self, ctx: &mut Ctx<'_>) {
+    pub(super) fn publish_due(&mut self, peers: &mut dyn Peers) {
         if self.plan.pacing != Pacing::Timed || self.stopped {
             return;
         }
-        if ctx.now >= self.plan.stop_at {
-            self.stop_publishing(ctx);
+        if peers.now() >= self.plan.stop_at {
+            self.stop_publishing(peers);
             return;
         }
         let interval = self.frame_interval();
         let burst = self.plan.scenario.burst;
         for p in 0..self.pubs.len() {
             while self.pubs[p].live
-                && self.pubs[p].next_due <= ctx.now
+                && self.pubs[p].next_due <= peers.now()
                 && self.pubs[p].next_due < self.plan.stop_at
             {
                 for _ in 0..burst {
-                    self.emit(ctx, p);
+                    self.emit(peers, p);
                 }
                 self.pubs[p].next_due += interval;
             }

@@ -8,9 +8,7 @@ use super::{DRAIN_TICK, Worker};
 use crate::account::{Account, Received};
 use crate::payload::{STAMP_LEN, Stamp};
 use crate::plan::ConnPlan;
-use moq_relay::lite::ErrorCode;
-use moq_relay::model::Frame;
-use moq_relay::quic::{ConnectionHandle, Ctx};
+use moq_relay::model::{ErrorCode, Frame, PeerId, Peers};
 
 /// One subscription of a viewer to one track.
 pub(super) struct SubRecord {
@@ -38,8 +36,8 @@ fn stamp_of(frame: &Frame) -> Option<Stamp> {
 impl Worker {
     /// The relay announced `path`: if it is a broadcast this connection watches, its viewers
     /// subscribe (once).
-    pub(super) fn announced(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, path: &str) {
-        let Some(c) = self.conns.get(&ch) else {
+    pub(super) fn announced(&mut self, peers: &mut dyn Peers, peer: PeerId, path: &str) {
+        let Some(c) = self.conns.get(&peer) else {
             return;
         };
         let ConnPlan::Subscriber { viewers } = &self.plan.conns[c.plan_index] else {
@@ -50,14 +48,14 @@ impl Worker {
             .copied()
             .find(|&b| self.plan.broadcasts[b] == path);
         if let Some(broadcast) = watched {
-            self.watch(ctx, ch, broadcast);
+            self.watch(peers, peer, broadcast);
         }
     }
 
     /// Broadcast `broadcast` is live: every viewer of it on this connection subscribes to each
     /// of its tracks (asking for the track's info first where the version has TRACK).
-    fn watch(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, broadcast: usize) {
-        let Some(c) = self.conns.get_mut(&ch) else {
+    fn watch(&mut self, peers: &mut dyn Peers, peer: PeerId, broadcast: usize) {
+        let Some(c) = self.conns.get_mut(&peer) else {
             return;
         };
         if !c.subscribed.insert(broadcast) {
@@ -72,18 +70,16 @@ impl Worker {
         for _ in 0..viewers {
             for track in 0..plan.scenario.tracks {
                 let name: Arc<str> = plan.track_names[track].as_str().into();
-                let up = self.wire(ctx, ch, |w, io| {
-                    w.ask_info(io, &path, &name);
-                    w.subscribe(io, &path, &name)
-                });
+                peers.ask_info(peer, &path, &name);
+                let up = peers.subscribe(peer, &path, &name);
                 let index = self.subs.len();
-                if let (Some(Some(up)), Some(c)) = (up, self.conns.get_mut(&ch)) {
+                if let (Some(up), Some(c)) = (up, self.conns.get_mut(&peer)) {
                     c.subs.insert(up, index);
                 }
                 let account = Account::new(
                     plan.scenario.frames_per_group,
                     plan.track(broadcast, track).latest_group(),
-                    plan.clock.us(ctx.now),
+                    plan.clock.us(peers.now()),
                 );
                 self.subs.push(SubRecord {
                     broadcast,
@@ -99,16 +95,16 @@ impl Worker {
     /// A whole frame of group `group` on our subscription `up`.
     pub(super) fn frame(
         &mut self,
-        ctx: &mut Ctx<'_>,
-        ch: ConnectionHandle,
+        peers: &mut dyn Peers,
+        peer: PeerId,
         up: u64,
         group: u64,
         frame: &Frame,
     ) {
-        let Some(&sub) = self.conns.get(&ch).and_then(|c| c.subs.get(&up)) else {
+        let Some(&sub) = self.conns.get(&peer).and_then(|c| c.subs.get(&up)) else {
             return;
         };
-        let now_us = self.plan.clock.us(ctx.now);
+        let now_us = self.plan.clock.us(peers.now());
         let size = frame.size();
         let got = self.subs[sub]
             .account
@@ -127,8 +123,8 @@ impl Worker {
     }
 
     /// The relay gave up a group of our subscription `up`.
-    pub(super) fn group_reset(&mut self, ch: ConnectionHandle, up: u64) {
-        let Some(&sub) = self.conns.get(&ch).and_then(|c| c.subs.get(&up)) else {
+    pub(super) fn group_reset(&mut self, peer: PeerId, up: u64) {
+        let Some(&sub) = self.conns.get(&peer).and_then(|c| c.subs.get(&up)) else {
             return;
         };
         self.subs[sub].account.group_reset();
@@ -136,8 +132,8 @@ impl Worker {
     }
 
     /// The relay ended our subscription `up`: a failure unless the run is winding down.
-    pub(super) fn upstream_ended(&mut self, ch: ConnectionHandle, up: u64, code: ErrorCode) {
-        let Some(&sub) = self.conns.get(&ch).and_then(|c| c.subs.get(&up)) else {
+    pub(super) fn upstream_ended(&mut self, peer: PeerId, up: u64, code: ErrorCode) {
+        let Some(&sub) = self.conns.get(&peer).and_then(|c| c.subs.get(&up)) else {
             return;
         };
         let record = &mut self.subs[sub];
@@ -160,14 +156,14 @@ impl Worker {
     }
 
     /// After publishing stopped: count the subscriptions still owed frames.
-    pub(super) fn check_drain(&mut self, ctx: &mut Ctx<'_>) {
+    pub(super) fn check_drain(&mut self, peers: &mut dyn Peers) {
         let Some(at) = self.next_drain_check else {
             return;
         };
-        if ctx.now < at {
+        if peers.now() < at {
             return;
         }
-        self.next_drain_check = Some(ctx.now + DRAIN_TICK);
+        self.next_drain_check = Some(peers.now() + DRAIN_TICK);
         let plan = &self.plan;
         let all_done = plan.tracks.iter().all(|t| t.done.load(Ordering::Acquire));
         let incomplete = match all_done {

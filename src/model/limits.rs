@@ -1,0 +1,31 @@
+//! Named bounds on what one peer can make a session hold, whatever its wire protocol.
+
+/// Bounds on what one peer can make a session hold.
+#[derive(Clone, Copy, Debug)]
+pub struct SessionLimits {
+    /// Largest control message, in bytes; a control stream buffers at most four.
+    pub max_message: usize,
+    /// Longest absolute broadcast path, in bytes.
+    pub max_path: usize,
+    /// Largest frame accepted from a publisher.
+    pub max_frame: u64,
+    /// Subscriptions the peer may hold at once.
+    pub max_subscriptions: usize,
+    /// Announce requests the peer may hold open.
+    pub max_announces: usize,
+    /// Unfinished group streams per subscription; a newer group resets the oldest backlogged.
+    pub max_groups_in_flight: usize,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        Self {
+            max_message: 16 * 1024,
+            max_path: 1024,
+            max_frame: 32 << 20,
+            max_subscriptions: 1024,
+            max_announces: 64,
+            max_groups_in_flight: 4,
+        }
+    }
+}

@@ -1,0 +1,511 @@
+//! The session host of one core: the one [`Handler`] on the QUIC engine. It turns each
+//! connection into a [`Session`] (the wire picked from the ALPN, then from the WebTransport
+//! protocol or the SETUP exchange), dials for the client role, and runs an [`Application`]
+//! over the sessions, which it sees only as [`Peers`] named by [`PeerId`].
+//!
+//! A second wire protocol is one more arm where the ALPN is read ([`Host::connected`]) and one
+//! more machine behind [`Session`]; the application does not change.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{Event, Session};
+use crate::lite::session::{self as wire, Delivery, InfoAsk};
+use crate::lite::{Role, Version};
+use crate::model::{
+    Application, ErrorCode, Frame, Group, Notice, PeerId, Peers, RequestId, SessionCounts,
+    TrackInfo, path,
+};
+use crate::quic::{ConnectionHandle, Ctx, Event as QuicEvent, Handler, StreamEvent};
+use crate::stream::Streams;
+use crate::web::{self, WebEvent, WebSession};
+
+/// Where and how to dial, for the client role.
+#[derive(Clone, Debug)]
+pub struct Dial {
+    pub addr: SocketAddr,
+    pub server_name: String,
+    /// The CONNECT path over WebTransport (ALPN `h3`), query included.
+    pub url: String,
+    /// The lite-05 SETUP Path over raw QUIC (older versions have no in-band path).
+    pub setup_path: Option<String>,
+    /// Offered in CLIENT_SETUP when the version is left to the SETUP exchange.
+    pub setup_versions: Vec<Version>,
+    /// Over WebTransport: the WT-Available-Protocols to offer; none leaves the version to the
+    /// SETUP exchange.
+    pub web_protocols: Vec<String>,
+    /// What lite-05 SETUP says this session does.
+    pub role: Role,
+    /// The hop id this session adds; the host's origin when `None`.
+    pub origin: Option<u64>,
+}
+
+impl Dial {
+    /// A client of a relay at `addr` whose session root is `path`.
+    pub fn new(addr: SocketAddr, server_name: &str, path: &str) -> Self {
+        Self {
+            addr,
+            server_name: server_name.to_owned(),
+            url: format!("/{}", path.trim_start_matches('/')),
+            setup_path: Some(path.to_owned()),
+            setup_versions: Vec::new(),
+            web_protocols: Vec::new(),
+            role: Role::Both,
+            origin: None,
+        }
+    }
+}
+
+/// How the host of one core runs its sessions.
+#[derive(Clone, Debug)]
+pub struct HostConfig {
+    pub core: usize,
+    /// Our hop id: added to what we announce, and the loops we refuse.
+    pub origin: u64,
+    pub limits: wire::Limits,
+    /// What [`Peers::dial`] dials, by number.
+    pub dials: Arc<Vec<Dial>>,
+}
+
+/// One connection: the dial it came from (ours), and its session once it is up.
+struct Conn {
+    dial: Option<usize>,
+    session: Option<Session>,
+}
+
+/// Everything of the host but the application, so that the two are disjoint borrows.
+struct Conns {
+    cfg: HostConfig,
+    by_peer: HashMap<PeerId, (ConnectionHandle, Conn)>,
+    by_handle: HashMap<ConnectionHandle, PeerId>,
+    next_peer: u64,
+    /// Reused for what a session reports, so that reading a stream allocates nothing.
+    spare: Vec<Event>,
+}
+
+/// The host of one core. See the module docs.
+pub struct Host<A> {
+    app: A,
+    conns: Conns,
+}
+
+/// The sessions as the application sees them during one call.
+struct View<'a, 'c> {
+    ctx: &'a mut Ctx<'c>,
+    conns: &'a mut Conns,
+}
+
+impl<A: Application> Host<A> {
+    pub fn new(cfg: HostConfig, app: A) -> Self {
+        Self {
+            app,
+            conns: Conns {
+                cfg,
+                by_peer: HashMap::new(),
+                by_handle: HashMap::new(),
+                next_peer: 0,
+                spare: Vec::new(),
+            },
+        }
+    }
+
+    pub fn app(&self) -> &A {
+        &self.app
+    }
+
+    /// The handshake is done: the ALPN picks the wire, the session starts.
+    fn connected(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle) {
+        let alpn = ctx
+            .handshake(ch)
+            .and_then(|(alpn, _)| alpn)
+            .map(|a| String::from_utf8_lossy(&a).into_owned())
+            .unwrap_or_default();
+        let server = ctx.peek(ch).is_some_and(|c| c.side().is_server());
+        let version = Version::from_alpn(&alpn);
+        let h3 = alpn.as_bytes() == web::ALPN;
+        if version.is_none() && alpn != Version::LEGACY_ALPN && !h3 {
+            tracing::debug!(core = ctx.core, alpn = %alpn, "closing session: unsupported ALPN");
+            ctx.close(ch, ErrorCode::UNKNOWN_ALPN.0, b"unsupported ALPN");
+            return;
+        }
+        let c = &mut self.conns;
+        let peer = match c.by_handle.get(&ch) {
+            Some(&peer) => peer,
+            None => {
+                let peer = c.new_peer();
+                c.by_handle.insert(ch, peer);
+                let conn = Conn {
+                    dial: None,
+                    session: None,
+                };
+                c.by_peer.insert(peer, (ch, conn));
+                peer
+            }
+        };
+        let Some((_, conn)) = c.by_peer.get_mut(&peer) else {
+            return;
+        };
+        let dial = conn.dial.map(|n| &c.cfg.dials[n]);
+        let web = h3.then(|| web_session(&c.cfg.limits, dial));
+        conn.session = Some(Session::new(wire_config(&c.cfg, server, h3, dial), web));
+        tracing::debug!(core = ctx.core, %peer, alpn = %alpn, server, "session connected");
+        self.app.on_session(&mut View { ctx, conns: c }, peer);
+        self.drive(ctx, ch, |s, conn, now, ev| s.start(conn, now, version, ev));
+    }
+
+    /// Run `f` on the session of `ch` with its connection, then tell the application what it
+    /// reported.
+    fn drive(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        ch: ConnectionHandle,
+        f: impl FnOnce(&mut Session, &mut quinn_proto::Connection, Instant, &mut Vec<Event>),
+    ) {
+        let now = ctx.now;
+        let c = &mut self.conns;
+        let Some(&peer) = c.by_handle.get(&ch) else {
+            return;
+        };
+        let (
+            Some((
+                _,
+                Conn {
+                    session: Some(s), ..
+                },
+            )),
+            Some(conn),
+        ) = (c.by_peer.get_mut(&peer), ctx.conn(ch))
+        else {
+            return;
+        };
+        let mut events = std::mem::take(&mut c.spare);
+        let errors = s.wire().decode_errors();
+        f(s, conn, now, &mut events);
+        let errors = s.wire().decode_errors() - errors;
+        if errors > 0 {
+            self.app
+                .on_notice(peer, Notice::DecodeErrors { count: errors });
+        }
+        for event in events.drain(..) {
+            match event {
+                Event::Peer(event) => {
+                    let mut view = View {
+                        ctx,
+                        conns: &mut self.conns,
+                    };
+                    self.app.on_event(&mut view, peer, event);
+                }
+                Event::Web(event) => self.web_event(ctx, peer, event),
+            }
+        }
+        if self.conns.spare.capacity() < events.capacity() {
+            self.conns.spare = events;
+        }
+    }
+
+    /// What the WebTransport session did besides its streams (its opening needs nothing
+    /// here: the session has started the moq session on it).
+    fn web_event(&mut self, ctx: &Ctx<'_>, peer: PeerId, event: WebEvent) {
+        let notice = match event {
+            WebEvent::Closed { code, reason } => {
+                tracing::debug!(core = ctx.core, %peer, code, reason, "webtransport session closed by peer");
+                Notice::Closed { code, reason }
+            }
+            WebEvent::Refused { status } => {
+                tracing::debug!(core = ctx.core, %peer, status, "CONNECT refused");
+                Notice::Refused { status }
+            }
+            WebEvent::Failed(e) => {
+                tracing::debug!(core = ctx.core, %peer, error = %e, "http/3 error");
+                Notice::Failed {
+                    error: e.to_string(),
+                }
+            }
+            WebEvent::Open { .. } | WebEvent::Stream { .. } => return,
+        };
+        self.app.on_notice(peer, notice);
+    }
+
+    fn lost(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, reason: String) {
+        let c = &mut self.conns;
+        let Some(peer) = c.by_handle.remove(&ch) else {
+            return;
+        };
+        let Some((_, conn)) = c.by_peer.remove(&peer) else {
+            return;
+        };
+        tracing::debug!(core = ctx.core, %peer, reason = %reason, "session lost");
+        let forgotten = conn.session.map(|mut s| s.lost()).unwrap_or_default();
+        let mut view = View { ctx, conns: c };
+        self.app.on_lost(&mut view, peer, &reason, forgotten);
+    }
+
+    fn view<'a, 'c>(&'a mut self, ctx: &'a mut Ctx<'c>) -> (&'a mut A, View<'a, 'c>) {
+        (
+            &mut self.app,
+            View {
+                ctx,
+                conns: &mut self.conns,
+            },
+        )
+    }
+}
+
+impl Conns {
+    fn new_peer(&mut self) -> PeerId {
+        let peer = PeerId(self.next_peer);
+        self.next_peer += 1;
+        peer
+    }
+}
+
+/// The moq-lite machine's configuration for a new connection (`dial`: ours, dialled).
+fn wire_config(cfg: &HostConfig, server: bool, h3: bool, dial: Option<&Dial>) -> wire::Config {
+    wire::Config {
+        server,
+        origin: dial.and_then(|d| d.origin).unwrap_or(cfg.origin),
+        setup_versions: dial.map(|d| d.setup_versions.clone()).unwrap_or_default(),
+        // A client's root travels in SETUP on raw QUIC, in the URL on WebTransport.
+        setup_path: dial.filter(|_| !h3).and_then(|d| d.setup_path.clone()),
+        role: dial.map_or(Role::Both, |d| d.role),
+        limits: cfg.limits,
+    }
+}
+
+/// The HTTP/3 + WebTransport session of a new connection. A server checks the CONNECT's root
+/// as a broadcast path and offers the moq-lite ALPNs as WT-Protocols; a client asks for its
+/// dial's URL, offering the dial's protocols.
+fn web_session(limits: &wire::Limits, dial: Option<&Dial>) -> WebSession {
+    let max_buffer = limits.max_message.saturating_mul(4);
+    match dial {
+        None => {
+            let max_path = limits.max_path;
+            let root = move |raw: &str| path::normalize(raw, max_path).ok();
+            WebSession::server(Version::ALPNS, root, max_buffer)
+        }
+        Some(d) => {
+            let authority = format!("{}:{}", d.server_name, d.addr.port());
+            WebSession::client(&authority, &d.url, d.web_protocols.clone(), max_buffer)
+        }
+    }
+}
+
+impl<A: Application + 'static> Handler for Host<A> {
+    fn on_start(&mut self, ctx: &mut Ctx<'_>) {
+        let (app, mut view) = self.view(ctx);
+        app.on_start(&mut view);
+    }
+
+    fn on_event(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, event: QuicEvent) {
+        match event {
+            QuicEvent::Connected => self.connected(ctx, ch),
+            QuicEvent::ConnectionLost { reason } => self.lost(ctx, ch, reason.to_string()),
+            QuicEvent::Stream(StreamEvent::Opened { .. }) => {
+                self.drive(ctx, ch, |s, conn, now, ev| s.accept(conn, now, ev));
+            }
+            QuicEvent::Stream(StreamEvent::Readable { id }) => {
+                self.drive(ctx, ch, |s, conn, now, ev| s.read(conn, now, id, ev));
+            }
+            QuicEvent::Stream(StreamEvent::Writable { id }) => {
+                self.drive(ctx, ch, |s, conn, _, _| s.writable(conn, id));
+            }
+            QuicEvent::Stream(StreamEvent::Stopped { id, .. }) => {
+                self.drive(ctx, ch, |s, conn, now, _| s.stopped(conn, now, id));
+            }
+            _ => {}
+        }
+    }
+
+    fn on_timer(&mut self, ctx: &mut Ctx<'_>) {
+        let (app, mut view) = self.view(ctx);
+        app.on_timer(&mut view);
+    }
+
+    fn on_wake(&mut self, ctx: &mut Ctx<'_>) {
+        let (app, mut view) = self.view(ctx);
+        app.on_wake(&mut view);
+    }
+
+    fn on_shutdown(&mut self, ctx: &mut Ctx<'_>) {
+        let (app, mut view) = self.view(ctx);
+        app.on_shutdown(&mut view);
+        let handles: Vec<_> = self.conns.by_handle.keys().copied().collect();
+        for ch in handles {
+            ctx.close(ch, ErrorCode::CANCEL.0, b"shutdown");
+        }
+    }
+}
+
+impl View<'_, '_> {
+    fn session(&self, peer: PeerId) -> Option<&Session> {
+        self.conns.by_peer.get(&peer)?.1.session.as_ref()
+    }
+
+    /// Run `f` on the peer's moq-lite machine with its streams (our requests and answers:
+    /// they report nothing).
+    fn io<R>(
+        &mut self,
+        peer: PeerId,
+        f: impl FnOnce(&mut wire::Session, &mut dyn Streams) -> R,
+    ) -> Option<R> {
+        let now = self.ctx.now;
+        let (ch, conn) = self.conns.by_peer.get_mut(&peer)?;
+        let session = conn.session.as_mut()?;
+        let quic = self.ctx.conn(*ch)?;
+        Some(session.io(quic, now, f))
+    }
+}
+
+impl Peers for View<'_, '_> {
+    fn now(&self) -> Instant {
+        self.ctx.now
+    }
+
+    fn wake_at(&mut self, at: Instant) {
+        self.ctx.wake_at(at);
+    }
+
+    fn dial(&mut self, dial: usize) -> Result<PeerId, String> {
+        let d = self
+            .conns
+            .cfg
+            .dials
+            .get(dial)
+            .ok_or_else(|| format!("no dial {dial}"))?;
+        let ch = self
+            .ctx
+            .connect(d.addr, &d.server_name, None)
+            .map_err(|e| format!("connect: {e}"))?;
+        let c = &mut *self.conns;
+        let peer = c.new_peer();
+        c.by_handle.insert(ch, peer);
+        let conn = Conn {
+            dial: Some(dial),
+            session: None,
+        };
+        c.by_peer.insert(peer, (ch, conn));
+        Ok(peer)
+    }
+
+    fn close(&mut self, peer: PeerId, code: ErrorCode, reason: &str) {
+        if let Some(&(ch, _)) = self.conns.by_peer.get(&peer) {
+            self.ctx.close(ch, code.0, reason.as_bytes());
+        }
+    }
+
+    fn is_server(&self, peer: PeerId) -> bool {
+        self.session(peer).is_some_and(|s| s.wire().is_server())
+    }
+
+    fn version(&self, peer: PeerId) -> Option<u64> {
+        let w = self.session(peer)?.wire();
+        w.is_ready().then(|| w.version().code())
+    }
+
+    fn root(&self, peer: PeerId) -> Option<&str> {
+        Some(self.session(peer)?.wire().root())
+    }
+
+    fn counts(&self) -> SessionCounts {
+        let mut c = SessionCounts::default();
+        for (_, conn) in self.conns.by_peer.values() {
+            let Some(s) = &conn.session else { continue };
+            let w = s.wire();
+            c.sessions += 1;
+            c.streams += w.streams_read() + s.pending_writes();
+            c.subscriptions += w.subscriptions();
+            c.upstream_subscriptions += w.upstream_subscriptions();
+            c.announce_requests += w.announce_requests();
+        }
+        c
+    }
+
+    fn announce_interest(&mut self, peer: PeerId, prefix: &str) -> bool {
+        self.io(peer, |w, io| w.announce_interest(io, prefix))
+            .flatten()
+            .is_some()
+    }
+
+    fn subscribe(&mut self, peer: PeerId, path: &str, track: &str) -> Option<u64> {
+        self.io(peer, |w, io| w.subscribe(io, path, track))?
+    }
+
+    fn unsubscribe(&mut self, peer: PeerId, up: u64) {
+        self.io(peer, |w, io| w.unsubscribe(io, up));
+    }
+
+    fn ask_info(&mut self, peer: PeerId, path: &Arc<str>, track: &Arc<str>) -> InfoAsk {
+        self.io(peer, |w, io| w.ask_info(io, path, track))
+            .unwrap_or(InfoAsk::Unsupported)
+    }
+
+    fn announce_start<'a>(
+        &mut self,
+        peer: PeerId,
+        request: RequestId,
+        prefix: &str,
+        exclude_hop: u64,
+        active: &mut dyn Iterator<Item = (&'a Arc<str>, &'a [u64])>,
+    ) {
+        self.io(peer, |w, io| {
+            w.announce_start(io, request.into(), prefix, exclude_hop, active)
+        });
+    }
+
+    fn announce(&mut self, peer: PeerId, path: &Arc<str>, hops: &[u64], active: bool) {
+        self.io(peer, |w, io| w.announce(io, path, hops, active));
+    }
+
+    fn accept_subscribe(&mut self, peer: PeerId, id: u64) -> bool {
+        self.io(peer, |w, io| w.accept_subscribe(io, id))
+            .unwrap_or(false)
+    }
+
+    fn refuse_subscribe(&mut self, peer: PeerId, id: u64, code: ErrorCode) {
+        self.io(peer, |w, io| w.refuse_subscribe(io, id, code));
+    }
+
+    fn answer_info(
+        &mut self,
+        peer: PeerId,
+        request: RequestId,
+        info: Result<TrackInfo, ErrorCode>,
+    ) {
+        self.io(peer, |w, io| w.answer_info(io, request.into(), info));
+    }
+
+    fn answer_fetch(&mut self, peer: PeerId, request: RequestId, frames: Option<&[Arc<Frame>]>) {
+        self.io(peer, |w, io| w.answer_fetch(io, request.into(), frames));
+    }
+
+    fn refuse(&mut self, peer: PeerId, request: RequestId, code: ErrorCode) {
+        self.io(peer, |w, io| w.refuse(io, request.into(), code));
+    }
+
+    fn deliver(&mut self, peer: PeerId, sub: u64, group: &Group) -> Delivery {
+        self.io(peer, |w, io| w.deliver(io, sub, group))
+            .unwrap_or_default()
+    }
+
+    fn abort_group(&mut self, peer: PeerId, sub: u64, seq: u64, code: ErrorCode) {
+        self.io(peer, |w, io| w.abort_group(io, sub, seq, code));
+    }
+
+    fn end_subscription(&mut self, peer: PeerId, sub: u64, code: ErrorCode, latest: Option<u64>) {
+        self.io(peer, |w, io| w.end_subscription(io, sub, code, latest));
+    }
+
+    fn restart(&mut self, peer: PeerId, sub: u64) {
+        if let Some((
+            _,
+            Conn {
+                session: Some(s), ..
+            },
+        )) = self.conns.by_peer.get_mut(&peer)
+        {
+            s.wire_mut().restart(sub);
+        }
+    }
+}
