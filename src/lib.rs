@@ -9,14 +9,17 @@
 //!   writes streams without copies.
 //! - [`web`]: HTTP/3 just far enough for WebTransport, sans IO.
 //! - [`model`]: the vocabulary with no I/O: paths, frames, groups and the group cache, track
-//!   info, peer ids.
+//!   info, error codes, peer ids, what a wire session reports ([`model::PeerEvent`]), and the
+//!   seam between the sessions of a core and what runs on them ([`model::Peers`],
+//!   [`model::Application`]).
 //! - [`lite`]: moq-lite, lite-01 to lite-05, sans IO: the wire codecs and
 //!   [`lite::session::Session`], the session machine of one connection in both roles.
-//! - [`session`]: one connection's transport (raw QUIC or WebTransport) with its moq-lite
-//!   machine, as the relay's node and the load generator drive it.
-//! - [`relay`]: the shared [`relay::Registry`] and [`relay::Node`], each core's handler: the
-//!   glue from QUIC and WebTransport to the session machines, tracks, subscriptions,
-//!   announcements, fan-out within and across cores.
+//! - [`session`]: [`session::Host`], the one [`quic::Handler`] of a core: it picks the wire,
+//!   runs one [`session::Session`] (transport and machine) per connection, dials, and runs an
+//!   [`model::Application`] over them.
+//! - [`relay`]: the shared [`relay::Registry`] and [`relay::Node`], each core's relay as an
+//!   application that knows only the model: tracks, subscriptions, announcements, fan-out
+//!   within and across cores.
 //! - [`http`]: the TCP endpoints `/certificate.sha256`, `/announced/...`, `/fetch/...`.
 //! - [`config`]: CLI flags, `MOQ_*` variables and the TOML file, merged.
 //! - [`server`]: starts the relay from a [`config::Config`] and stops it gracefully.
@@ -24,8 +27,8 @@
 //!
 //! The load generator is not in this library: it is the `moq-load` crate in `tools/moq-load`.
 //!
-//! The design (layers, the path of one frame, the rules of the house, and the redesign under
-//! way) is in the repository's `docs/design.md`.
+//! The design (layers, the path of one frame, the rules of the house, how to add a wire
+//! protocol) is in the repository's `docs/design.md`.
 
 pub mod client;
 pub mod config;

@@ -19,4 +19,4 @@ pub use event::{Delivery, InfoAsk, Notice, PeerEvent, RequestId};
 pub use frame::{CacheLimits, Frame, Group, GroupCache, Opened};
 pub use info::TrackInfo;
 pub use limits::SessionLimits;
-pub use peer::PeerId;
+pub use peer::{PeerHasher, PeerId, PeerMap};

@@ -6,7 +6,6 @@
 //! A second wire protocol is one more arm where the ALPN is read ([`Host::connected`]) and one
 //! more machine behind [`Session`]; the application does not change.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,7 +14,7 @@ use super::{Event, Session};
 use crate::lite::session::{self as wire, Delivery, InfoAsk};
 use crate::lite::{Role, Version};
 use crate::model::{
-    Application, ErrorCode, Frame, Group, Notice, PeerId, Peers, RequestId, SessionCounts,
+    Application, ErrorCode, Frame, Group, Notice, PeerId, PeerMap, Peers, RequestId, SessionCounts,
     TrackInfo, path,
 };
 use crate::quic::{ConnectionHandle, Ctx, Event as QuicEvent, Handler, StreamEvent};
@@ -78,8 +77,9 @@ struct Conn {
 /// Everything of the host but the application, so that the two are disjoint borrows.
 struct Conns {
     cfg: HostConfig,
-    by_peer: HashMap<PeerId, (ConnectionHandle, Conn)>,
-    by_handle: HashMap<ConnectionHandle, PeerId>,
+    by_peer: PeerMap<(ConnectionHandle, Conn)>,
+    /// The peer of each connection, by the handle's index (quinn's handles are a slab).
+    by_handle: Vec<Option<PeerId>>,
     next_peer: u64,
     /// Reused for what a session reports, so that reading a stream allocates nothing.
     spare: Vec<Event>,
@@ -103,8 +103,8 @@ impl<A: Application> Host<A> {
             app,
             conns: Conns {
                 cfg,
-                by_peer: HashMap::new(),
-                by_handle: HashMap::new(),
+                by_peer: PeerMap::default(),
+                by_handle: Vec::new(),
                 next_peer: 0,
                 spare: Vec::new(),
             },
@@ -131,11 +131,11 @@ impl<A: Application> Host<A> {
             return;
         }
         let c = &mut self.conns;
-        let peer = match c.by_handle.get(&ch) {
-            Some(&peer) => peer,
+        let peer = match c.peer_of(ch) {
+            Some(peer) => peer,
             None => {
                 let peer = c.new_peer();
-                c.by_handle.insert(ch, peer);
+                c.set_peer(ch, Some(peer));
                 let conn = Conn {
                     dial: None,
                     session: None,
@@ -165,7 +165,7 @@ impl<A: Application> Host<A> {
     ) {
         let now = ctx.now;
         let c = &mut self.conns;
-        let Some(&peer) = c.by_handle.get(&ch) else {
+        let Some(peer) = c.peer_of(ch) else {
             return;
         };
         let (
@@ -230,9 +230,10 @@ impl<A: Application> Host<A> {
 
     fn lost(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, reason: String) {
         let c = &mut self.conns;
-        let Some(peer) = c.by_handle.remove(&ch) else {
+        let Some(peer) = c.peer_of(ch) else {
             return;
         };
+        c.set_peer(ch, None);
         let Some((_, conn)) = c.by_peer.remove(&peer) else {
             return;
         };
@@ -258,6 +259,28 @@ impl Conns {
         let peer = PeerId(self.next_peer);
         self.next_peer += 1;
         peer
+    }
+
+    fn peer_of(&self, ch: ConnectionHandle) -> Option<PeerId> {
+        self.by_handle.get(ch.0).copied().flatten()
+    }
+
+    fn set_peer(&mut self, ch: ConnectionHandle, peer: Option<PeerId>) {
+        if self.by_handle.len() <= ch.0 {
+            self.by_handle.resize(ch.0 + 1, None);
+        }
+        self.by_handle[ch.0] = peer;
+    }
+
+    /// The session of `ch` and its connection, for what reports nothing.
+    fn session<'a>(
+        &'a mut self,
+        ctx: &'a mut Ctx<'_>,
+        ch: ConnectionHandle,
+    ) -> Option<(&'a mut Session, &'a mut quinn_proto::Connection)> {
+        let peer = self.peer_of(ch)?;
+        let session = self.by_peer.get_mut(&peer)?.1.session.as_mut()?;
+        Some((session, ctx.conn(ch)?))
     }
 }
 
@@ -309,10 +332,15 @@ impl<A: Application + 'static> Handler for Host<A> {
                 self.drive(ctx, ch, |s, conn, now, ev| s.read(conn, now, id, ev));
             }
             QuicEvent::Stream(StreamEvent::Writable { id }) => {
-                self.drive(ctx, ch, |s, conn, _, _| s.writable(conn, id));
+                if let Some((s, conn)) = self.conns.session(ctx, ch) {
+                    s.writable(conn, id);
+                }
             }
             QuicEvent::Stream(StreamEvent::Stopped { id, .. }) => {
-                self.drive(ctx, ch, |s, conn, now, _| s.stopped(conn, now, id));
+                let now = ctx.now;
+                if let Some((s, conn)) = self.conns.session(ctx, ch) {
+                    s.stopped(conn, now, id);
+                }
             }
             _ => {}
         }
@@ -331,7 +359,7 @@ impl<A: Application + 'static> Handler for Host<A> {
     fn on_shutdown(&mut self, ctx: &mut Ctx<'_>) {
         let (app, mut view) = self.view(ctx);
         app.on_shutdown(&mut view);
-        let handles: Vec<_> = self.conns.by_handle.keys().copied().collect();
+        let handles: Vec<_> = self.conns.by_peer.values().map(|(ch, _)| *ch).collect();
         for ch in handles {
             ctx.close(ch, ErrorCode::CANCEL.0, b"shutdown");
         }
@@ -380,7 +408,7 @@ impl Peers for View<'_, '_> {
             .map_err(|e| format!("connect: {e}"))?;
         let c = &mut *self.conns;
         let peer = c.new_peer();
-        c.by_handle.insert(ch, peer);
+        c.set_peer(ch, Some(peer));
         let conn = Conn {
             dial: Some(dial),
             session: None,

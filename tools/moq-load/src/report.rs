@@ -219,11 +219,68 @@ impl Report {
 
     /// A human summary, several lines.
     pub fn summary(&self) -> String {
-        let s = &self.scenario;
         let d = &self.delivery;
         let l = &self.latency_us;
         let ms = |us: u64| us as f64 / 1000.0;
         let mut out = String::new();
+        self.write_setup(&mut out);
+        let _ = writeln!(
+            out,
+            "published:   {} frames, {:.1} MB, {:.2} Mbit/s over {:.1} s",
+            self.frames_published,
+            self.bytes_published as f64 / 1e6,
+            self.published_mbps,
+            self.publish_seconds
+        );
+        let _ = writeln!(
+            out,
+            "delivered:   {} of {} expected frames, {:.1} MB, {:.2} Mbit/s; lost {}, groups skipped {}, group streams reset {}",
+            d.delivered,
+            d.expected,
+            d.bytes as f64 / 1e6,
+            self.delivered_mbps,
+            d.lost,
+            d.groups_skipped,
+            d.groups_reset
+        );
+        let _ = writeln!(
+            out,
+            "latency:     p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} live frames; {} catch-up frames from late joins not counted)",
+            ms(l.p50),
+            ms(l.p90),
+            ms(l.p99),
+            ms(l.max),
+            l.samples,
+            d.catchup
+        );
+        let _ = writeln!(
+            out,
+            "anomalies:   {} duplicates, {} reordered, {} corrupt, {} protocol errors, {} publisher groups dropped",
+            d.duplicates,
+            d.reordered,
+            d.corrupt,
+            self.protocol_errors,
+            self.publisher_groups_dropped
+        );
+        self.write_usage(&mut out);
+        if let Some(e) = &self.first_error {
+            let _ = writeln!(out, "first error: {e}");
+        }
+        let _ = write!(
+            out,
+            "result:      {}",
+            if self.clean() {
+                "clean (nothing lost, refused or failed)"
+            } else {
+                "NOT clean"
+            }
+        );
+        out
+    }
+
+    /// The summary's first lines: the scenario, the target, the connections.
+    fn write_setup(&self, out: &mut String) {
+        let s = &self.scenario;
         let preset = s
             .preset
             .map_or("custom".to_string(), |p| format!("{p} preset"));
@@ -267,44 +324,10 @@ impl Report {
             self.subscribe_failures,
             self.viewers_unsubscribed
         );
-        let _ = writeln!(
-            out,
-            "published:   {} frames, {:.1} MB, {:.2} Mbit/s over {:.1} s",
-            self.frames_published,
-            self.bytes_published as f64 / 1e6,
-            self.published_mbps,
-            self.publish_seconds
-        );
-        let _ = writeln!(
-            out,
-            "delivered:   {} of {} expected frames, {:.1} MB, {:.2} Mbit/s; lost {}, groups skipped {}, group streams reset {}",
-            d.delivered,
-            d.expected,
-            d.bytes as f64 / 1e6,
-            self.delivered_mbps,
-            d.lost,
-            d.groups_skipped,
-            d.groups_reset
-        );
-        let _ = writeln!(
-            out,
-            "latency:     p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} live frames; {} catch-up frames from late joins not counted)",
-            ms(l.p50),
-            ms(l.p90),
-            ms(l.p99),
-            ms(l.max),
-            l.samples,
-            d.catchup
-        );
-        let _ = writeln!(
-            out,
-            "anomalies:   {} duplicates, {} reordered, {} corrupt, {} protocol errors, {} publisher groups dropped",
-            d.duplicates,
-            d.reordered,
-            d.corrupt,
-            self.protocol_errors,
-            self.publisher_groups_dropped
-        );
+    }
+
+    /// The summary's lines on CPU and memory: the relay's, the load generator's.
+    fn write_usage(&self, out: &mut String) {
         if let Some(r) = &self.relay {
             let per_gb = r
                 .cpu_seconds_per_gb
@@ -332,18 +355,5 @@ impl Report {
             self.host_load_1m
                 .map_or("n/a".into(), |l| format!("{l:.2}"))
         );
-        if let Some(e) = &self.first_error {
-            let _ = writeln!(out, "first error: {e}");
-        }
-        let _ = write!(
-            out,
-            "result:      {}",
-            if self.clean() {
-                "clean (nothing lost, refused or failed)"
-            } else {
-                "NOT clean"
-            }
-        );
-        out
     }
 }
