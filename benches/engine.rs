@@ -152,6 +152,7 @@ fn pair(offload: bool, io: IoMode) -> Pair {
             server: Some(ServerRole {
                 bind: "127.0.0.1:0".parse().unwrap(),
                 config: server_config(certs.server_config(&[ALPN]), &limits).unwrap(),
+                admission: Default::default(),
             }),
             ..Default::default()
         },

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::model::SessionLimits;
 use crate::net::{IoMode, SocketOptions};
+use crate::quic::AdmissionLimits;
 use crate::quic::tls::ClientVerify;
 use crate::relay::{CacheLimits, Limits};
 
@@ -47,6 +48,37 @@ pub struct Cli {
     /// Pin core thread i to CPU i [default: true].
     #[arg(long = "server-pin", env = "MOQ_SERVER_PIN", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     pub pin: Option<bool>,
+
+    /// Server connections open at once, over every core [default: 20000].
+    #[arg(long = "server-max-connections", env = "MOQ_SERVER_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// Server connections open at once from one source address [default: 1000].
+    #[arg(
+        long = "server-max-connections-per-ip",
+        env = "MOQ_SERVER_MAX_CONNECTIONS_PER_IP"
+    )]
+    pub max_connections_per_ip: Option<usize>,
+
+    /// Handshakes in flight per core; past it new connections are refused [default: 1024].
+    #[arg(long = "server-max-handshakes", env = "MOQ_SERVER_MAX_HANDSHAKES")]
+    pub max_handshakes: Option<usize>,
+
+    /// Answer unvalidated Initials with a QUIC Retry: never, always, or auto (once a core has
+    /// --server-retry-after handshakes in flight) [default: auto].
+    #[arg(long = "server-retry", env = "MOQ_SERVER_RETRY")]
+    pub retry: Option<String>,
+
+    /// Handshakes in flight per core from which `auto` answers with Retry [default: 128].
+    #[arg(long = "server-retry-after", env = "MOQ_SERVER_RETRY_AFTER")]
+    pub retry_after: Option<usize>,
+
+    /// Milliseconds a handshake may take before it is closed [default: 10000].
+    #[arg(
+        long = "server-handshake-timeout",
+        env = "MOQ_SERVER_HANDSHAKE_TIMEOUT"
+    )]
+    pub handshake_timeout: Option<u64>,
 
     /// PEM certificate chain; repeat with --tls-key for more (chosen by SNI, first as fallback).
     #[arg(long = "tls-cert", env = "MOQ_SERVER_TLS_CERT", value_delimiter = ',')]
@@ -139,7 +171,7 @@ pub struct Cli {
     #[arg(long = "relay-max-announces", env = "MOQ_RELAY_MAX_ANNOUNCES")]
     pub max_announces: Option<usize>,
 
-    /// Largest frame accepted from a publisher, in bytes [default: 16 MiB].
+    /// Largest frame accepted from a publisher, in bytes [default: 32 MiB].
     #[arg(long = "relay-max-frame", env = "MOQ_RELAY_MAX_FRAME")]
     pub max_frame: Option<u64>,
 
@@ -215,6 +247,12 @@ pub struct FileServer {
     pub gro: Option<bool>,
     pub steer: Option<bool>,
     pub pin: Option<bool>,
+    pub max_connections: Option<usize>,
+    pub max_connections_per_ip: Option<usize>,
+    pub max_handshakes: Option<usize>,
+    pub retry: Option<String>,
+    pub retry_after: Option<usize>,
+    pub handshake_timeout: Option<u64>,
     #[serde(default)]
     pub tls: FileServerTls,
 }
@@ -309,6 +347,8 @@ pub struct Config {
     pub socket: SocketOptions,
     pub steer: bool,
     pub pin: bool,
+    /// Who may connect: Retry, and caps on handshakes and connections.
+    pub admission: AdmissionLimits,
     pub tls: ServerTls,
     pub client_bind: SocketAddr,
     pub client_verify: ClientVerify,
@@ -370,6 +410,7 @@ impl Config {
     }
 
     pub fn merge(cli: Cli, file: File) -> Result<Self, ConfigError> {
+        let admission = admission(&cli, &file.server)?;
         let cli_relay = CliRelay {
             cache_groups: cli.cache_groups,
             cache_age: cli.cache_age,
@@ -393,48 +434,23 @@ impl Config {
         let io = pick(cli.io, file.server.io, "auto".into());
         let io: IoMode = io.parse().map_err(|e| bad("server.io (--io)", e))?;
 
-        let certs = pick_list(cli.tls_cert, file.server.tls.cert);
-        let keys = pick_list(cli.tls_key, file.server.tls.key);
-        if certs.len() != keys.len() {
-            return Err(bad(
-                "server.tls.cert/key (--tls-cert/--tls-key)",
-                format!(
-                    "{} certificates but {} keys; give them in pairs",
-                    certs.len(),
-                    keys.len()
-                ),
-            ));
-        }
-        let generate = pick_list(cli.tls_generate, file.server.tls.generate);
-        if generate.iter().any(|h| h.trim().is_empty()) {
-            return Err(bad(
-                "server.tls.generate (--tls-generate)",
-                "empty host name",
-            ));
-        }
-        if certs.is_empty() && generate.is_empty() {
-            return Err(bad(
-                "server.tls",
-                "no certificate: give --tls-cert and --tls-key, or --tls-generate HOST,...",
-            ));
-        }
+        let tls = server_tls(
+            pick_list(cli.tls_cert, file.server.tls.cert),
+            pick_list(cli.tls_key, file.server.tls.key),
+            pick_list(cli.tls_generate, file.server.tls.generate),
+        )?;
 
         let client_bind = pick(cli.client_bind, file.client.bind, "[::]:0".into());
         let client_bind = resolve("client.bind (--client-bind)", &client_bind)?;
-        let roots = pick_list(cli.client_tls_root, file.client.tls.root);
-        let fingerprints = pick_list(cli.client_tls_fingerprint, file.client.tls.fingerprint);
-        let disable = pick(
-            cli.client_tls_disable_verify,
-            file.client.tls.disable_verify,
-            false,
+        let client_verify = client_verify(
+            pick_list(cli.client_tls_root, file.client.tls.root),
+            pick_list(cli.client_tls_fingerprint, file.client.tls.fingerprint),
+            pick(
+                cli.client_tls_disable_verify,
+                file.client.tls.disable_verify,
+                false,
+            ),
         );
-        let client_verify = if disable {
-            ClientVerify::Disabled
-        } else if !fingerprints.is_empty() {
-            ClientVerify::Fingerprints(fingerprints)
-        } else {
-            ClientVerify::Roots(roots)
-        };
 
         let log_level = pick(cli.log_level, file.log.level, "info".into());
         if log_level.parse::<tracing::Level>().is_err() {
@@ -464,10 +480,8 @@ impl Config {
             },
             steer: pick(cli.steer, file.server.steer, true),
             pin: pick(cli.pin, file.server.pin, true),
-            tls: ServerTls {
-                pairs: certs.into_iter().zip(keys).collect(),
-                generate,
-            },
+            admission,
+            tls,
             client_bind,
             client_verify,
             log_level,
@@ -527,6 +541,113 @@ struct CliRelay {
     max_frame: Option<u64>,
     max_message: Option<usize>,
     track_linger: Option<u64>,
+}
+
+/// The admission limits of `[server]`.
+fn admission(cli: &Cli, file: &FileServer) -> Result<AdmissionLimits, ConfigError> {
+    let d = AdmissionLimits::default();
+    let within = |key: &str, v: usize, min: usize, max: usize| {
+        if v < min || v > max {
+            Err(bad(key, format!("{v} is outside {min}..={max}")))
+        } else {
+            Ok(v)
+        }
+    };
+    let retry = match cli.retry.as_deref().or(file.retry.as_deref()) {
+        Some(r) => r
+            .parse()
+            .map_err(|e| bad("server.retry (--server-retry)", e))?,
+        None => d.retry,
+    };
+    let timeout = pick(
+        cli.handshake_timeout,
+        file.handshake_timeout,
+        d.handshake_timeout.as_millis() as u64,
+    );
+    if !(100..=60_000).contains(&timeout) {
+        return Err(bad(
+            "server.handshake_timeout (--server-handshake-timeout)",
+            format!("{timeout} is outside 100..=60000"),
+        ));
+    }
+    Ok(AdmissionLimits {
+        max_connections: within(
+            "server.max_connections (--server-max-connections)",
+            pick(cli.max_connections, file.max_connections, d.max_connections),
+            1,
+            10_000_000,
+        )?,
+        max_connections_per_ip: within(
+            "server.max_connections_per_ip (--server-max-connections-per-ip)",
+            pick(
+                cli.max_connections_per_ip,
+                file.max_connections_per_ip,
+                d.max_connections_per_ip,
+            ),
+            1,
+            10_000_000,
+        )?,
+        max_handshakes: within(
+            "server.max_handshakes (--server-max-handshakes)",
+            pick(cli.max_handshakes, file.max_handshakes, d.max_handshakes),
+            1,
+            1_000_000,
+        )?,
+        retry,
+        retry_after: within(
+            "server.retry_after (--server-retry-after)",
+            pick(cli.retry_after, file.retry_after, d.retry_after),
+            0,
+            1_000_000,
+        )?,
+        handshake_timeout: std::time::Duration::from_millis(timeout),
+    })
+}
+
+/// The server's certificates: cert/key pairs, and host names to generate one for.
+fn server_tls(
+    certs: Vec<PathBuf>,
+    keys: Vec<PathBuf>,
+    generate: Vec<String>,
+) -> Result<ServerTls, ConfigError> {
+    if certs.len() != keys.len() {
+        return Err(bad(
+            "server.tls.cert/key (--tls-cert/--tls-key)",
+            format!(
+                "{} certificates but {} keys; give them in pairs",
+                certs.len(),
+                keys.len()
+            ),
+        ));
+    }
+    if generate.iter().any(|h| h.trim().is_empty()) {
+        return Err(bad(
+            "server.tls.generate (--tls-generate)",
+            "empty host name",
+        ));
+    }
+    if certs.is_empty() && generate.is_empty() {
+        return Err(bad(
+            "server.tls",
+            "no certificate: give --tls-cert and --tls-key, or --tls-generate HOST,...",
+        ));
+    }
+    Ok(ServerTls {
+        pairs: certs.into_iter().zip(keys).collect(),
+        generate,
+    })
+}
+
+/// How the client role checks the relays it dials: not at all, by pinned fingerprints, or
+/// against roots (the system's when none are given).
+fn client_verify(roots: Vec<PathBuf>, fingerprints: Vec<String>, disable: bool) -> ClientVerify {
+    if disable {
+        ClientVerify::Disabled
+    } else if !fingerprints.is_empty() {
+        ClientVerify::Fingerprints(fingerprints)
+    } else {
+        ClientVerify::Roots(roots)
+    }
 }
 
 fn relay_limits(cli: &CliRelay, file: FileRelay) -> Result<Limits, ConfigError> {

@@ -100,6 +100,7 @@ impl Server {
             server: Some(ServerRole {
                 bind: config.bind,
                 config: server,
+                admission: config.admission.clone(),
             }),
             client: Some(ClientRole {
                 bind: config.client_bind,

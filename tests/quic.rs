@@ -262,6 +262,7 @@ fn server(setup: &Setup, plan: Plan) -> Engine {
         server: Some(ServerRole {
             bind: "127.0.0.1:0".parse().unwrap(),
             config: server_config(certs().server_config(&[ALPN]), &limits).unwrap(),
+            admission: Default::default(),
         }),
         client: None,
     };
@@ -449,6 +450,7 @@ fn pinned_fingerprint_accepts_right_and_refuses_wrong() {
         server: Some(ServerRole {
             bind: "127.0.0.1:0".parse().unwrap(),
             config: server_config(certs.server_config(&[ALPN]), &limits).unwrap(),
+            admission: Default::default(),
         }),
         ..Default::default()
     };

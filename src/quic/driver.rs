@@ -6,7 +6,7 @@
 //! its core through [`Ctx`]; there are no per-connection tasks.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::future::poll_fn;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -22,6 +22,7 @@ use quinn_proto::{
     Endpoint, Event, VarInt,
 };
 
+use super::admission::{Verdict, source_ip};
 use super::engine::{CoreShared, Forwarded};
 use crate::net::{Socket, SocketOptions, owner_of};
 
@@ -141,6 +142,10 @@ struct Conn {
     dirty: bool,
     timeout: Option<Instant>,
     drained: bool,
+    /// A server connection counted by the admission, from this address.
+    admitted: Option<IpAddr>,
+    /// Until when its handshake may take, while it is under way.
+    handshake_until: Option<Instant>,
 }
 
 impl Conn {
@@ -151,6 +156,8 @@ impl Conn {
             dirty: false,
             timeout: None,
             drained: false,
+            admitted: None,
+            handshake_until: None,
         }
     }
 }
@@ -198,6 +205,10 @@ pub(crate) struct Driver<H: Handler> {
     batch: Vec<Batch>,
     blocked: Option<Blocked>,
     stopping: Option<Instant>,
+    /// Server handshakes under way on this core.
+    handshakes: usize,
+    /// Their deadlines, in order (every handshake gets the same time).
+    handshake_deadlines: VecDeque<(Instant, ConnectionHandle)>,
     handler: H,
 }
 
@@ -237,6 +248,8 @@ impl<H: Handler> Driver<H> {
             batch: Vec::new(),
             blocked: None,
             stopping: None,
+            handshakes: 0,
+            handshake_deadlines: VecDeque::new(),
             handler,
         })
     }
@@ -343,6 +356,7 @@ impl<H: Handler> Driver<H> {
             }
 
             self.expire_timers(now);
+            self.expire_handshakes(now);
             if self.wake_at.is_some_and(|t| t <= now) {
                 self.wake_at = None;
                 self.ctx_call(now, |h, ctx| h.on_timer(ctx));
@@ -387,7 +401,11 @@ impl<H: Handler> Driver<H> {
         }
         let conn = self.timers.peek().map(|Reverse((t, _))| *t);
         let stop = self.stopping.map(|s| s + STOP_GRACE);
-        [conn, self.wake_at, stop].into_iter().flatten().min()
+        let handshake = self.handshake_deadlines.front().map(|&(t, _)| t);
+        [conn, self.wake_at, stop, handshake]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn expire_timers(&mut self, now: Instant) {
@@ -497,23 +515,95 @@ impl<H: Handler> Driver<H> {
                     self.send_response(socket, &t);
                     return;
                 }
-                match self.endpoint.accept(incoming, now, &mut self.buf, None) {
-                    Ok((ch, conn)) => {
-                        self.shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
-                        let mut conn = Conn::new(conn, socket);
-                        mark(&mut self.dirty, ch, &mut conn);
-                        self.conns.insert(ch, conn);
-                    }
-                    Err(e) => {
-                        tracing::debug!(core = self.core, %remote, error = %e.cause, "refused connection");
-                        if let Some(t) = e.response {
-                            self.send_response(socket, &t);
-                        }
-                    }
-                }
+                self.on_incoming(now, socket, incoming);
             }
             Some(DatagramEvent::Response(t)) => self.send_response(socket, &t),
             None => {}
+        }
+    }
+
+    /// A new connection: accepted, answered with a Retry, or refused, as the admission says.
+    fn on_incoming(&mut self, now: Instant, socket: usize, incoming: quinn_proto::Incoming) {
+        let remote = incoming.remote_address();
+        let ip = source_ip(remote.ip());
+        let admission = self.shared.admission.clone();
+        let verdict = admission.judge(
+            ip,
+            self.handshakes,
+            incoming.remote_address_validated(),
+            incoming.may_retry(),
+        );
+        let stats = &self.shared.stats;
+        match verdict {
+            Verdict::Retry => {
+                stats.retried.fetch_add(1, Ordering::Relaxed);
+                if let Ok(t) = self.endpoint.retry(incoming, &mut self.buf) {
+                    self.send_response(socket, &t);
+                }
+            }
+            Verdict::Refuse(limit) => {
+                stats.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(core = self.core, %remote, limit, "refused connection: over the limit");
+                let t = self.endpoint.refuse(incoming, &mut self.buf);
+                self.send_response(socket, &t);
+            }
+            Verdict::Accept => match self.endpoint.accept(incoming, now, &mut self.buf, None) {
+                Ok((ch, conn)) => {
+                    stats.accepted.fetch_add(1, Ordering::Relaxed);
+                    let mut conn = Conn::new(conn, socket);
+                    let until = now + admission.limits.handshake_timeout;
+                    conn.admitted = Some(ip);
+                    conn.handshake_until = Some(until);
+                    self.handshakes += 1;
+                    self.handshake_deadlines.push_back((until, ch));
+                    mark(&mut self.dirty, ch, &mut conn);
+                    self.conns.insert(ch, conn);
+                }
+                Err(e) => {
+                    admission.release(ip);
+                    tracing::debug!(core = self.core, %remote, error = %e.cause, "refused connection");
+                    if let Some(t) = e.response {
+                        self.send_response(socket, &t);
+                    }
+                }
+            },
+        }
+    }
+
+    /// Close the handshakes whose time is up.
+    fn expire_handshakes(&mut self, now: Instant) {
+        while let Some(&(t, ch)) = self.handshake_deadlines.front() {
+            if t > now {
+                break;
+            }
+            self.handshake_deadlines.pop_front();
+            if let Some(conn) = self.conns.get_mut(&ch)
+                && conn.handshake_until == Some(t)
+            {
+                conn.handshake_until = None;
+                self.handshakes -= 1;
+                self.shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(
+                    core = self.core,
+                    limit = "server.handshake_timeout",
+                    "closing a handshake that took too long"
+                );
+                conn.inner.close(
+                    now,
+                    VarInt::from_u32(0),
+                    Bytes::from_static(b"handshake timeout"),
+                );
+                mark(&mut self.dirty, ch, conn);
+            }
+        }
+    }
+
+    /// A connection's handshake is over (done, or the connection is gone).
+    fn handshake_over(&mut self, ch: ConnectionHandle) {
+        if let Some(conn) = self.conns.get_mut(&ch)
+            && conn.handshake_until.take().is_some()
+        {
+            self.handshakes -= 1;
         }
     }
 
@@ -547,6 +637,9 @@ impl<H: Handler> Driver<H> {
             while let Some(ev) = conn.inner.poll() {
                 events.push(ev);
             }
+            if !conn.inner.is_handshaking() {
+                self.handshake_over(ch);
+            }
             for ev in events.drain(..) {
                 self.ctx_call(now, |h, ctx| h.on_event(ctx, ch, ev));
             }
@@ -571,6 +664,10 @@ impl<H: Handler> Driver<H> {
                 }
             }
             if conn.drained {
+                self.handshake_over(ch);
+                if let Some(ip) = self.conns.get(&ch).and_then(|c| c.admitted) {
+                    self.shared.admission.release(ip);
+                }
                 self.conns.remove(&ch);
                 self.ctx_call(now, |h, ctx| h.on_drained(ctx, ch));
             }

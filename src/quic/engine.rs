@@ -11,6 +11,7 @@ use bytes::BytesMut;
 use crossbeam_channel::{Receiver, Sender};
 use quinn_proto::{EndpointConfig, ServerConfig};
 
+use super::admission::{Admission, AdmissionLimits};
 use super::cid::CoreCid;
 use super::driver::{Driver, Handler};
 use crate::net::{Doorbell, IoMode, SocketOptions, bind_group, bind_one, run_pinned};
@@ -20,6 +21,8 @@ use crate::net::{Doorbell, IoMode, SocketOptions, bind_group, bind_one, run_pinn
 pub struct ServerRole {
     pub bind: SocketAddr,
     pub config: Arc<ServerConfig>,
+    /// Who may connect: Retry, and caps on handshakes and connections.
+    pub admission: AdmissionLimits,
 }
 
 /// The client half: where outgoing connections bind and their default config.
@@ -97,6 +100,10 @@ pub(crate) struct Peer {
 #[derive(Default, Debug)]
 pub struct CoreStats {
     pub accepted: AtomicU64,
+    /// Initials answered with a Retry.
+    pub retried: AtomicU64,
+    /// Initials refused over a limit, and handshakes closed for taking too long.
+    pub refused: AtomicU64,
     pub rx_datagrams: AtomicU64,
     pub rx_batches: AtomicU64,
     pub tx_sends: AtomicU64,
@@ -112,6 +119,7 @@ pub(crate) struct CoreShared {
     pub peers: Arc<[Peer]>,
     pub stop: Arc<AtomicBool>,
     pub stats: Arc<CoreStats>,
+    pub admission: Arc<Admission>,
 }
 
 /// A running engine. Dropping it does not stop it; call [`Engine::shutdown`] and
@@ -133,6 +141,7 @@ impl Engine {
         H: Handler,
         F: Fn(CoreInfo) -> H + Send + Sync + 'static,
     {
+        crate::net::abort_on_panic();
         let cores = config.cores();
         let (mut server_sockets, mut client_sockets) = bind_sockets(&config, cores)?;
         let server_addr = server_sockets
@@ -160,6 +169,13 @@ impl Engine {
             })
             .collect();
         let stop = Arc::new(AtomicBool::new(false));
+        let admission = Arc::new(Admission::new(
+            config
+                .server
+                .as_ref()
+                .map(|s| s.admission.clone())
+                .unwrap_or_default(),
+        ));
         let stats: Vec<Arc<CoreStats>> = (0..cores).map(|_| Arc::default()).collect();
         let reset_key = reset_key()?;
 
@@ -173,6 +189,7 @@ impl Engine {
                 peers: peers.clone(),
                 stop: stop.clone(),
                 stats: stats[core].clone(),
+                admission: admission.clone(),
             });
             let mut sockets = Vec::new();
             if let Some(s) = server_sockets[core].take() {
@@ -187,53 +204,20 @@ impl Engine {
             };
             let mut endpoint_config = EndpointConfig::new(reset_key.clone());
             endpoint_config.cid_generator(move || Box::new(CoreCid::new(core, cores)));
-            let server_config = config.server.as_ref().map(|s| s.config.clone());
-            let client_config = config.client.as_ref().and_then(|c| c.config.clone());
-            let factory = factory.clone();
-            let doorbells = doorbells.clone();
-            let ready = ready_tx.clone();
-            let (io, pin) = (config.io, config.pin);
-            let thread = std::thread::Builder::new()
-                .name(format!("moq-core-{core}"))
-                .spawn(move || {
-                    let ready2 = ready.clone();
-                    let result = run_pinned(pin.then_some(core), io, move || async move {
-                        let io_uring = !monoio::utils::is_legacy();
-                        let endpoint = quinn_proto::Endpoint::new(
-                            Arc::new(endpoint_config),
-                            server_config,
-                            true,
-                            None,
-                        );
-                        let handler = factory(CoreInfo {
-                            core,
-                            cores,
-                            doorbells,
-                            io_uring,
-                        });
-                        match Driver::new(
-                            core,
-                            cores,
-                            shared,
-                            endpoint,
-                            sockets,
-                            client_socket,
-                            client_config,
-                            handler,
-                        ) {
-                            Ok(driver) => {
-                                let _ = ready2.send(Ok(io_uring));
-                                driver.run().await;
-                            }
-                            Err(e) => {
-                                let _ = ready2.send(Err(e));
-                            }
-                        }
-                    });
-                    if let Err(e) = result {
-                        let _ = ready.send(Err(e));
-                    }
-                })?;
+            let setup = CoreSetup {
+                core,
+                cores,
+                shared,
+                sockets,
+                client_socket,
+                endpoint_config,
+                server_config: config.server.as_ref().map(|s| s.config.clone()),
+                client_config: config.client.as_ref().and_then(|c| c.config.clone()),
+                doorbells: doorbells.clone(),
+                io: config.io,
+                pin: config.pin,
+            };
+            let thread = setup.spawn(factory.clone(), ready_tx.clone())?;
             threads.push(thread);
         }
         drop(ready_tx);
@@ -300,6 +284,79 @@ impl Engine {
 
 fn annotate(e: io::Error, what: &str, addr: SocketAddr) -> io::Error {
     io::Error::new(e.kind(), format!("{what} {addr}: {e}"))
+}
+
+/// What one core's thread starts with.
+struct CoreSetup {
+    core: usize,
+    cores: usize,
+    shared: Arc<CoreShared>,
+    sockets: Vec<(std::net::UdpSocket, SocketOptions)>,
+    client_socket: usize,
+    endpoint_config: EndpointConfig,
+    server_config: Option<Arc<ServerConfig>>,
+    client_config: Option<quinn_proto::ClientConfig>,
+    doorbells: Arc<[Arc<Doorbell>]>,
+    io: IoMode,
+    pin: bool,
+}
+
+impl CoreSetup {
+    /// Start the core's thread: its runtime, endpoint, handler and driver. It reports on
+    /// `ready` whether it runs on io_uring, or why it could not start.
+    fn spawn<H, F>(
+        self,
+        factory: Arc<F>,
+        ready: mpsc::Sender<io::Result<bool>>,
+    ) -> io::Result<JoinHandle<()>>
+    where
+        H: Handler,
+        F: Fn(CoreInfo) -> H + Send + Sync + 'static,
+    {
+        let (core, pin, io) = (self.core, self.pin, self.io);
+        std::thread::Builder::new()
+            .name(format!("{}core-{core}", crate::net::THREAD_PREFIX))
+            .spawn(move || {
+                let ready2 = ready.clone();
+                let result = run_pinned(pin.then_some(core), io, move || async move {
+                    let io_uring = !monoio::utils::is_legacy();
+                    let endpoint = quinn_proto::Endpoint::new(
+                        Arc::new(self.endpoint_config),
+                        self.server_config,
+                        true,
+                        None,
+                    );
+                    let handler = factory(CoreInfo {
+                        core,
+                        cores: self.cores,
+                        doorbells: self.doorbells,
+                        io_uring,
+                    });
+                    let driver = Driver::new(
+                        core,
+                        self.cores,
+                        self.shared,
+                        endpoint,
+                        self.sockets,
+                        self.client_socket,
+                        self.client_config,
+                        handler,
+                    );
+                    match driver {
+                        Ok(driver) => {
+                            let _ = ready2.send(Ok(io_uring));
+                            driver.run().await;
+                        }
+                        Err(e) => {
+                            let _ = ready2.send(Err(e));
+                        }
+                    }
+                });
+                if let Err(e) = result {
+                    let _ = ready.send(Err(e));
+                }
+            })
+    }
 }
 
 /// One socket per core for each role the engine has (a reuseport group; a client on port 0

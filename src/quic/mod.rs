@@ -1,12 +1,14 @@
 //! The per-core QUIC engine on sans-IO quinn-proto: connection table, timers, GSO transmit
 //! loop, TLS, and both roles. Knows nothing of HTTP/3 or MoQ.
 
+mod admission;
 mod cid;
 mod driver;
 mod engine;
 pub mod stream_io;
 pub mod tls;
 
+pub use admission::{AdmissionLimits, RetryPolicy};
 pub use driver::{Ctx, Handler};
 pub use engine::{ClientRole, CoreInfo, CoreStats, Engine, EngineConfig, ServerRole};
 pub use quinn_proto::{

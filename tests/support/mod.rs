@@ -39,6 +39,7 @@ pub fn config(threads: usize, limits: Limits) -> Config {
         socket: SocketOptions::default(),
         steer: true,
         pin: false,
+        admission: Default::default(),
         tls: ServerTls {
             pairs: Vec::new(),
             generate: vec!["localhost".into()],
