@@ -156,6 +156,60 @@ fn handshake_flood_costs_no_state() {
     assert!(worst < Duration::from_millis(500), "a frame took {worst:?}");
 }
 
+/// Dials once and reports what the relay's transport parameters allow for DATAGRAM frames.
+struct DatagramProbe {
+    target: SocketAddr,
+    told: std::sync::mpsc::Sender<Option<usize>>,
+}
+
+impl Handler for DatagramProbe {
+    fn on_start(&mut self, ctx: &mut Ctx<'_>) {
+        ctx.connect(self.target, "localhost", None).unwrap();
+    }
+
+    fn on_event(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, event: Event) {
+        if let (Event::Connected, Some(conn)) = (event, ctx.conn(ch)) {
+            let _ = self.told.send(conn.datagrams().max_size());
+        }
+    }
+}
+
+/// The relay reads no DATAGRAM frames yet, so it must not offer them: a peer could otherwise
+/// park about 1.25 MB of them per connection in quinn's receive buffer.
+#[test]
+fn datagrams_are_not_offered() {
+    let server = relay(1, |_| {});
+    let (told, heard) = std::sync::mpsc::channel();
+    let target = server.local_addr();
+    let probe = Engine::start(attacker_config(), move |_| DatagramProbe {
+        target,
+        told: told.clone(),
+    })
+    .unwrap();
+    let max = heard.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(max, None, "the relay offers DATAGRAM frames");
+    probe.shutdown();
+    let _ = probe.join();
+}
+
+/// A one-core client engine on the attacker's address, offering moq-lite-03.
+fn attacker_config() -> EngineConfig {
+    let alpns: &[&[u8]] = &[b"moq-lite-03"];
+    let tls = tls::client_config(&ClientVerify::Disabled, alpns).unwrap();
+    EngineConfig {
+        threads: 1,
+        io: IoMode::Auto,
+        pin: false,
+        socket: SocketOptions::default(),
+        steer: false,
+        server: None,
+        client: Some(ClientRole {
+            bind: ATTACKER.parse().unwrap(),
+            config: Some(client_config(tls, &TransportLimits::default()).unwrap()),
+        }),
+    }
+}
+
 /// Dials `count` connections on start and counts how they end.
 struct Dialler {
     target: SocketAddr,
@@ -197,20 +251,7 @@ fn many_connections_from_one_address_get_a_share() {
     let server = relay(2, |c| c.admission.max_connections_per_ip = CAP);
     let mut honest = Honest::start(&server);
     let (up, refused) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let alpns: &[&[u8]] = &[b"moq-lite-03"];
-    let tls = tls::client_config(&ClientVerify::Disabled, alpns).unwrap();
-    let config = EngineConfig {
-        threads: 1,
-        io: IoMode::Auto,
-        pin: false,
-        socket: SocketOptions::default(),
-        steer: false,
-        server: None,
-        client: Some(ClientRole {
-            bind: ATTACKER.parse().unwrap(),
-            config: Some(client_config(tls, &TransportLimits::default()).unwrap()),
-        }),
-    };
+    let config = attacker_config();
     let (target, u, r) = (server.local_addr(), up.clone(), refused.clone());
     let attacker = Engine::start(config, move |_| Dialler {
         target,

@@ -54,6 +54,9 @@ impl TransportLimits {
             .stream_receive_window(VarInt::from_u32(self.stream_window))
             .receive_window(VarInt::from_u32(self.connection_window))
             .send_window(self.send_window)
+            // Nothing reads DATAGRAM frames yet: not offering them keeps quinn from buffering
+            // about 1.25 MB of them per connection for a peer that sends them anyway.
+            .datagram_receive_buffer_size(None)
             .keep_alive_interval(self.keep_alive)
             .max_idle_timeout(Some(
                 self.idle_timeout

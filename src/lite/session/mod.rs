@@ -134,6 +134,15 @@ enum State {
     Discard,
 }
 
+/// The peer ended one of our request streams: end our half too, or the stream never closes
+/// and its credit is never given back (a publisher would run out of bidi streams).
+fn finish_when_done(io: &mut dyn Streams, id: StreamId, step: Step) -> Step {
+    if matches!(step, Step::Done) {
+        io.write(id, Vec::new(), true);
+    }
+    step
+}
+
 /// Control streams go first.
 const CONTROL_PRIORITY: i32 = i32::MAX;
 
@@ -346,11 +355,13 @@ impl Session {
                 prefix,
             } => {
                 extend(&mut buf, &chunks, max)?;
-                self.our_announce(buf, started, hop, prefix, end, events)
+                let step = self.our_announce(buf, started, hop, prefix, end, events)?;
+                Ok(finish_when_done(io, id, step))
             }
             State::OurSubscribe { mut buf, up } => {
                 extend(&mut buf, &chunks, max)?;
-                self.our_subscribe(buf, up, end, events)
+                let step = self.our_subscribe(buf, up, end, events)?;
+                Ok(finish_when_done(io, id, step))
             }
             State::OurTrack {
                 mut buf,
@@ -358,7 +369,8 @@ impl Session {
                 track,
             } => {
                 extend(&mut buf, &chunks, max)?;
-                self.our_track(io, id, buf, path, track, end, events)
+                let step = self.our_track(io, id, buf, path, track, end, events)?;
+                Ok(finish_when_done(io, id, step))
             }
         }
     }

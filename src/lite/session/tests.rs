@@ -1050,3 +1050,50 @@ fn lost_reports_what_the_session_held() {
     assert!(lost.contains(&PeerEvent::Unsubscribe { id: sub.unwrap() }));
     assert_eq!(pair.client.wire.streams_read(), 0);
 }
+
+/// When the peer ends one of our request streams (SUBSCRIBE, TRACK, ANNOUNCE), we end our half
+/// too: else the stream never closes and the peer never gets its stream credit back.
+#[test]
+fn our_half_ends_when_the_peer_ends_a_request() {
+    for (fin, code) in [(true, ErrorCode::CANCEL), (false, ErrorCode::DROPPED)] {
+        let v = Version::Lite05;
+        let mut c = One::new(false);
+        c.start(Some(v));
+        let up = c.wire.subscribe(&mut c.io, "b", "t").expect("subscribed");
+        let track = c.wire.ask_info(&mut c.io, &Arc::from("b"), &Arc::from("t"));
+        assert_eq!(track, InfoAsk::Asked);
+        let announce = c.wire.announce_interest(&mut c.io, "").expect("asked");
+        let ours: Vec<StreamId> =
+            c.io.take()
+                .iter()
+                .filter_map(|call| match call {
+                    Call::Open(id) => Some(*id),
+                    _ => None,
+                })
+                .filter(|id| id.dir() == Dir::Bi)
+                .collect();
+        assert_eq!(ours.len(), 3);
+        assert!(ours.contains(&announce));
+        for &id in &ours {
+            let end = if fin { End::Fin } else { End::Reset(0) };
+            c.wire
+                .on_stream(&mut c.io, id, Vec::new(), end, 0, &mut c.events);
+        }
+        let calls = c.io.take();
+        for id in ours {
+            assert!(
+                calls.contains(&Call::Write {
+                    id,
+                    bytes: Vec::new(),
+                    fin: true
+                }),
+                "our half of {id} was not finished: {calls:?}"
+            );
+            assert!(!c.wire.reads(id));
+        }
+        assert!(
+            c.take_events()
+                .contains(&PeerEvent::UpstreamEnded { up, code })
+        );
+    }
+}
