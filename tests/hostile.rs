@@ -13,15 +13,22 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use moq_relay::client::Client;
-use moq_relay::lite::Version;
+use moq_relay::lite::session as wire;
+use moq_relay::lite::{
+    ControlType, GroupHeader, GroupWriter, Message, Subscribe, SubscribeOptions, SubscribeUpdate,
+    Version,
+};
+use moq_relay::model::PeerEvent;
 use moq_relay::net::{IoMode, SocketOptions};
 use moq_relay::quic::tls::{self, ClientVerify};
 use moq_relay::quic::{
-    ClientRole, ConnectionHandle, Ctx, Engine, EngineConfig, Event, Handler, TransportLimits,
-    client_config,
+    ClientRole, ConnectionHandle, Ctx, Dir, Engine, EngineConfig, Event, Handler, StreamEvent,
+    StreamId, TransportLimits, client_config,
 };
 use moq_relay::relay::{AppCmd, AppEvent, Limits};
 use moq_relay::server::Server;
+use moq_relay::session::{Event as SessionEvent, Session};
+use moq_relay::stream::Streams;
 use support::{connect, wait};
 
 /// Where attackers send from.
@@ -277,6 +284,356 @@ fn many_connections_from_one_address_get_a_share() {
     assert!(honest.frame_time() < Duration::from_millis(500));
     let newcomer = connect(&server, Version::Lite05);
     newcomer.close();
+    attacker.shutdown();
+    let _ = attacker.join();
+}
+
+// ----- a hostile peer that speaks moq-lite -------------------------------------------------
+
+/// What the script of a [`WirePeer`] is called for.
+enum Cue {
+    /// The session is set up.
+    Ready,
+    /// The relay did something.
+    Event(PeerEvent),
+    /// The script's timer (every [`TICK`]).
+    Tick,
+}
+
+const TICK: Duration = Duration::from_millis(2);
+
+/// What a script may touch: the session machine and the connection's raw streams (raw writes
+/// are how it misbehaves).
+type Script = Box<dyn FnMut(Cue, &mut wire::Session, &mut dyn Streams)>;
+type SendScript = Box<dyn FnMut(Cue, &mut wire::Session, &mut dyn Streams) + Send>;
+
+/// A client on the crate's own moq-lite machine (so it gets as far as a real client), whose
+/// script then does what no honest client would.
+struct WirePeer {
+    target: SocketAddr,
+    session: Option<(ConnectionHandle, Session)>,
+    script: Script,
+}
+
+impl WirePeer {
+    fn run(&mut self, ctx: &mut Ctx<'_>, cue: Cue) {
+        let now = ctx.now;
+        let Some((ch, s)) = self.session.as_mut() else {
+            return;
+        };
+        let Some(conn) = ctx.conn(*ch) else { return };
+        let script = &mut self.script;
+        s.io(conn, now, |w, io| script(cue, w, io));
+    }
+
+    /// Run `f` on the session, then the script on what it reported.
+    fn drive(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        f: impl FnOnce(&mut Session, &mut quinn_proto::Connection, Instant, &mut Vec<SessionEvent>),
+    ) {
+        let now = ctx.now;
+        let Some((ch, s)) = self.session.as_mut() else {
+            return;
+        };
+        let Some(conn) = ctx.conn(*ch) else { return };
+        let mut events = Vec::new();
+        f(s, conn, now, &mut events);
+        for event in events {
+            match event {
+                SessionEvent::Peer(PeerEvent::Ready) => self.run(ctx, Cue::Ready),
+                SessionEvent::Peer(e) => self.run(ctx, Cue::Event(e)),
+                SessionEvent::Web(_) => {}
+            }
+        }
+    }
+}
+
+impl Handler for WirePeer {
+    fn on_start(&mut self, ctx: &mut Ctx<'_>) {
+        ctx.connect(self.target, "localhost", None).unwrap();
+        ctx.wake_at(ctx.now + TICK);
+    }
+
+    fn on_event(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, event: Event) {
+        match event {
+            Event::Connected => {
+                let cfg = wire::Config {
+                    server: false,
+                    origin: 77,
+                    ..Default::default()
+                };
+                self.session = Some((ch, Session::new(cfg, None)));
+                let v = Some(Version::Lite03);
+                self.drive(ctx, |s, conn, now, ev| s.start(conn, now, v, ev));
+            }
+            Event::Stream(StreamEvent::Opened { .. }) => {
+                self.drive(ctx, |s, conn, now, ev| s.accept(conn, now, ev));
+            }
+            Event::Stream(StreamEvent::Readable { id }) => {
+                self.drive(ctx, |s, conn, now, ev| s.read(conn, now, id, ev));
+            }
+            Event::Stream(StreamEvent::Writable { id }) => {
+                if let (Some((_, s)), Some(conn)) = (self.session.as_mut(), ctx.conn(ch)) {
+                    s.writable(conn, id);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_timer(&mut self, ctx: &mut Ctx<'_>) {
+        self.run(ctx, Cue::Tick);
+        ctx.wake_at(ctx.now + TICK);
+    }
+}
+
+/// Start a [`WirePeer`] with `script` against `server`, from the attacker's address.
+fn wire_peer(
+    server: &Server,
+    script: impl FnMut(Cue, &mut wire::Session, &mut dyn Streams) + Send + 'static,
+) -> Engine {
+    let target = server.local_addr();
+    let script: SendScript = Box::new(script);
+    let script = std::sync::Mutex::new(Some(script));
+    Engine::start(attacker_config(), move |_| {
+        let mut script = script.lock().unwrap().take().expect("one core");
+        WirePeer {
+            target,
+            session: None,
+            script: Box::new(move |cue, w, io| script(cue, w, io)),
+        }
+    })
+    .unwrap()
+}
+
+/// The stream type and message `m` on a fresh stream of ours.
+fn request(
+    io: &mut dyn Streams,
+    kind: ControlType,
+    m: &impl Message,
+    fin: bool,
+) -> Option<StreamId> {
+    let id = io.open(Dir::Bi)?;
+    let mut buf = Vec::new();
+    kind.encode(Version::Lite03, &mut buf).unwrap();
+    m.encode(Version::Lite03, &mut buf).unwrap();
+    io.write(id, vec![Bytes::from(buf)], fin);
+    Some(id)
+}
+
+/// A uni stream of ours that starts a group of the relay's subscription `sub`.
+fn group_stream(
+    io: &mut dyn Streams,
+    sub: u64,
+    seq: u64,
+    payload: Option<Bytes>,
+) -> Option<StreamId> {
+    let id = io.open(Dir::Uni)?;
+    let writer = GroupWriter::new(Version::Lite03);
+    let mut buf = Vec::new();
+    let header = GroupHeader {
+        subscribe_id: sub,
+        sequence: seq,
+    };
+    writer.header(&header, &mut buf).unwrap();
+    let mut chunks = vec![Bytes::from(buf)];
+    chunks.extend(payload);
+    io.write(id, chunks, false);
+    Some(id)
+}
+
+/// Announce `evil` when the relay asks; accept its SUBSCRIBE for our own track and hand the
+/// subscription to `then` (once).
+/// `groups` counts the group streams the relay forwards to that subscription of ours.
+fn publish_evil(
+    groups: Arc<AtomicUsize>,
+    mut then: impl FnMut(u64, &mut wire::Session, &mut dyn Streams) + Send + 'static,
+    mut tick: impl FnMut(&mut wire::Session, &mut dyn Streams) + Send + 'static,
+) -> impl FnMut(Cue, &mut wire::Session, &mut dyn Streams) + Send + 'static {
+    let evil: Arc<str> = "evil".into();
+    // Whether we announced, and whether our own subscription through the relay stands.
+    let (mut announced, mut subscribed) = (false, false);
+    move |cue, w, io| match cue {
+        Cue::Event(PeerEvent::AnnounceInterest {
+            request,
+            prefix,
+            exclude_hop,
+        }) => {
+            let active = [(&evil, &[][..])];
+            w.announce_start(io, request.into(), &prefix, exclude_hop, active);
+            announced = true;
+        }
+        Cue::Event(PeerEvent::Subscribe { id, .. }) if w.accept_subscribe(io, id) => {
+            then(id, w, io);
+        }
+        Cue::Event(PeerEvent::Group { .. }) => {
+            groups.fetch_add(1, Ordering::Relaxed);
+        }
+        // Refused (the announcement had not landed yet): ask again.
+        Cue::Event(PeerEvent::UpstreamEnded { .. }) => subscribed = false,
+        Cue::Tick => {
+            if announced && !subscribed {
+                // Subscribe to our own broadcast through the relay, so that it subscribes to us.
+                subscribed = w.subscribe(io, "evil", "video").is_some();
+            }
+            tick(w, io);
+        }
+        _ => {}
+    }
+}
+
+/// The trigger of the core panic found in review: a publisher opens more unfinished groups
+/// than the cache keeps (evicting the oldest), then sends a frame on the oldest, which re-opens
+/// it. The relay must neither panic (which now aborts the process, failing every test in it)
+/// nor stop serving.
+#[test]
+fn reopened_evicted_group_does_not_panic() {
+    let server = relay(2, |_| {});
+    let mut honest = Honest::start(&server);
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let groups = Arc::new(AtomicUsize::new(0));
+    let attacker = wire_peer(
+        &server,
+        publish_evil(
+            groups.clone(),
+            move |sub, _w, io| {
+                // Group 0 with no frame yet; 1 to 17 with one small frame each, unfinished.
+                let mut one = Vec::new();
+                GroupWriter::new(Version::Lite03)
+                    .frame(1, 0, &mut one)
+                    .unwrap();
+                one.push(0x42);
+                let one = Bytes::from(one);
+                let streams: Vec<StreamId> = (0..18)
+                    .filter_map(|seq| {
+                        let payload = (seq > 0).then(|| one.clone());
+                        group_stream(io, sub, seq, payload)
+                    })
+                    .collect();
+                // A zero-length frame on the first group, long evicted.
+                let mut frame = Vec::new();
+                GroupWriter::new(Version::Lite03)
+                    .frame(0, 0, &mut frame)
+                    .unwrap();
+                io.write(streams[0], vec![Bytes::from(frame)], false);
+                let _ = done_tx.send(streams.len());
+            },
+            |_, _| {},
+        ),
+    );
+    let opened = done_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the relay never subscribed to the attacker");
+    assert_eq!(opened, 18);
+    std::thread::sleep(Duration::from_millis(300));
+    // The relay took the groups into its cache: it forwards them to our own subscription.
+    assert!(
+        groups.load(Ordering::Relaxed) > 0,
+        "the relay cached none of the groups"
+    );
+    assert!(honest.frame_time() < Duration::from_millis(500));
+    attacker.shutdown();
+    let _ = attacker.join();
+    assert!(honest.frame_time() < Duration::from_millis(500));
+}
+
+/// Group streams for a subscription that does not exist, each with a large first read, opened
+/// and abandoned again and again: each is refused and forgotten, so the relay holds none.
+#[test]
+fn refused_group_streams_are_not_kept() {
+    let server = relay(2, |_| {});
+    let mut honest = Honest::start(&server);
+    let before = rss_kb();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let counter = sent.clone();
+    let payload = Bytes::from(vec![7u8; 256 * 1024]);
+    let mut open: Vec<StreamId> = Vec::new();
+    let attacker = wire_peer(&server, move |cue, _w, io| {
+        if let Cue::Tick = cue {
+            for id in open.drain(..) {
+                io.reset(id, 0);
+            }
+            for _ in 0..8 {
+                if counter.load(Ordering::Relaxed) >= 1000 {
+                    break;
+                }
+                if let Some(id) = group_stream(io, 999_999, 1, Some(payload.clone())) {
+                    open.push(id);
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sent.load(Ordering::Relaxed) < 1000 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} streams sent",
+            sent.load(Ordering::Relaxed)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let grown = rss_kb().saturating_sub(before);
+    let worst = honest.frame_time();
+    eprintln!("1000 refused streams of 256 KiB: RSS grew {grown} KiB; a frame took {worst:?}");
+    assert!(grown < 96 * 1024, "RSS grew {grown} KiB");
+    assert!(worst < Duration::from_millis(500));
+    attacker.shutdown();
+    let _ = attacker.join();
+}
+
+/// A flood of the smallest control messages on one stream (SUBSCRIBE_UPDATEs, 2 bytes each
+/// after the first): reading them costs the relay time linear in their bytes, so a frame of
+/// the honest pair still gets through at once.
+#[test]
+fn tiny_message_flood_does_not_stall_the_core() {
+    let server = relay(1, |_| {});
+    let mut honest = Honest::start(&server);
+    let sent = Arc::new(AtomicUsize::new(0));
+    let counter = sent.clone();
+    let mut update = Vec::new();
+    let options = SubscribeUpdate {
+        options: SubscribeOptions::default(),
+    };
+    for _ in 0..(64 * 1024) {
+        options.encode(Version::Lite03, &mut update).unwrap();
+    }
+    let flood = update.len();
+    let update = Bytes::from(update);
+    let mut stream = None;
+    let attacker = wire_peer(&server, move |cue, _w, io| {
+        if let Cue::Tick = cue {
+            let id = *stream.get_or_insert_with(|| {
+                let sub = Subscribe {
+                    id: 1,
+                    broadcast: "demo".into(),
+                    track: "video".into(),
+                    options: SubscribeOptions::default(),
+                };
+                request(io, ControlType::Subscribe, &sub, false).unwrap()
+            });
+            if counter.load(Ordering::Relaxed) < 32 {
+                io.write(id, vec![update.clone()], false);
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    let mut worst = Duration::ZERO;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sent.load(Ordering::Relaxed) < 32 {
+        assert!(Instant::now() < deadline);
+        worst = worst.max(honest.frame_time());
+    }
+    for _ in 0..10 {
+        worst = worst.max(honest.frame_time());
+    }
+    eprintln!(
+        "{} B of SUBSCRIBE_UPDATE: slowest frame {worst:?}",
+        32 * flood
+    );
+    assert!(worst < Duration::from_millis(500), "a frame took {worst:?}");
     attacker.shutdown();
     let _ = attacker.join();
 }
