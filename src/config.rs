@@ -179,6 +179,15 @@ pub struct Cli {
     #[arg(long = "relay-max-message", env = "MOQ_RELAY_MAX_MESSAGE")]
     pub max_message: Option<usize>,
 
+    /// Broadcasts one session may announce as active at once [default: 1024].
+    #[arg(long = "relay-max-broadcasts", env = "MOQ_RELAY_MAX_BROADCASTS")]
+    pub max_broadcasts: Option<usize>,
+
+    /// Announce changes per second one session may sustain (after a burst of
+    /// --relay-max-broadcasts); a faster session is closed [default: 100].
+    #[arg(long = "relay-max-announce-rate", env = "MOQ_RELAY_MAX_ANNOUNCE_RATE")]
+    pub max_announce_rate: Option<u32>,
+
     /// Milliseconds a track nobody wants stays subscribed upstream and cached [default: 5000].
     #[arg(long = "relay-track-linger", env = "MOQ_RELAY_TRACK_LINGER")]
     pub track_linger: Option<u64>,
@@ -234,6 +243,8 @@ pub struct FileRelay {
     pub max_frame: Option<u64>,
     pub max_message: Option<usize>,
     pub track_linger: Option<u64>,
+    pub max_broadcasts: Option<usize>,
+    pub max_announce_rate: Option<u32>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -420,6 +431,8 @@ impl Config {
             max_frame: cli.max_frame,
             max_message: cli.max_message,
             track_linger: cli.track_linger,
+            max_broadcasts: cli.max_broadcasts,
+            max_announce_rate: cli.max_announce_rate,
         };
         let bind = pick(cli.server_bind, file.server.bind, "[::]:443".into());
         let bind = resolve("server.bind (--server-bind)", &bind)?;
@@ -541,6 +554,8 @@ struct CliRelay {
     max_frame: Option<u64>,
     max_message: Option<usize>,
     track_linger: Option<u64>,
+    max_broadcasts: Option<usize>,
+    max_announce_rate: Option<u32>,
 }
 
 /// The admission limits of `[server]`.
@@ -652,96 +667,105 @@ fn client_verify(roots: Vec<PathBuf>, fingerprints: Vec<String>, disable: bool) 
 
 fn relay_limits(cli: &CliRelay, file: FileRelay) -> Result<Limits, ConfigError> {
     let d = Limits::default();
-    let at_least = |key: &str, v: u64, min: u64, max: u64| {
+    let ds = d.session;
+    // The flag, else the file's key, else the default; within min..=max.
+    let get = |key: &str, cli: Option<u64>, file: Option<u64>, default: u64, min: u64, max: u64| {
+        let v = pick(cli, file, default);
         if v < min || v > max {
             Err(bad(key, format!("{v} is outside {min}..={max}")))
         } else {
             Ok(v)
         }
     };
-    let groups = pick(cli.cache_groups, file.cache_groups, d.cache.groups);
-    at_least(
+    let us = |v: Option<usize>| v.map(|v| v as u64);
+    let groups = get(
         "relay.cache_groups (--relay-cache-groups)",
-        groups as u64,
+        us(cli.cache_groups),
+        us(file.cache_groups),
+        d.cache.groups as u64,
         1,
         1024,
     )?;
-    let age = pick(
+    let age = get(
+        "relay.cache_age (--relay-cache-age)",
         cli.cache_age,
         file.cache_age,
         d.cache.age.as_millis() as u64,
-    );
-    at_least("relay.cache_age (--relay-cache-age)", age, 0, 3_600_000)?;
-    let in_flight = pick(
-        cli.groups_in_flight,
-        file.groups_in_flight,
-        d.session.max_groups_in_flight,
-    );
-    at_least(
-        "relay.groups_in_flight (--relay-groups-in-flight)",
-        in_flight as u64,
-        1,
-        1024,
-    )?;
-    let subs = pick(
-        cli.max_subscriptions,
-        file.max_subscriptions,
-        d.session.max_subscriptions,
-    );
-    at_least(
-        "relay.max_subscriptions (--relay-max-subscriptions)",
-        subs as u64,
-        1,
-        1 << 20,
-    )?;
-    let announces = pick(
-        cli.max_announces,
-        file.max_announces,
-        d.session.max_announces,
-    );
-    at_least(
-        "relay.max_announces (--relay-max-announces)",
-        announces as u64,
-        1,
-        1 << 16,
-    )?;
-    let frame = pick(cli.max_frame, file.max_frame, d.session.max_frame);
-    at_least(
-        "relay.max_frame (--relay-max-frame)",
-        frame,
-        1,
-        crate::lite::MAX_FRAME_SIZE,
-    )?;
-    let message = pick(cli.max_message, file.max_message, d.session.max_message);
-    at_least(
-        "relay.max_message (--relay-max-message)",
-        message as u64,
-        256,
-        1 << 20,
-    )?;
-    let linger = pick(
-        cli.track_linger,
-        file.track_linger,
-        d.track_linger.as_millis() as u64,
-    );
-    at_least(
-        "relay.track_linger (--relay-track-linger)",
-        linger,
         0,
         3_600_000,
     )?;
+    let linger = get(
+        "relay.track_linger (--relay-track-linger)",
+        cli.track_linger,
+        file.track_linger,
+        d.track_linger.as_millis() as u64,
+        0,
+        3_600_000,
+    )?;
+    let session = SessionLimits {
+        max_groups_in_flight: get(
+            "relay.groups_in_flight (--relay-groups-in-flight)",
+            us(cli.groups_in_flight),
+            us(file.groups_in_flight),
+            ds.max_groups_in_flight as u64,
+            1,
+            1024,
+        )? as usize,
+        max_subscriptions: get(
+            "relay.max_subscriptions (--relay-max-subscriptions)",
+            us(cli.max_subscriptions),
+            us(file.max_subscriptions),
+            ds.max_subscriptions as u64,
+            1,
+            1 << 20,
+        )? as usize,
+        max_announces: get(
+            "relay.max_announces (--relay-max-announces)",
+            us(cli.max_announces),
+            us(file.max_announces),
+            ds.max_announces as u64,
+            1,
+            1 << 16,
+        )? as usize,
+        max_frame: get(
+            "relay.max_frame (--relay-max-frame)",
+            cli.max_frame,
+            file.max_frame,
+            ds.max_frame,
+            1,
+            crate::lite::MAX_FRAME_SIZE,
+        )?,
+        max_message: get(
+            "relay.max_message (--relay-max-message)",
+            us(cli.max_message),
+            us(file.max_message),
+            ds.max_message as u64,
+            256,
+            1 << 20,
+        )? as usize,
+        max_broadcasts: get(
+            "relay.max_broadcasts (--relay-max-broadcasts)",
+            us(cli.max_broadcasts),
+            us(file.max_broadcasts),
+            ds.max_broadcasts as u64,
+            1,
+            1 << 20,
+        )? as usize,
+        max_announce_rate: get(
+            "relay.max_announce_rate (--relay-max-announce-rate)",
+            cli.max_announce_rate.map(u64::from),
+            file.max_announce_rate.map(u64::from),
+            u64::from(ds.max_announce_rate),
+            1,
+            1_000_000,
+        )? as u32,
+        ..ds
+    };
     Ok(Limits {
-        session: SessionLimits {
-            max_message: message,
-            max_frame: frame,
-            max_subscriptions: subs,
-            max_announces: announces,
-            max_groups_in_flight: in_flight,
-            ..d.session
-        },
+        session,
         track_linger: std::time::Duration::from_millis(linger),
         cache: CacheLimits {
-            groups,
+            groups: groups as usize,
             age: std::time::Duration::from_millis(age),
         },
     })

@@ -7,7 +7,7 @@ mod support;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -313,6 +313,8 @@ struct WirePeer {
     target: SocketAddr,
     session: Option<(ConnectionHandle, Session)>,
     script: Script,
+    /// Set when the relay closed the connection.
+    lost: Arc<AtomicBool>,
 }
 
 impl WirePeer {
@@ -378,6 +380,7 @@ impl Handler for WirePeer {
                     s.writable(conn, id);
                 }
             }
+            Event::ConnectionLost { .. } => self.lost.store(true, Ordering::Relaxed),
             _ => {}
         }
     }
@@ -388,23 +391,40 @@ impl Handler for WirePeer {
     }
 }
 
+/// A running [`WirePeer`], and whether the relay has closed it.
+struct Attacker {
+    engine: Engine,
+    lost: Arc<AtomicBool>,
+}
+
+impl Attacker {
+    fn stop(self) {
+        self.engine.shutdown();
+        let _ = self.engine.join();
+    }
+}
+
 /// Start a [`WirePeer`] with `script` against `server`, from the attacker's address.
 fn wire_peer(
     server: &Server,
     script: impl FnMut(Cue, &mut wire::Session, &mut dyn Streams) + Send + 'static,
-) -> Engine {
+) -> Attacker {
     let target = server.local_addr();
     let script: SendScript = Box::new(script);
     let script = std::sync::Mutex::new(Some(script));
-    Engine::start(attacker_config(), move |_| {
+    let lost = Arc::new(AtomicBool::new(false));
+    let flag = lost.clone();
+    let engine = Engine::start(attacker_config(), move |_| {
         let mut script = script.lock().unwrap().take().expect("one core");
         WirePeer {
             target,
             session: None,
             script: Box::new(move |cue, w, io| script(cue, w, io)),
+            lost: flag.clone(),
         }
     })
-    .unwrap()
+    .unwrap();
+    Attacker { engine, lost }
 }
 
 /// The stream type and message `m` on a fresh stream of ours.
@@ -533,8 +553,7 @@ fn reopened_evicted_group_does_not_panic() {
         "the relay cached none of the groups"
     );
     assert!(honest.frame_time() < Duration::from_millis(500));
-    attacker.shutdown();
-    let _ = attacker.join();
+    attacker.stop();
     assert!(honest.frame_time() < Duration::from_millis(500));
 }
 
@@ -580,8 +599,7 @@ fn refused_group_streams_are_not_kept() {
     eprintln!("1000 refused streams of 256 KiB: RSS grew {grown} KiB; a frame took {worst:?}");
     assert!(grown < 96 * 1024, "RSS grew {grown} KiB");
     assert!(worst < Duration::from_millis(500));
-    attacker.shutdown();
-    let _ = attacker.join();
+    attacker.stop();
 }
 
 /// A flood of the smallest control messages on one stream (SUBSCRIBE_UPDATEs, 2 bytes each
@@ -634,6 +652,51 @@ fn tiny_message_flood_does_not_stall_the_core() {
         32 * flood
     );
     assert!(worst < Duration::from_millis(500), "a frame took {worst:?}");
-    attacker.shutdown();
-    let _ = attacker.join();
+    attacker.stop();
+}
+
+/// A publisher that flips its broadcast on and off as fast as it can: each change would reach
+/// every core and every listening session, so past the announce rate its session is closed,
+/// and the honest pair does not notice.
+#[test]
+fn announce_toggle_flood_is_cut_off() {
+    let mut limits = Limits::default();
+    limits.session.max_announce_rate = 50;
+    limits.session.max_broadcasts = 100;
+    let mut config = support::config(2, limits);
+    config.admission = Default::default();
+    let server = support::start(&config);
+    let mut honest = Honest::start(&server);
+    let flips = Arc::new(AtomicUsize::new(0));
+    let counter = flips.clone();
+    let evil: Arc<str> = "evil".into();
+    let mut asked = false;
+    let attacker = wire_peer(&server, move |cue, w, io| match cue {
+        Cue::Event(PeerEvent::AnnounceInterest {
+            request,
+            prefix,
+            exclude_hop,
+        }) => {
+            w.announce_start(io, request.into(), &prefix, exclude_hop, [(&evil, &[][..])]);
+            asked = true;
+        }
+        Cue::Tick if asked => {
+            for _ in 0..100 {
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                w.announce(io, &evil, &[], n % 2 == 1);
+            }
+        }
+        _ => {}
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut worst = Duration::ZERO;
+    while !attacker.lost.load(Ordering::Relaxed) {
+        assert!(Instant::now() < deadline, "the flood was never cut off");
+        worst = worst.max(honest.frame_time());
+    }
+    let sent = flips.load(Ordering::Relaxed);
+    worst = worst.max(honest.frame_time());
+    eprintln!("announce flood cut off after {sent} changes sent; slowest frame {worst:?}");
+    assert!(worst < Duration::from_millis(500), "a frame took {worst:?}");
+    attacker.stop();
 }

@@ -15,6 +15,12 @@ pub struct SessionLimits {
     pub max_announces: usize,
     /// Unfinished group streams per subscription; a newer group resets the oldest backlogged.
     pub max_groups_in_flight: usize,
+    /// Broadcasts the peer may announce as active at once.
+    pub max_broadcasts: usize,
+    /// Announce changes (active or ended) per second the peer may sustain, after a burst of
+    /// `max_broadcasts`; past it the session is closed (each change reaches every core and
+    /// every session that listens).
+    pub max_announce_rate: u32,
 }
 
 impl Default for SessionLimits {
@@ -26,6 +32,8 @@ impl Default for SessionLimits {
             max_subscriptions: 1024,
             max_announces: 64,
             max_groups_in_flight: 4,
+            max_broadcasts: 1024,
+            max_announce_rate: 100,
         }
     }
 }

@@ -176,6 +176,8 @@ struct Blocked {
 const MAX_GSO_BYTES: usize = 65535;
 /// Receive batches per socket per loop turn before other work gets a go.
 const RECV_BUDGET: usize = 16;
+/// Datagrams forwarded from other cores handled per wake.
+const FORWARD_BUDGET: usize = 1024;
 /// GSO sends per connection per turn, so one bulk sender cannot starve the others.
 const SEND_BUDGET: usize = 8;
 /// How long a graceful stop waits for peers to see the close.
@@ -335,12 +337,20 @@ impl<H: Handler> Driver<H> {
                 if self.stopping.is_none() && self.shared.stop.load(Ordering::Acquire) {
                     self.begin_stop(now);
                 }
-                while let Ok(fwd) = self.shared.inbox.try_recv() {
+                // A budget, so that datagrams forwarded by other cores cannot starve our own
+                // sockets and timers; the doorbell is rung again for the rest.
+                for _ in 0..FORWARD_BUDGET {
+                    let Ok(fwd) = self.shared.inbox.try_recv() else {
+                        break;
+                    };
                     self.shared
                         .stats
                         .forwarded_in
                         .fetch_add(1, Ordering::Relaxed);
                     self.on_datagram(now, fwd.socket, fwd.data, fwd.remote, fwd.local_ip, fwd.ecn);
+                }
+                if !self.shared.inbox.is_empty() {
+                    self.shared.doorbell.ring();
                 }
                 self.ctx_call(now, |h, ctx| h.on_wake(ctx));
             }

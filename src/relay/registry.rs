@@ -201,6 +201,11 @@ impl Registry {
         self.links.len()
     }
 
+    /// Ring `core`'s doorbell with nothing new: it has more of its inbox to read.
+    pub fn wake(&self, core: usize) {
+        (self.links[core].wake)();
+    }
+
     /// Queue a message for `core` and ring its doorbell (coalesced, so cheap per message).
     pub fn send(&self, core: usize, msg: CoreMsg) {
         let link = &self.links[core];

@@ -35,6 +35,7 @@ impl Session {
 
     /// Responses to our announce request: the initial set (ANNOUNCE_INIT on lite-01/02,
     /// ANNOUNCE_OK with the peer's hop on lite-05), then ANNOUNCE messages.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn our_announce(
         &mut self,
         mut buf: Vec<u8>,
@@ -42,6 +43,7 @@ impl Session {
         mut hop: u64,
         prefix: String,
         end: PeerEnd,
+        now_ms: u64,
         events: &mut Vec<PeerEvent>,
     ) -> Result<Step, DecodeError> {
         let version = self.version();
@@ -56,6 +58,9 @@ impl Session {
                 at += used;
                 started = true;
                 for suffix in init.suffixes {
+                    if !self.announce_allowed(now_ms) {
+                        return Ok(over_announce_rate());
+                    }
                     self.learned(&prefix, &suffix, true, Vec::new(), events)?;
                 }
             } else if !started && version == Version::Lite05 {
@@ -76,6 +81,9 @@ impl Session {
                     hops.push(hop);
                 }
                 let active = a.status == AnnounceStatus::Active;
+                if !self.announce_allowed(now_ms) {
+                    return Ok(over_announce_rate());
+                }
                 self.learned(&prefix, &a.suffix, active, hops, events)?;
             }
         }
@@ -89,6 +97,26 @@ impl Session {
             hop,
             prefix,
         }))
+    }
+
+    /// One more announce change from the peer at `now_ms`: within its rate, after a burst of
+    /// `max_broadcasts`?
+    fn announce_allowed(&mut self, now_ms: u64) -> bool {
+        let limits = self.cfg.limits;
+        let burst = limits.max_broadcasts.max(1) as f64;
+        let rate = f64::from(limits.max_announce_rate);
+        let last = self.announce_at_ms.unwrap_or_else(|| {
+            self.announce_tokens = burst;
+            now_ms
+        });
+        let elapsed = now_ms.saturating_sub(last) as f64 / 1000.0;
+        self.announce_tokens = (self.announce_tokens + elapsed * rate).min(burst);
+        self.announce_at_ms = Some(now_ms.max(last));
+        if self.announce_tokens < 1.0 {
+            return false;
+        }
+        self.announce_tokens -= 1.0;
+        true
     }
 
     /// The peer announced (or ended) `suffix` under our request for `prefix`. Announcements
@@ -107,9 +135,11 @@ impl Session {
             if hops.contains(&self.cfg.origin) || hops.len() >= MAX_HOPS {
                 return Ok(());
             }
-            if self.published.len() >= limits.max_announces.max(1) * 16
-                && !self.published.contains(&abs)
-            {
+            if self.published.len() >= limits.max_broadcasts && !self.published.contains(&abs) {
+                tracing::debug!(
+                    limit = "max_broadcasts",
+                    "refusing the peer's announcements"
+                );
                 return Err(DecodeError::TooLarge);
             }
             self.published.insert(abs.clone());
@@ -251,4 +281,10 @@ impl Session {
         }
         Ok(Step::Keep(State::OurTrack { buf, path, track }))
     }
+}
+
+/// The peer changes its announcements faster than `max_announce_rate`: the session goes.
+fn over_announce_rate() -> Step {
+    tracing::debug!(limit = "max_announce_rate", "closing session");
+    Step::Close(ErrorCode::BOUNDS_EXCEEDED, "announce rate")
 }

@@ -176,6 +176,9 @@ pub struct Session {
     announce_outs: Vec<AnnounceOut>,
     /// Broadcasts the peer announced as active.
     published: HashSet<Arc<str>>,
+    /// The peer's announce changes: a token bucket, and when it was last filled (ms).
+    announce_tokens: f64,
+    announce_at_ms: Option<u64>,
     /// Peer streams that failed to decode; see [`Session::decode_errors`].
     decode_errors: u64,
 }
@@ -196,6 +199,8 @@ impl Session {
             next_up: 0,
             announce_outs: Vec::new(),
             published: HashSet::new(),
+            announce_tokens: 0.0,
+            announce_at_ms: None,
             decode_errors: 0,
         }
     }
@@ -355,7 +360,7 @@ impl Session {
                 prefix,
             } => {
                 extend(&mut buf, &chunks, max)?;
-                let step = self.our_announce(buf, started, hop, prefix, end, events)?;
+                let step = self.our_announce(buf, started, hop, prefix, end, now_ms, events)?;
                 Ok(finish_when_done(io, id, step))
             }
             State::OurSubscribe { mut buf, up } => {

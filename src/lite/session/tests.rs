@@ -1097,3 +1097,51 @@ fn our_half_ends_when_the_peer_ends_a_request() {
         );
     }
 }
+
+/// Announce changes past the burst and the rate close the session; time refills the budget.
+#[test]
+fn announce_churn_past_the_rate_closes_the_session() {
+    let v = Version::Lite03;
+    let toggle = |n: usize| {
+        let mut out = Vec::new();
+        for i in 0..n {
+            let status = if i % 2 == 0 {
+                AnnounceStatus::Active
+            } else {
+                AnnounceStatus::Ended
+            };
+            msg(
+                Announce {
+                    status,
+                    suffix: "x".into(),
+                    hops: Vec::new(),
+                },
+                v,
+            )(&mut out);
+        }
+        out
+    };
+    let mut s = One::new(false);
+    s.wire.cfg.limits.max_broadcasts = 8;
+    s.wire.cfg.limits.max_announce_rate = 10;
+    s.start(Some(v));
+    s.take_events();
+    let req = s.wire.announce_interest(&mut s.io, "").unwrap();
+    let feed_at = |s: &mut One, bytes: &[u8], now_ms: u64| {
+        let chunks = vec![Bytes::copy_from_slice(bytes)];
+        s.wire
+            .on_stream(&mut s.io, req, chunks, End::Open, now_ms, &mut s.events);
+    };
+    // The burst, then what 0.8 s of the rate gives back.
+    feed_at(&mut s, &toggle(8), 1_000);
+    assert!(s.io.closed().is_none());
+    feed_at(&mut s, &toggle(8), 1_800);
+    assert!(s.io.closed().is_none());
+    assert_eq!(s.take_events().len(), 16);
+    // One more at once is over the rate.
+    feed_at(&mut s, &toggle(1), 1_800);
+    assert_eq!(
+        s.io.closed().map(|c| c.0),
+        Some(ErrorCode::BOUNDS_EXCEEDED.0 as u64)
+    );
+}

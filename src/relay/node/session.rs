@@ -5,6 +5,9 @@
 use super::*;
 use crate::model::Application;
 
+/// Cross-core messages handled per wake of the core.
+const INBOX_BUDGET: usize = 4096;
+
 impl Application for Node {
     /// A client node dials its upstream (the host's first dial) at once.
     fn on_start(&mut self, peers: &mut dyn Peers) {
@@ -37,9 +40,17 @@ impl Application for Node {
         self.release_idle(peers);
     }
 
+    /// At most [`INBOX_BUDGET`] messages from other cores per wake: a core flooded with them
+    /// (an announce storm elsewhere) still gets to its sockets and timers in between.
     fn on_wake(&mut self, peers: &mut dyn Peers) {
-        while let Ok(msg) = self.inbox.try_recv() {
+        for _ in 0..INBOX_BUDGET {
+            let Ok(msg) = self.inbox.try_recv() else {
+                break;
+            };
             self.on_core_msg(peers, msg);
+        }
+        if !self.inbox.is_empty() {
+            self.registry.wake(self.core);
         }
         let cmds: Vec<AppCmd> = self
             .app
