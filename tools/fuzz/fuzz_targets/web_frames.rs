@@ -147,7 +147,7 @@ fuzz_target!(|data: &[u8]| {
                 .collect();
             let mut stream = headers_frame(&refs).to_vec();
             stream.extend_from_slice(input.rest());
-            if fields.len() % 2 == 0 {
+            if fields.len().is_multiple_of(2) {
                 connect(&split(&stream, cuts), fin);
             } else {
                 respond(&split(&stream, cuts), fin);
@@ -160,8 +160,9 @@ fuzz_target!(|data: &[u8]| {
             // network.
             let authority = input.string();
             let path = input.string();
-            let protocols: Vec<String> =
-                (0..input.below(4)).map(|_| printable(input.string())).collect();
+            let protocols: Vec<String> = (0..input.below(4))
+                .map(|_| printable(input.string()))
+                .collect();
             let offered: Vec<&str> = protocols.iter().map(String::as_str).collect();
             let status = 100 + input.u16() % 900;
             let chosen = input.bool().then(|| printable(input.string()));
