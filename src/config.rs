@@ -188,6 +188,11 @@ pub struct Cli {
     #[arg(long = "relay-max-announce-rate", env = "MOQ_RELAY_MAX_ANNOUNCE_RATE")]
     pub max_announce_rate: Option<u32>,
 
+    /// Bytes one session may leave waiting for its flow control before it is cut off as a peer
+    /// that does not read [default: 16 MiB].
+    #[arg(long = "relay-max-queued", env = "MOQ_RELAY_MAX_QUEUED")]
+    pub max_queued: Option<usize>,
+
     /// Milliseconds a track nobody wants stays subscribed upstream and cached [default: 5000].
     #[arg(long = "relay-track-linger", env = "MOQ_RELAY_TRACK_LINGER")]
     pub track_linger: Option<u64>,
@@ -245,6 +250,7 @@ pub struct FileRelay {
     pub track_linger: Option<u64>,
     pub max_broadcasts: Option<usize>,
     pub max_announce_rate: Option<u32>,
+    pub max_queued: Option<usize>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -433,6 +439,7 @@ impl Config {
             track_linger: cli.track_linger,
             max_broadcasts: cli.max_broadcasts,
             max_announce_rate: cli.max_announce_rate,
+            max_queued: cli.max_queued,
         };
         let bind = pick(cli.server_bind, file.server.bind, "[::]:443".into());
         let bind = resolve("server.bind (--server-bind)", &bind)?;
@@ -556,6 +563,7 @@ struct CliRelay {
     track_linger: Option<u64>,
     max_broadcasts: Option<usize>,
     max_announce_rate: Option<u32>,
+    max_queued: Option<usize>,
 }
 
 /// The admission limits of `[server]`.
@@ -759,6 +767,14 @@ fn relay_limits(cli: &CliRelay, file: FileRelay) -> Result<Limits, ConfigError> 
             1,
             1_000_000,
         )? as u32,
+        max_queued: get(
+            "relay.max_queued (--relay-max-queued)",
+            us(cli.max_queued),
+            us(file.max_queued),
+            ds.max_queued as u64,
+            64 * 1024,
+            1 << 34,
+        )? as usize,
         ..ds
     };
     Ok(Limits {

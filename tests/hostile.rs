@@ -315,6 +315,8 @@ struct WirePeer {
     script: Script,
     /// Set when the relay closed the connection.
     lost: Arc<AtomicBool>,
+    /// Never read anything the relay sends (a subscriber that does not read).
+    deaf: bool,
 }
 
 impl WirePeer {
@@ -369,6 +371,8 @@ impl Handler for WirePeer {
                 let v = Some(Version::Lite03);
                 self.drive(ctx, |s, conn, now, ev| s.start(conn, now, v, ev));
             }
+            Event::Stream(StreamEvent::Opened { .. } | StreamEvent::Readable { .. })
+                if self.deaf => {}
             Event::Stream(StreamEvent::Opened { .. }) => {
                 self.drive(ctx, |s, conn, now, ev| s.accept(conn, now, ev));
             }
@@ -409,6 +413,15 @@ fn wire_peer(
     server: &Server,
     script: impl FnMut(Cue, &mut wire::Session, &mut dyn Streams) + Send + 'static,
 ) -> Attacker {
+    start_wire_peer(server, false, script)
+}
+
+/// [`wire_peer`], `deaf` to everything the relay sends when asked.
+fn start_wire_peer(
+    server: &Server,
+    deaf: bool,
+    script: impl FnMut(Cue, &mut wire::Session, &mut dyn Streams) + Send + 'static,
+) -> Attacker {
     let target = server.local_addr();
     let script: SendScript = Box::new(script);
     let script = std::sync::Mutex::new(Some(script));
@@ -421,6 +434,7 @@ fn wire_peer(
             session: None,
             script: Box::new(move |cue, w, io| script(cue, w, io)),
             lost: flag.clone(),
+            deaf,
         }
     })
     .unwrap();
@@ -697,6 +711,71 @@ fn announce_toggle_flood_is_cut_off() {
     let sent = flips.load(Ordering::Relaxed);
     worst = worst.max(honest.frame_time());
     eprintln!("announce flood cut off after {sent} changes sent; slowest frame {worst:?}");
+    assert!(worst < Duration::from_millis(500), "a frame took {worst:?}");
+    attacker.stop();
+}
+
+/// A subscriber that never reads while the publisher sends large groups: what it is owed
+/// piles up in the relay until its budget, then it is cut off; the honest pair goes on. (With
+/// small groups the in-flight bound already keeps its queue short.)
+#[test]
+fn subscriber_that_never_reads_is_cut_off() {
+    let mut limits = Limits::default();
+    limits.session.max_queued = 2 << 20;
+    let server = support::start(&support::config(2, limits));
+    let mut honest = Honest::start(&server);
+    let mut asked = false;
+    let attacker = start_wire_peer(&server, true, move |cue, _w, io| {
+        if let (Cue::Tick, false) = (cue, asked) {
+            let sub = Subscribe {
+                id: 1,
+                broadcast: "demo".into(),
+                track: "video".into(),
+                options: SubscribeOptions::default(),
+            };
+            asked = request(io, ControlType::Subscribe, &sub, false).is_some();
+        }
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let before = rss_kb();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut worst = Duration::ZERO;
+    let mut sent = 0;
+    while !attacker.lost.load(Ordering::Relaxed) {
+        assert!(
+            Instant::now() < deadline,
+            "the deaf subscriber was never cut off"
+        );
+        // One 3 MiB frame per group: more than a stream's flow-control window and the budget.
+        let seq = honest.next;
+        honest.next += 1;
+        honest.publisher.send(AppCmd::Frame {
+            path: "demo".into(),
+            track: "video".into(),
+            seq,
+            timestamp: seq,
+            payload: Bytes::from(vec![1u8; 3 << 20]),
+        });
+        honest.publisher.send(AppCmd::GroupDone {
+            path: "demo".into(),
+            track: "video".into(),
+            seq,
+        });
+        sent += 1;
+        wait(&honest.subscriber, "a large frame", |e| match e {
+            AppEvent::Frame { seq: s, .. } if s == seq => Some(()),
+            _ => None,
+        });
+        if sent % 10 == 0 {
+            worst = worst.max(honest.frame_time());
+        }
+    }
+    let grown = rss_kb().saturating_sub(before);
+    worst = worst.max(honest.frame_time());
+    eprintln!(
+        "deaf subscriber cut off after {sent} groups of 3 MiB; RSS grew {grown} KiB; slowest frame {worst:?}"
+    );
+    assert!(grown < 64 * 1024, "RSS grew {grown} KiB");
     assert!(worst < Duration::from_millis(500), "a frame took {worst:?}");
     attacker.stop();
 }

@@ -21,6 +21,9 @@ pub struct SessionLimits {
     /// `max_broadcasts`; past it the session is closed (each change reaches every core and
     /// every session that listens).
     pub max_announce_rate: u32,
+    /// Bytes waiting for the peer's flow control, over all its streams, beyond what QUIC
+    /// itself buffers: a peer that does not read past this is cut off.
+    pub max_queued: usize,
 }
 
 impl Default for SessionLimits {
@@ -34,6 +37,7 @@ impl Default for SessionLimits {
             max_groups_in_flight: 4,
             max_broadcasts: 1024,
             max_announce_rate: 100,
+            max_queued: 16 << 20,
         }
     }
 }

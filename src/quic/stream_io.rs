@@ -36,28 +36,83 @@ pub fn read_chunks(conn: &mut Connection, id: StreamId) -> (Vec<Bytes>, ReadEnd)
 pub struct Out {
     pub queue: VecDeque<Bytes>,
     pub fin: bool,
+    /// What `queue` holds, in bytes.
+    pub bytes: usize,
 }
 
-/// A connection's streams with bytes waiting for flow control.
-pub type Outs = HashMap<StreamId, Out>;
+/// A connection's streams with bytes waiting for flow control, and how many bytes that is:
+/// what a peer that does not read makes us hold.
+#[derive(Default)]
+pub struct Outs {
+    streams: HashMap<StreamId, Out>,
+    bytes: usize,
+}
+
+impl Outs {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Streams with something waiting.
+    pub fn len(&self) -> usize {
+        self.streams.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.streams.is_empty()
+    }
+
+    /// Bytes waiting, over every stream.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn get(&self, id: &StreamId) -> Option<&Out> {
+        self.streams.get(id)
+    }
+
+    /// Drop what waits on `id`.
+    pub fn remove(&mut self, id: &StreamId) {
+        if let Some(out) = self.streams.remove(id) {
+            self.bytes -= out.bytes;
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.streams.clear();
+        self.bytes = 0;
+    }
+}
 
 /// Queue `chunks` (and FIN) on `id` behind what already waits there, and hand quinn what flow
 /// control allows now; the rest goes out on [`resume`].
 pub fn send(conn: &mut Connection, outs: &mut Outs, id: StreamId, chunks: Vec<Bytes>, fin: bool) {
-    let out = outs.entry(id).or_default();
-    out.queue
-        .extend(chunks.into_iter().filter(|c| !c.is_empty()));
-    out.fin |= fin;
-    if flush(conn, id, out) {
-        outs.remove(&id);
+    let out = outs.streams.entry(id).or_default();
+    for c in chunks.into_iter().filter(|c| !c.is_empty()) {
+        out.bytes += c.len();
+        outs.bytes += c.len();
+        out.queue.push_back(c);
     }
+    out.fin |= fin;
+    settle(conn, outs, id);
 }
 
 /// `id` became writable: send what waits for it.
 pub fn resume(conn: &mut Connection, outs: &mut Outs, id: StreamId) {
-    if let Some(out) = outs.get_mut(&id)
-        && flush(conn, id, out)
-    {
+    if outs.streams.contains_key(&id) {
+        settle(conn, outs, id);
+    }
+}
+
+/// Flush `id` and keep the byte counts true; forget it once everything is gone.
+fn settle(conn: &mut Connection, outs: &mut Outs, id: StreamId) {
+    let Some(out) = outs.streams.get_mut(&id) else {
+        return;
+    };
+    let before = out.bytes;
+    let done = flush(conn, id, out);
+    outs.bytes -= before - out.bytes;
+    if done {
         outs.remove(&id);
     }
 }
@@ -69,7 +124,7 @@ fn flush(conn: &mut Connection, id: StreamId, out: &mut Out) -> bool {
         let (front, _) = out.queue.as_mut_slices();
         let offered = front.len();
         match send.write_chunks(front) {
-            Ok(_) => {}
+            Ok(w) => out.bytes -= w.bytes,
             Err(quinn_proto::WriteError::Blocked) => return false,
             Err(_) => return true,
         }

@@ -44,7 +44,15 @@ pub struct Session {
     jwt: Option<String>,
     /// Reused for what the machine reports, so that reading a stream allocates nothing.
     spare: Vec<PeerEvent>,
+    /// See [`crate::model::SessionLimits::max_queued`].
+    max_queued: usize,
+    /// Since when more than that has been waiting.
+    over_since: Option<Instant>,
 }
+
+/// How long a session may stay over its send budget (a burst of a large write drains at once
+/// for a peer that reads); past four times the budget it is cut off at once.
+const OVER_BUDGET_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn dir_index(dir: Dir) -> usize {
     match dir {
@@ -64,6 +72,7 @@ impl Session {
     /// `web`: the WebTransport session, on an HTTP/3 connection.
     pub fn new(wire: wire::Config, web: Option<WebSession>) -> Self {
         let server = wire.server;
+        let max_queued = wire.limits.max_queued;
         Self {
             wire: wire::Session::new(wire),
             web,
@@ -72,6 +81,8 @@ impl Session {
             peer_accepted: [0; 2],
             jwt: None,
             spare: Vec::new(),
+            max_queued,
+            over_since: None,
         }
     }
 
@@ -102,10 +113,33 @@ impl Session {
         f: impl FnOnce(&mut wire::Session, &mut dyn Streams) -> R,
     ) -> R {
         let mut raw = ConnStreams::new(conn, &mut self.outs, now);
-        match &self.web {
+        let r = match &self.web {
             Some(web) => f(&mut self.wire, &mut web.streams(&mut raw)),
             None => f(&mut self.wire, &mut raw),
+        };
+        if self.outs.bytes() <= self.max_queued {
+            self.over_since = None;
+            return r;
         }
+        let since = *self.over_since.get_or_insert(now);
+        if now.duration_since(since) > OVER_BUDGET_GRACE
+            || self.outs.bytes() > self.max_queued.saturating_mul(4)
+        {
+            // A peer that does not read: whatever it is owed goes, and so does it.
+            tracing::debug!(
+                queued = self.outs.bytes(),
+                limit = "max_queued",
+                "closing session: the peer does not read"
+            );
+            self.outs.clear();
+            let code = crate::lite::ErrorCode::BOUNDS_EXCEEDED.to_close_code();
+            conn.close(
+                now,
+                quinn_proto::VarInt::from_u64(code).unwrap_or_default(),
+                bytes::Bytes::from_static(b"too slow"),
+            );
+        }
+        r
     }
 
     /// The connection is up. On raw QUIC the moq session starts with `version` (from the
