@@ -53,7 +53,7 @@ pub struct Cli {
     #[arg(long = "server-max-connections", env = "MOQ_SERVER_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
 
-    /// Server connections open at once from one source address [default: 1000].
+    /// Server connections open at once from one source address [default: 4096].
     #[arg(
         long = "server-max-connections-per-ip",
         env = "MOQ_SERVER_MAX_CONNECTIONS_PER_IP"

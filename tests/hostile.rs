@@ -163,40 +163,91 @@ fn handshake_flood_costs_no_state() {
     assert!(worst < Duration::from_millis(500), "a frame took {worst:?}");
 }
 
-/// Dials once and reports what the relay's transport parameters allow for DATAGRAM frames.
-struct DatagramProbe {
+/// Dials `conns` connections and sends DATAGRAM frames on them as fast as quinn lets it,
+/// reporting what the relay's transport parameters allow and how many were sent.
+struct DatagramFlood {
     target: SocketAddr,
+    conns: usize,
+    up: Vec<ConnectionHandle>,
     told: std::sync::mpsc::Sender<Option<usize>>,
+    sent: Arc<AtomicUsize>,
 }
 
-impl Handler for DatagramProbe {
+impl Handler for DatagramFlood {
     fn on_start(&mut self, ctx: &mut Ctx<'_>) {
-        ctx.connect(self.target, "localhost", None).unwrap();
+        for _ in 0..self.conns {
+            ctx.connect(self.target, "localhost", None).unwrap();
+        }
+        ctx.wake_at(ctx.now + Duration::from_millis(1));
     }
 
     fn on_event(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle, event: Event) {
         if let (Event::Connected, Some(conn)) = (event, ctx.conn(ch)) {
             let _ = self.told.send(conn.datagrams().max_size());
+            self.up.push(ch);
         }
+    }
+
+    fn on_timer(&mut self, ctx: &mut Ctx<'_>) {
+        for &ch in &self.up {
+            let Some(conn) = ctx.conn(ch) else { continue };
+            for _ in 0..64 {
+                let payload = Bytes::from(vec![0x5a; 1000]);
+                if conn.datagrams().send(payload, true).is_ok() {
+                    self.sent.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        ctx.wake_at(ctx.now + Duration::from_millis(1));
     }
 }
 
-/// The relay reads no DATAGRAM frames yet, so it must not offer them: a peer could otherwise
-/// park about 1.25 MB of them per connection in quinn's receive buffer.
+/// The relay reads no DATAGRAM frames yet but offers them (the reference client requires it):
+/// what peers send is bounded per connection, not quinn's default 1.25 MB.
 #[test]
-fn datagrams_are_not_offered() {
+fn datagram_flood_is_bounded() {
     let server = relay(1, |_| {});
+    let mut honest = Honest::start(&server);
+    let before = rss_kb();
     let (told, heard) = std::sync::mpsc::channel();
-    let target = server.local_addr();
-    let probe = Engine::start(attacker_config(), move |_| DatagramProbe {
+    let sent = Arc::new(AtomicUsize::new(0));
+    let (target, counter) = (server.local_addr(), sent.clone());
+    // The attacker's own send buffers stay small, so that what grows is the relay.
+    let mut config = attacker_config();
+    if let Some(client) = config.client.as_mut().and_then(|c| c.config.as_mut()) {
+        let mut transport = quinn_proto::TransportConfig::default();
+        transport.datagram_send_buffer_size(16 * 1024);
+        client.transport_config(Arc::new(transport));
+    }
+    let flood = Engine::start(config, move |_| DatagramFlood {
         target,
+        conns: 50,
+        up: Vec::new(),
         told: told.clone(),
+        sent: counter.clone(),
     })
     .unwrap();
     let max = heard.recv_timeout(Duration::from_secs(5)).unwrap();
-    assert_eq!(max, None, "the relay offers DATAGRAM frames");
-    probe.shutdown();
-    let _ = probe.join();
+    assert!(max.is_some(), "the relay does not offer DATAGRAM frames");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sent.load(Ordering::Relaxed) < 200_000 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} sent",
+            sent.load(Ordering::Relaxed)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let grown = rss_kb().saturating_sub(before);
+    let worst = honest.frame_time();
+    eprintln!(
+        "200,000 datagrams of 1 kB on 50 connections: RSS grew {grown} KiB; a frame took {worst:?}"
+    );
+    // quinn's default would park 1.25 MB on each: 62 MB for 50 connections.
+    assert!(grown < 24 * 1024, "RSS grew {grown} KiB");
+    assert!(worst < Duration::from_millis(500));
+    flood.shutdown();
+    let _ = flood.join();
 }
 
 /// A one-core client engine on the attacker's address, offering moq-lite-03.

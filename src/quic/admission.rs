@@ -57,7 +57,7 @@ impl Default for AdmissionLimits {
     fn default() -> Self {
         Self {
             max_connections: 20_000,
-            max_connections_per_ip: 1_000,
+            max_connections_per_ip: 4_096,
             max_handshakes: 1_024,
             retry: RetryPolicy::Auto,
             retry_after: 128,

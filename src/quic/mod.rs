@@ -46,6 +46,9 @@ impl Default for TransportLimits {
     }
 }
 
+/// Bytes of received DATAGRAM frames quinn keeps per connection.
+pub const DATAGRAM_BUFFER: usize = 16 * 1024;
+
 impl TransportLimits {
     pub fn transport_config(&self) -> Arc<TransportConfig> {
         let mut t = TransportConfig::default();
@@ -54,9 +57,10 @@ impl TransportLimits {
             .stream_receive_window(VarInt::from_u32(self.stream_window))
             .receive_window(VarInt::from_u32(self.connection_window))
             .send_window(self.send_window)
-            // Nothing reads DATAGRAM frames yet: not offering them keeps quinn from buffering
-            // about 1.25 MB of them per connection for a peer that sends them anyway.
-            .datagram_receive_buffer_size(None)
+            // Nothing reads DATAGRAM frames yet, but the reference client insists that they are
+            // offered: quinn keeps at most this much of them per connection (oldest dropped)
+            // instead of its default 1.25 MB.
+            .datagram_receive_buffer_size(Some(DATAGRAM_BUFFER))
             .keep_alive_interval(self.keep_alive)
             .max_idle_timeout(Some(
                 self.idle_timeout
