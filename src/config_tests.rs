@@ -22,6 +22,8 @@ fn flags_override_file_and_file_overrides_defaults() {
         threads = 2
         io = "epoll"
         gso = false
+        retry = "always"
+        max_connections_per_ip = 9
         [server.tls]
         generate = "localhost"
         [log]
@@ -30,6 +32,7 @@ fn flags_override_file_and_file_overrides_defaults() {
         cache_groups = 7
         cache_age = 100
         groups_in_flight = 2
+        max_announce_rate = 5
         "#,
     )
     .unwrap();
@@ -47,6 +50,9 @@ fn flags_override_file_and_file_overrides_defaults() {
     assert_eq!(c.limits.cache.groups, 7);
     assert_eq!(c.limits.cache.age, std::time::Duration::from_millis(900));
     assert_eq!(c.limits.session.max_groups_in_flight, 2);
+    assert_eq!(c.limits.session.max_announce_rate, 5);
+    assert_eq!(c.admission.retry, crate::quic::RetryPolicy::Always);
+    assert_eq!(c.admission.max_connections_per_ip, 9);
     assert_eq!(c.bind, "127.0.0.1:4443".parse().unwrap());
     assert_eq!(c.threads, 1);
     assert_eq!(c.io, IoMode::Epoll);
@@ -98,6 +104,23 @@ fn bad_values_name_their_key() {
         (&["--relay-groups-in-flight", "0"], "relay.groups_in_flight"),
         (&["--relay-max-frame", "99999999999"], "relay.max_frame"),
         (&["--relay-max-message", "10"], "relay.max_message"),
+        (&["--relay-max-broadcasts", "0"], "relay.max_broadcasts"),
+        (
+            &["--relay-max-announce-rate", "0"],
+            "relay.max_announce_rate",
+        ),
+        (&["--relay-max-queued", "10"], "relay.max_queued"),
+        (&["--server-retry", "sometimes"], "server.retry"),
+        (&["--server-max-connections", "0"], "server.max_connections"),
+        (
+            &["--server-max-connections-per-ip", "0"],
+            "server.max_connections_per_ip",
+        ),
+        (&["--server-max-handshakes", "0"], "server.max_handshakes"),
+        (
+            &["--server-handshake-timeout", "5"],
+            "server.handshake_timeout",
+        ),
     ];
     for (args, key) in cases {
         let mut all = args.to_vec();
