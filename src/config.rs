@@ -673,44 +673,32 @@ fn client_verify(roots: Vec<PathBuf>, fingerprints: Vec<String>, disable: bool) 
     }
 }
 
-fn relay_limits(cli: &CliRelay, file: FileRelay) -> Result<Limits, ConfigError> {
-    let d = Limits::default();
-    let ds = d.session;
-    // The flag, else the file's key, else the default; within min..=max.
-    let get = |key: &str, cli: Option<u64>, file: Option<u64>, default: u64, min: u64, max: u64| {
-        let v = pick(cli, file, default);
-        if v < min || v > max {
-            Err(bad(key, format!("{v} is outside {min}..={max}")))
-        } else {
-            Ok(v)
-        }
-    };
-    let us = |v: Option<usize>| v.map(|v| v as u64);
-    let groups = get(
-        "relay.cache_groups (--relay-cache-groups)",
-        us(cli.cache_groups),
-        us(file.cache_groups),
-        d.cache.groups as u64,
-        1,
-        1024,
-    )?;
-    let age = get(
-        "relay.cache_age (--relay-cache-age)",
-        cli.cache_age,
-        file.cache_age,
-        d.cache.age.as_millis() as u64,
-        0,
-        3_600_000,
-    )?;
-    let linger = get(
-        "relay.track_linger (--relay-track-linger)",
-        cli.track_linger,
-        file.track_linger,
-        d.track_linger.as_millis() as u64,
-        0,
-        3_600_000,
-    )?;
-    let session = SessionLimits {
+/// The flag, else the file's key, else the default; within `min..=max`.
+fn bounded(
+    key: &str,
+    cli: Option<u64>,
+    file: Option<u64>,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    let v = pick(cli, file, default);
+    if v < min || v > max {
+        Err(bad(key, format!("{v} is outside {min}..={max}")))
+    } else {
+        Ok(v)
+    }
+}
+
+fn us(v: Option<usize>) -> Option<u64> {
+    v.map(|v| v as u64)
+}
+
+/// The `[relay]` keys that bound one session.
+fn session_limits(cli: &CliRelay, file: &FileRelay) -> Result<SessionLimits, ConfigError> {
+    let ds = SessionLimits::default();
+    let get = bounded;
+    Ok(SessionLimits {
         max_groups_in_flight: get(
             "relay.groups_in_flight (--relay-groups-in-flight)",
             us(cli.groups_in_flight),
@@ -776,7 +764,37 @@ fn relay_limits(cli: &CliRelay, file: FileRelay) -> Result<Limits, ConfigError> 
             1 << 34,
         )? as usize,
         ..ds
-    };
+    })
+}
+
+fn relay_limits(cli: &CliRelay, file: FileRelay) -> Result<Limits, ConfigError> {
+    let d = Limits::default();
+    let get = bounded;
+    let groups = get(
+        "relay.cache_groups (--relay-cache-groups)",
+        us(cli.cache_groups),
+        us(file.cache_groups),
+        d.cache.groups as u64,
+        1,
+        1024,
+    )?;
+    let age = get(
+        "relay.cache_age (--relay-cache-age)",
+        cli.cache_age,
+        file.cache_age,
+        d.cache.age.as_millis() as u64,
+        0,
+        3_600_000,
+    )?;
+    let linger = get(
+        "relay.track_linger (--relay-track-linger)",
+        cli.track_linger,
+        file.track_linger,
+        d.track_linger.as_millis() as u64,
+        0,
+        3_600_000,
+    )?;
+    let session = session_limits(cli, &file)?;
     Ok(Limits {
         session,
         track_linger: std::time::Duration::from_millis(linger),
