@@ -830,3 +830,103 @@ fn subscriber_that_never_reads_is_cut_off() {
     assert!(worst < Duration::from_millis(500), "a frame took {worst:?}");
     attacker.stop();
 }
+
+/// A small, seeded generator: the soak is the same on every run.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Garbage UDP at the relay as fast as one socket sends it: random bytes shaped like long and
+/// short QUIC headers, and real Initials with bytes flipped. The honest pair loses no frame.
+/// `MOQ_SOAK_SECS` sets the length (10 s by default; 30 s is the figure in the notes).
+#[test]
+fn garbage_udp_soak_loses_no_frame() {
+    let secs: u64 = std::env::var("MOQ_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let server = relay(1, |_| {});
+    let target = server.local_addr();
+    let mut honest = Honest::start(&server);
+
+    // Real Initials to mutate.
+    let alpns: &[&[u8]] = &[b"moq-lite-05", b"h3"];
+    let tls = tls::client_config(&ClientVerify::Disabled, alpns).unwrap();
+    let config = client_config(tls, &TransportLimits::default()).unwrap();
+    let mut endpoint = quinn_proto::Endpoint::new(Arc::default(), None, false, None);
+    let initials: Vec<Vec<u8>> = (0..32)
+        .filter_map(|_| {
+            let now = Instant::now();
+            let (_, mut conn) = endpoint
+                .connect(now, config.clone(), target, "localhost")
+                .ok()?;
+            let mut buf = Vec::new();
+            let t = conn.poll_transmit(now, 1, &mut buf)?;
+            buf.truncate(t.size);
+            Some(buf)
+        })
+        .collect();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let (flag, counter) = (stop.clone(), sent.clone());
+    let blaster = std::thread::spawn(move || {
+        let socket = UdpSocket::bind(ATTACKER).unwrap();
+        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        let mut buf = vec![0u8; 1500];
+        while !flag.load(Ordering::Relaxed) {
+            let r = rng.next();
+            let len = match r % 4 {
+                // A real Initial with a few bytes flipped.
+                0 => {
+                    let i = &initials[(r >> 8) as usize % initials.len()];
+                    buf[..i.len()].copy_from_slice(i);
+                    for _ in 0..1 + (r >> 16) % 8 {
+                        let at = rng.next() as usize % i.len();
+                        buf[at] ^= 1 << (rng.next() % 8);
+                    }
+                    i.len()
+                }
+                // Random bytes behind a long or a short header's first byte.
+                k => {
+                    let len = 1 + (r >> 8) as usize % 1400;
+                    for b in buf[..len].iter_mut() {
+                        *b = rng.next() as u8;
+                    }
+                    buf[0] = match k {
+                        1 => 0xc0 | (buf[0] & 0x3f),
+                        2 => 0x40 | (buf[0] & 0x3f),
+                        _ => buf[0],
+                    };
+                    len
+                }
+            };
+            if socket.send_to(&buf[..len], target).is_ok() {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    let end = Instant::now() + Duration::from_secs(secs);
+    let (mut frames, mut worst) = (0, Duration::ZERO);
+    while Instant::now() < end {
+        worst = worst.max(honest.frame_time());
+        frames += 1;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    stop.store(true, Ordering::Relaxed);
+    blaster.join().unwrap();
+    let sent = sent.load(Ordering::Relaxed);
+    eprintln!(
+        "{secs} s of garbage UDP: {sent} datagrams; {frames} frames, every one delivered, slowest {worst:?}"
+    );
+    assert!(sent > 10_000, "only {sent} datagrams sent");
+    // Looser than the other attacks': this one takes a whole core of a shared machine.
+    assert!(worst < Duration::from_secs(1), "a frame took {worst:?}");
+}
