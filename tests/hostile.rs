@@ -31,6 +31,12 @@ use moq_relay::session::{Event as SessionEvent, Session};
 use moq_relay::stream::Streams;
 use support::{connect, wait};
 
+/// The tests measure this process's memory and timing: one at a time.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Where attackers send from.
 const ATTACKER: &str = "127.0.0.2:0";
 
@@ -122,6 +128,7 @@ fn relay(threads: usize, f: impl FnOnce(&mut moq_relay::config::Config)) -> Serv
 /// keeps no state for them.
 #[test]
 fn handshake_flood_costs_no_state() {
+    let _serial = serial();
     let server = relay(2, |c| c.admission.retry_after = 16);
     let target = server.local_addr();
     let mut honest = Honest::start(&server);
@@ -206,6 +213,7 @@ impl Handler for DatagramFlood {
 /// what peers send is bounded per connection, not quinn's default 1.25 MB.
 #[test]
 fn datagram_flood_is_bounded() {
+    let _serial = serial();
     let server = relay(1, |_| {});
     let mut honest = Honest::start(&server);
     let before = rss_kb();
@@ -305,6 +313,7 @@ impl Handler for Dialler {
 /// refused, and everyone else still connects.
 #[test]
 fn many_connections_from_one_address_get_a_share() {
+    let _serial = serial();
     const CAP: usize = 40;
     let server = relay(2, |c| c.admission.max_connections_per_ip = CAP);
     let mut honest = Honest::start(&server);
@@ -574,6 +583,7 @@ fn publish_evil(
 /// nor stop serving.
 #[test]
 fn reopened_evicted_group_does_not_panic() {
+    let _serial = serial();
     let server = relay(2, |_| {});
     let mut honest = Honest::start(&server);
     let (done_tx, done_rx) = std::sync::mpsc::channel();
@@ -626,6 +636,7 @@ fn reopened_evicted_group_does_not_panic() {
 /// and abandoned again and again: each is refused and forgotten, so the relay holds none.
 #[test]
 fn refused_group_streams_are_not_kept() {
+    let _serial = serial();
     let server = relay(2, |_| {});
     let mut honest = Honest::start(&server);
     let before = rss_kb();
@@ -672,6 +683,7 @@ fn refused_group_streams_are_not_kept() {
 /// the honest pair still gets through at once.
 #[test]
 fn tiny_message_flood_does_not_stall_the_core() {
+    let _serial = serial();
     let server = relay(1, |_| {});
     let mut honest = Honest::start(&server);
     let sent = Arc::new(AtomicUsize::new(0));
@@ -725,6 +737,7 @@ fn tiny_message_flood_does_not_stall_the_core() {
 /// and the honest pair does not notice.
 #[test]
 fn announce_toggle_flood_is_cut_off() {
+    let _serial = serial();
     let mut limits = Limits::default();
     limits.session.max_announce_rate = 50;
     limits.session.max_broadcasts = 100;
@@ -771,6 +784,7 @@ fn announce_toggle_flood_is_cut_off() {
 /// small groups the in-flight bound already keeps its queue short.)
 #[test]
 fn subscriber_that_never_reads_is_cut_off() {
+    let _serial = serial();
     let mut limits = Limits::default();
     limits.session.max_queued = 2 << 20;
     let server = support::start(&support::config(2, limits));
@@ -848,6 +862,7 @@ impl XorShift {
 /// `MOQ_SOAK_SECS` sets the length (10 s by default; 30 s is the figure in the notes).
 #[test]
 fn garbage_udp_soak_loses_no_frame() {
+    let _serial = serial();
     let secs: u64 = std::env::var("MOQ_SOAK_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
