@@ -193,6 +193,19 @@ pub struct Cli {
     #[arg(long = "relay-max-queued", env = "MOQ_RELAY_MAX_QUEUED")]
     pub max_queued: Option<usize>,
 
+    /// Frames one group may have [default: 16384].
+    #[arg(long = "relay-max-group-frames", env = "MOQ_RELAY_MAX_GROUP_FRAMES")]
+    pub max_group_frames: Option<usize>,
+
+    /// Payload bytes one group may have [default: 64 MiB].
+    #[arg(long = "relay-max-group-bytes", env = "MOQ_RELAY_MAX_GROUP_BYTES")]
+    pub max_group_bytes: Option<u64>,
+
+    /// Bytes of not yet whole frames one session may have over its group streams
+    /// [default: 64 MiB].
+    #[arg(long = "relay-max-partial", env = "MOQ_RELAY_MAX_PARTIAL")]
+    pub max_partial: Option<u64>,
+
     /// Milliseconds a track nobody wants stays subscribed upstream and cached [default: 5000].
     #[arg(long = "relay-track-linger", env = "MOQ_RELAY_TRACK_LINGER")]
     pub track_linger: Option<u64>,
@@ -251,6 +264,9 @@ pub struct FileRelay {
     pub max_broadcasts: Option<usize>,
     pub max_announce_rate: Option<u32>,
     pub max_queued: Option<usize>,
+    pub max_group_frames: Option<usize>,
+    pub max_group_bytes: Option<u64>,
+    pub max_partial: Option<u64>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -440,6 +456,9 @@ impl Config {
             max_broadcasts: cli.max_broadcasts,
             max_announce_rate: cli.max_announce_rate,
             max_queued: cli.max_queued,
+            max_group_frames: cli.max_group_frames,
+            max_group_bytes: cli.max_group_bytes,
+            max_partial: cli.max_partial,
         };
         let bind = pick(cli.server_bind, file.server.bind, "[::]:443".into());
         let bind = resolve("server.bind (--server-bind)", &bind)?;
@@ -564,6 +583,9 @@ struct CliRelay {
     max_broadcasts: Option<usize>,
     max_announce_rate: Option<u32>,
     max_queued: Option<usize>,
+    max_group_frames: Option<usize>,
+    max_group_bytes: Option<u64>,
+    max_partial: Option<u64>,
 }
 
 /// The admission limits of `[server]`.
@@ -763,6 +785,30 @@ fn session_limits(cli: &CliRelay, file: &FileRelay) -> Result<SessionLimits, Con
             64 * 1024,
             1 << 34,
         )? as usize,
+        max_group_frames: get(
+            "relay.max_group_frames (--relay-max-group-frames)",
+            us(cli.max_group_frames),
+            us(file.max_group_frames),
+            ds.max_group_frames as u64,
+            1,
+            1 << 24,
+        )? as usize,
+        max_group_bytes: get(
+            "relay.max_group_bytes (--relay-max-group-bytes)",
+            cli.max_group_bytes,
+            file.max_group_bytes,
+            ds.max_group_bytes,
+            1024,
+            1 << 40,
+        )?,
+        max_partial: get(
+            "relay.max_partial (--relay-max-partial)",
+            cli.max_partial,
+            file.max_partial,
+            ds.max_partial,
+            1024,
+            1 << 40,
+        )?,
         ..ds
     })
 }

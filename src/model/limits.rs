@@ -24,6 +24,13 @@ pub struct SessionLimits {
     /// Bytes waiting for the peer's flow control, over all its streams, beyond what QUIC
     /// itself buffers: a peer that does not read past this is cut off.
     pub max_queued: usize,
+    /// Frames one group may have; past it the group stream is refused and the group aborted.
+    pub max_group_frames: usize,
+    /// Payload bytes one group may have, likewise.
+    pub max_group_bytes: u64,
+    /// Bytes of frames not yet whole, over all the peer's group streams (a frame is cached
+    /// only once whole): past it the stream that would exceed it is refused.
+    pub max_partial: u64,
 }
 
 impl Default for SessionLimits {
@@ -38,6 +45,9 @@ impl Default for SessionLimits {
             max_broadcasts: 1024,
             max_announce_rate: 100,
             max_queued: 16 << 20,
+            max_group_frames: 16_384,
+            max_group_bytes: 64 << 20,
+            max_partial: 64 << 20,
         }
     }
 }

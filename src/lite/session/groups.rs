@@ -21,6 +21,11 @@ pub(super) struct GroupIn {
     pub(super) up: Option<u64>,
     pub(super) seq: u64,
     pub(super) frame: Option<Frame>,
+    /// Frames and payload bytes of the group so far.
+    pub(super) frames: usize,
+    pub(super) bytes: u64,
+    /// Bytes of the frame not yet whole.
+    pub(super) partial: u64,
 }
 
 /// One group stream to a subscriber.
@@ -46,6 +51,24 @@ pub(super) struct Down {
     /// Groups given up for this subscriber (reset as too far behind, or stopped by it): their
     /// later frames must not reopen them from frame 0.
     pub(super) skipped: VecDeque<u64>,
+}
+
+/// A group past one of its budgets: its stream is refused, and the group aborted for those
+/// who had its first frames.
+fn over_group_budget(g: &GroupIn, limit: &'static str, events: &mut Vec<PeerEvent>) -> Step {
+    tracing::debug!(
+        seq = g.seq,
+        limit,
+        "refusing a group stream over its budget"
+    );
+    if let Some(up) = g.up {
+        events.push(PeerEvent::GroupAbort {
+            up,
+            seq: g.seq,
+            code: ErrorCode::BOUNDS_EXCEEDED,
+        });
+    }
+    Step::Refuse(ErrorCode::BOUNDS_EXCEEDED)
 }
 
 /// Skipped groups remembered per subscription; groups come in order, so a few suffice.
@@ -98,11 +121,30 @@ impl Session {
                     });
                 }
                 GroupEvent::Payload(b) => {
+                    let len = b.len() as u64;
+                    g.bytes += len;
+                    g.partial += len;
+                    let limits = self.cfg.limits;
+                    let over = if g.bytes > limits.max_group_bytes {
+                        Some("max_group_bytes")
+                    } else if self.partial_bytes + g.partial > limits.max_partial {
+                        Some("max_partial")
+                    } else {
+                        None
+                    };
+                    if let Some(limit) = over {
+                        return Ok(over_group_budget(&g, limit, events));
+                    }
                     if let Some(f) = &mut g.frame {
                         f.chunks.push(b);
                     }
                 }
                 GroupEvent::FrameEnd => {
+                    g.partial = 0;
+                    g.frames += 1;
+                    if g.frames > self.cfg.limits.max_group_frames {
+                        return Ok(over_group_budget(&g, "max_group_frames", events));
+                    }
                     if let (Some(up), Some(frame)) = (g.up, g.frame.take()) {
                         events.push(PeerEvent::Frame {
                             up,

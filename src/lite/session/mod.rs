@@ -181,6 +181,8 @@ pub struct Session {
     announce_at_ms: Option<u64>,
     /// Peer streams that failed to decode; see [`Session::decode_errors`].
     decode_errors: u64,
+    /// Bytes of frames not yet whole, over the peer's group streams.
+    partial_bytes: u64,
 }
 
 impl Session {
@@ -202,6 +204,7 @@ impl Session {
             announce_tokens: 0.0,
             announce_at_ms: None,
             decode_errors: 0,
+            partial_bytes: 0,
         }
     }
 
@@ -324,7 +327,15 @@ impl Session {
         let max = self.cfg.limits.max_message;
         match state {
             State::Type { bidi, buf } => self.stream_type(bidi, buf, chunks, end),
-            State::Group(g) => self.group_in(id, g, chunks, end, now_ms, events),
+            State::Group(g) => {
+                // This stream's partial frame counts again if it stays.
+                self.partial_bytes = self.partial_bytes.saturating_sub(g.partial);
+                let step = self.group_in(id, g, chunks, end, now_ms, events)?;
+                if let Step::Keep(State::Group(g)) = &step {
+                    self.partial_bytes += g.partial;
+                }
+                Ok(step)
+            }
             State::Discard => Ok(Step::Keep(State::Discard)),
             State::SessionStream {
                 mut buf,
@@ -430,6 +441,9 @@ impl Session {
                 up: None,
                 seq: 0,
                 frame: None,
+                frames: 0,
+                bytes: 0,
+                partial: 0,
             }),
             Err(DataType::Setup) => State::Setup { buf },
         };
@@ -439,7 +453,9 @@ impl Session {
     /// Refuse `id`: stop reading it and reset our half (a peer's uni stream has none).
     pub fn refuse(&mut self, io: &mut dyn Streams, id: StreamId, code: ErrorCode) {
         tracing::debug!(stream = %id, code = code.0, "refusing stream");
-        self.ins.remove(&id);
+        if let Some(State::Group(g)) = self.ins.remove(&id) {
+            self.partial_bytes = self.partial_bytes.saturating_sub(g.partial);
+        }
         io.stop(id, code.to_stream_code());
         if id.dir() == Dir::Bi || io.is_ours(id) {
             io.reset(id, code.to_stream_code());
@@ -499,6 +515,7 @@ impl Session {
                 hops: Vec::new(),
             });
         }
+        self.partial_bytes = 0;
         for (_, state) in self.ins.drain() {
             if let State::OurTrack { path, track, .. } = state {
                 events.push(PeerEvent::Info {

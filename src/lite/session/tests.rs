@@ -1145,3 +1145,93 @@ fn announce_churn_past_the_rate_closes_the_session() {
         Some(ErrorCode::BOUNDS_EXCEEDED.0 as u64)
     );
 }
+
+/// A group past its frame or byte budget, or a frame that would take the session's partial
+/// frames past theirs, gets its stream refused with BOUNDS_EXCEEDED and the group aborted.
+#[test]
+fn groups_past_their_budget_are_refused() {
+    let v = Version::Lite03;
+    let stream_bytes = |up: u64, seq: u64, frames: &[usize], last_partial: Option<usize>| {
+        let mut w = GroupWriter::new(v);
+        let mut out = Vec::new();
+        w.header(
+            &GroupHeader {
+                subscribe_id: up,
+                sequence: seq,
+            },
+            &mut out,
+        )
+        .unwrap();
+        for &n in frames {
+            w.frame(n as u64, 0, &mut out).unwrap();
+            out.extend(std::iter::repeat_n(7u8, n));
+        }
+        if let Some(n) = last_partial {
+            w.frame(n as u64 * 2, 0, &mut out).unwrap();
+            out.extend(std::iter::repeat_n(7u8, n));
+        }
+        out
+    };
+    let setup = || {
+        let mut c = One::new(false);
+        c.wire.cfg.limits.max_group_frames = 3;
+        c.wire.cfg.limits.max_group_bytes = 1000;
+        c.wire.cfg.limits.max_partial = 500;
+        c.start(Some(v));
+        let up = c.wire.subscribe(&mut c.io, "b", "t").unwrap();
+        c.io.take();
+        c.take_events();
+        (c, up)
+    };
+    let refused = |c: &mut One, id: StreamId| {
+        let calls = c.io.take();
+        let stopped = calls.contains(&Call::Stop {
+            id,
+            code: ErrorCode::BOUNDS_EXCEEDED.to_stream_code(),
+        });
+        let aborted = c.take_events().iter().any(|e| {
+            matches!(e, PeerEvent::GroupAbort { code, .. } if *code == ErrorCode::BOUNDS_EXCEEDED)
+        });
+        stopped && aborted && !c.wire.reads(id)
+    };
+
+    // Frames: three pass, the fourth is over.
+    let (mut c, up) = setup();
+    let id = uni(Side::Server, 0);
+    c.feed(id, &stream_bytes(up, 0, &[1, 1, 1], None), false);
+    assert!(c.wire.reads(id));
+    let mut more = Vec::new();
+    let mut w = GroupWriter::new(v);
+    w.frame(1, 0, &mut more).unwrap();
+    more.push(7);
+    c.feed(id, &more, false);
+    assert!(refused(&mut c, id), "a fourth frame");
+
+    // Bytes: 1001 of them in one group.
+    let (mut c, up) = setup();
+    let id = uni(Side::Server, 0);
+    c.feed(id, &stream_bytes(up, 0, &[400, 400], Some(201)), false);
+    assert!(refused(&mut c, id), "1001 bytes");
+
+    // Partial frames: 200 on one stream, then 301 more on another.
+    let (mut c, up) = setup();
+    let (a, b) = (uni(Side::Server, 0), uni(Side::Server, 1));
+    c.feed(a, &stream_bytes(up, 0, &[], Some(200)), false);
+    assert!(c.wire.reads(a));
+    c.feed(b, &stream_bytes(up, 1, &[], Some(301)), false);
+    assert!(
+        refused(&mut c, b),
+        "partial frames over the session's budget"
+    );
+    // The first stream's frame completing frees its share: the budget is whole again.
+    c.feed(a, &[7u8; 200], false);
+    assert!(c.wire.reads(a));
+    assert!(
+        c.take_events()
+            .iter()
+            .any(|e| matches!(e, PeerEvent::Frame { .. }))
+    );
+    let c2 = uni(Side::Server, 2);
+    c.feed(c2, &stream_bytes(up, 2, &[], Some(499)), false);
+    assert!(c.wire.reads(c2), "the budget came back");
+}
