@@ -30,8 +30,9 @@ pub trait Origin: Send + Sync + 'static {
     /// it as in an ANNOUNCE: the empty prefix lists every broadcast in full.
     fn announced(&self, prefix: &str) -> Vec<String>;
 
-    /// The frames of the latest group of `track` in `broadcast`, waiting at most `timeout` for
-    /// one; `None` when there is none. May block: it is called off the serving thread.
+    /// The payload of the latest group of `track` in `broadcast` (its frames back to back, in
+    /// any number of pieces), waiting at most `timeout` for one; `None` when there is none.
+    /// May block: it is called off the serving thread.
     fn fetch(&self, broadcast: &str, track: &str, timeout: Duration) -> Option<Vec<Bytes>>;
 
     /// Lower-case hex SHA-256 of the default certificate's DER.
