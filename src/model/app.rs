@@ -13,7 +13,6 @@ use super::{
 /// What the sessions of one core hold, summed over them, for operators and leak tests.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SessionCounts {
-    pub sessions: usize,
     /// Streams read, and streams with writes waiting for flow control.
     pub streams: usize,
     pub subscriptions: usize,

@@ -647,8 +647,10 @@ impl<H: Handler> Driver<H> {
             while let Some(ev) = conn.inner.poll() {
                 events.push(ev);
             }
-            if !conn.inner.is_handshaking() {
-                self.handshake_over(ch);
+            // The connection is already in hand: no second lookup on this path.
+            if conn.handshake_until.is_some() && !conn.inner.is_handshaking() {
+                conn.handshake_until = None;
+                self.handshakes -= 1;
             }
             for ev in events.drain(..) {
                 self.ctx_call(now, |h, ctx| h.on_event(ctx, ch, ev));

@@ -441,7 +441,6 @@ impl Peers for View<'_, '_> {
         for (_, conn) in self.conns.by_peer.values() {
             let Some(s) = &conn.session else { continue };
             let w = s.wire();
-            c.sessions += 1;
             c.streams += w.streams_read() + s.pending_writes();
             c.subscriptions += w.subscriptions();
             c.upstream_subscriptions += w.upstream_subscriptions();
