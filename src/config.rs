@@ -444,22 +444,7 @@ impl Config {
 
     pub fn merge(cli: Cli, file: File) -> Result<Self, ConfigError> {
         let admission = admission(&cli, &file.server)?;
-        let cli_relay = CliRelay {
-            cache_groups: cli.cache_groups,
-            cache_age: cli.cache_age,
-            groups_in_flight: cli.groups_in_flight,
-            max_subscriptions: cli.max_subscriptions,
-            max_announces: cli.max_announces,
-            max_frame: cli.max_frame,
-            max_message: cli.max_message,
-            track_linger: cli.track_linger,
-            max_broadcasts: cli.max_broadcasts,
-            max_announce_rate: cli.max_announce_rate,
-            max_queued: cli.max_queued,
-            max_group_frames: cli.max_group_frames,
-            max_group_bytes: cli.max_group_bytes,
-            max_partial: cli.max_partial,
-        };
+        let limits = relay_limits(&cli, &file.relay)?;
         let bind = pick(cli.server_bind, file.server.bind, "[::]:443".into());
         let bind = resolve("server.bind (--server-bind)", &bind)?;
 
@@ -499,7 +484,6 @@ impl Config {
             ));
         }
 
-        let limits = relay_limits(&cli_relay, file.relay)?;
         let web = Self::web(
             &cli.web_http_listen,
             &cli.web_https_listen,
@@ -570,85 +554,6 @@ impl Config {
     }
 }
 
-/// The `[relay]` keys as given on the command line.
-struct CliRelay {
-    cache_groups: Option<usize>,
-    cache_age: Option<u64>,
-    groups_in_flight: Option<usize>,
-    max_subscriptions: Option<usize>,
-    max_announces: Option<usize>,
-    max_frame: Option<u64>,
-    max_message: Option<usize>,
-    track_linger: Option<u64>,
-    max_broadcasts: Option<usize>,
-    max_announce_rate: Option<u32>,
-    max_queued: Option<usize>,
-    max_group_frames: Option<usize>,
-    max_group_bytes: Option<u64>,
-    max_partial: Option<u64>,
-}
-
-/// The admission limits of `[server]`.
-fn admission(cli: &Cli, file: &FileServer) -> Result<AdmissionLimits, ConfigError> {
-    let d = AdmissionLimits::default();
-    let within = |key: &str, v: usize, min: usize, max: usize| {
-        if v < min || v > max {
-            Err(bad(key, format!("{v} is outside {min}..={max}")))
-        } else {
-            Ok(v)
-        }
-    };
-    let retry = match cli.retry.as_deref().or(file.retry.as_deref()) {
-        Some(r) => r
-            .parse()
-            .map_err(|e| bad("server.retry (--server-retry)", e))?,
-        None => d.retry,
-    };
-    let timeout = pick(
-        cli.handshake_timeout,
-        file.handshake_timeout,
-        d.handshake_timeout.as_millis() as u64,
-    );
-    if !(100..=60_000).contains(&timeout) {
-        return Err(bad(
-            "server.handshake_timeout (--server-handshake-timeout)",
-            format!("{timeout} is outside 100..=60000"),
-        ));
-    }
-    Ok(AdmissionLimits {
-        max_connections: within(
-            "server.max_connections (--server-max-connections)",
-            pick(cli.max_connections, file.max_connections, d.max_connections),
-            1,
-            10_000_000,
-        )?,
-        max_connections_per_ip: within(
-            "server.max_connections_per_ip (--server-max-connections-per-ip)",
-            pick(
-                cli.max_connections_per_ip,
-                file.max_connections_per_ip,
-                d.max_connections_per_ip,
-            ),
-            1,
-            10_000_000,
-        )?,
-        max_handshakes: within(
-            "server.max_handshakes (--server-max-handshakes)",
-            pick(cli.max_handshakes, file.max_handshakes, d.max_handshakes),
-            1,
-            1_000_000,
-        )?,
-        retry,
-        retry_after: within(
-            "server.retry_after (--server-retry-after)",
-            pick(cli.retry_after, file.retry_after, d.retry_after),
-            0,
-            1_000_000,
-        )?,
-        handshake_timeout: std::time::Duration::from_millis(timeout),
-    })
-}
-
 /// The server's certificates: cert/key pairs, and host names to generate one for.
 fn server_tls(
     certs: Vec<PathBuf>,
@@ -695,161 +600,9 @@ fn client_verify(roots: Vec<PathBuf>, fingerprints: Vec<String>, disable: bool) 
     }
 }
 
-/// The flag, else the file's key, else the default; within `min..=max`.
-fn bounded(
-    key: &str,
-    cli: Option<u64>,
-    file: Option<u64>,
-    default: u64,
-    min: u64,
-    max: u64,
-) -> Result<u64, ConfigError> {
-    let v = pick(cli, file, default);
-    if v < min || v > max {
-        Err(bad(key, format!("{v} is outside {min}..={max}")))
-    } else {
-        Ok(v)
-    }
-}
-
-fn us(v: Option<usize>) -> Option<u64> {
-    v.map(|v| v as u64)
-}
-
-/// The `[relay]` keys that bound one session.
-fn session_limits(cli: &CliRelay, file: &FileRelay) -> Result<SessionLimits, ConfigError> {
-    let ds = SessionLimits::default();
-    let get = bounded;
-    Ok(SessionLimits {
-        max_groups_in_flight: get(
-            "relay.groups_in_flight (--relay-groups-in-flight)",
-            us(cli.groups_in_flight),
-            us(file.groups_in_flight),
-            ds.max_groups_in_flight as u64,
-            1,
-            1024,
-        )? as usize,
-        max_subscriptions: get(
-            "relay.max_subscriptions (--relay-max-subscriptions)",
-            us(cli.max_subscriptions),
-            us(file.max_subscriptions),
-            ds.max_subscriptions as u64,
-            1,
-            1 << 20,
-        )? as usize,
-        max_announces: get(
-            "relay.max_announces (--relay-max-announces)",
-            us(cli.max_announces),
-            us(file.max_announces),
-            ds.max_announces as u64,
-            1,
-            1 << 16,
-        )? as usize,
-        max_frame: get(
-            "relay.max_frame (--relay-max-frame)",
-            cli.max_frame,
-            file.max_frame,
-            ds.max_frame,
-            1,
-            crate::lite::MAX_FRAME_SIZE,
-        )?,
-        max_message: get(
-            "relay.max_message (--relay-max-message)",
-            us(cli.max_message),
-            us(file.max_message),
-            ds.max_message as u64,
-            256,
-            1 << 20,
-        )? as usize,
-        max_broadcasts: get(
-            "relay.max_broadcasts (--relay-max-broadcasts)",
-            us(cli.max_broadcasts),
-            us(file.max_broadcasts),
-            ds.max_broadcasts as u64,
-            1,
-            1 << 20,
-        )? as usize,
-        max_announce_rate: get(
-            "relay.max_announce_rate (--relay-max-announce-rate)",
-            cli.max_announce_rate.map(u64::from),
-            file.max_announce_rate.map(u64::from),
-            u64::from(ds.max_announce_rate),
-            1,
-            1_000_000,
-        )? as u32,
-        max_queued: get(
-            "relay.max_queued (--relay-max-queued)",
-            us(cli.max_queued),
-            us(file.max_queued),
-            ds.max_queued as u64,
-            64 * 1024,
-            1 << 34,
-        )? as usize,
-        max_group_frames: get(
-            "relay.max_group_frames (--relay-max-group-frames)",
-            us(cli.max_group_frames),
-            us(file.max_group_frames),
-            ds.max_group_frames as u64,
-            1,
-            1 << 24,
-        )? as usize,
-        max_group_bytes: get(
-            "relay.max_group_bytes (--relay-max-group-bytes)",
-            cli.max_group_bytes,
-            file.max_group_bytes,
-            ds.max_group_bytes,
-            1024,
-            1 << 40,
-        )?,
-        max_partial: get(
-            "relay.max_partial (--relay-max-partial)",
-            cli.max_partial,
-            file.max_partial,
-            ds.max_partial,
-            1024,
-            1 << 40,
-        )?,
-        ..ds
-    })
-}
-
-fn relay_limits(cli: &CliRelay, file: FileRelay) -> Result<Limits, ConfigError> {
-    let d = Limits::default();
-    let get = bounded;
-    let groups = get(
-        "relay.cache_groups (--relay-cache-groups)",
-        us(cli.cache_groups),
-        us(file.cache_groups),
-        d.cache.groups as u64,
-        1,
-        1024,
-    )?;
-    let age = get(
-        "relay.cache_age (--relay-cache-age)",
-        cli.cache_age,
-        file.cache_age,
-        d.cache.age.as_millis() as u64,
-        0,
-        3_600_000,
-    )?;
-    let linger = get(
-        "relay.track_linger (--relay-track-linger)",
-        cli.track_linger,
-        file.track_linger,
-        d.track_linger.as_millis() as u64,
-        0,
-        3_600_000,
-    )?;
-    let session = session_limits(cli, &file)?;
-    Ok(Limits {
-        session,
-        track_linger: std::time::Duration::from_millis(linger),
-        cache: CacheLimits {
-            groups: groups as usize,
-            age: std::time::Duration::from_millis(age),
-        },
-    })
-}
+#[path = "config_limits.rs"]
+mod limits;
+use limits::{admission, relay_limits};
 
 #[cfg(test)]
 #[path = "config_tests.rs"]
