@@ -73,23 +73,27 @@ impl Honest {
         honest
     }
 
-    /// Publish one frame (a group of its own) and wait for it: how long it took.
-    fn frame_time(&mut self) -> Duration {
+    /// Publish `payload` as one frame, a group of its own: the group's sequence number.
+    fn publish(&mut self, payload: Bytes) -> u64 {
         let seq = self.next;
         self.next += 1;
-        let sent = Instant::now();
         self.publisher.send(AppCmd::Frame {
             path: "demo".into(),
             track: "video".into(),
             seq,
             timestamp: seq,
-            payload: Bytes::from(vec![seq as u8; 1000]),
+            payload,
         });
         self.publisher.send(AppCmd::GroupDone {
             path: "demo".into(),
             track: "video".into(),
             seq,
         });
+        seq
+    }
+
+    /// Wait for the frame of group `seq`, checking it with `check`.
+    fn receive(&self, seq: u64, check: impl Fn(&[u8])) {
         wait(
             &self.subscriber,
             &format!("frame of group {seq}"),
@@ -97,12 +101,20 @@ impl Honest {
                 AppEvent::Frame {
                     seq: s, payload, ..
                 } if s == seq => {
-                    assert_eq!(payload.concat(), vec![seq as u8; 1000]);
+                    check(&payload.concat());
                     Some(())
                 }
                 _ => None,
             },
         );
+    }
+
+    /// Publish one small frame and wait for it: how long it took.
+    fn frame_time(&mut self) -> Duration {
+        let sent = Instant::now();
+        let byte = self.next as u8;
+        let seq = self.publish(Bytes::from(vec![byte; 1000]));
+        self.receive(seq, |p| assert_eq!(p, vec![byte; 1000]));
         sent.elapsed()
     }
 }
@@ -738,12 +750,10 @@ fn tiny_message_flood_does_not_stall_the_core() {
 #[test]
 fn announce_toggle_flood_is_cut_off() {
     let _serial = serial();
-    let mut limits = Limits::default();
-    limits.session.max_announce_rate = 50;
-    limits.session.max_broadcasts = 100;
-    let mut config = support::config(2, limits);
-    config.admission = Default::default();
-    let server = support::start(&config);
+    let server = relay(2, |c| {
+        c.limits.session.max_announce_rate = 50;
+        c.limits.session.max_broadcasts = 100;
+    });
     let mut honest = Honest::start(&server);
     let flips = Arc::new(AtomicUsize::new(0));
     let counter = flips.clone();
@@ -785,9 +795,7 @@ fn announce_toggle_flood_is_cut_off() {
 #[test]
 fn subscriber_that_never_reads_is_cut_off() {
     let _serial = serial();
-    let mut limits = Limits::default();
-    limits.session.max_queued = 2 << 20;
-    let server = support::start(&support::config(2, limits));
+    let server = relay(2, |c| c.limits.session.max_queued = 2 << 20);
     let mut honest = Honest::start(&server);
     let mut asked = false;
     let attacker = start_wire_peer(&server, true, move |cue, _w, io| {
@@ -812,25 +820,9 @@ fn subscriber_that_never_reads_is_cut_off() {
             "the deaf subscriber was never cut off"
         );
         // One 3 MiB frame per group: more than a stream's flow-control window and the budget.
-        let seq = honest.next;
-        honest.next += 1;
-        honest.publisher.send(AppCmd::Frame {
-            path: "demo".into(),
-            track: "video".into(),
-            seq,
-            timestamp: seq,
-            payload: Bytes::from(vec![1u8; 3 << 20]),
-        });
-        honest.publisher.send(AppCmd::GroupDone {
-            path: "demo".into(),
-            track: "video".into(),
-            seq,
-        });
+        let seq = honest.publish(Bytes::from(vec![1u8; 3 << 20]));
         sent += 1;
-        wait(&honest.subscriber, "a large frame", |e| match e {
-            AppEvent::Frame { seq: s, .. } if s == seq => Some(()),
-            _ => None,
-        });
+        honest.receive(seq, |p| assert_eq!(p.len(), 3 << 20));
         if sent % 10 == 0 {
             worst = worst.max(honest.frame_time());
         }
