@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use serde::Deserialize;
 
+use crate::http::HttpLimits;
 use crate::model::SessionLimits;
 use crate::net::{IoMode, SocketOptions};
 use crate::quic::AdmissionLimits;
@@ -146,6 +147,26 @@ pub struct Cli {
         value_delimiter = ','
     )]
     pub web_https_key: Vec<PathBuf>,
+
+    /// HTTP connections open at once, over both listeners [default: 1024].
+    #[arg(long = "web-max-connections", env = "MOQ_WEB_MAX_CONNECTIONS")]
+    pub web_max_connections: Option<usize>,
+
+    /// HTTP connections open at once from one source address [default: 64].
+    #[arg(
+        long = "web-max-connections-per-ip",
+        env = "MOQ_WEB_MAX_CONNECTIONS_PER_IP"
+    )]
+    pub web_max_connections_per_ip: Option<usize>,
+
+    /// `/fetch` requests waiting for a group at once; more get 503 [default: 256].
+    #[arg(long = "web-max-fetches", env = "MOQ_WEB_MAX_FETCHES")]
+    pub web_max_fetches: Option<usize>,
+
+    /// Milliseconds an HTTP response may wait for the client to take bytes before the
+    /// connection is closed [default: 10000].
+    #[arg(long = "web-write-timeout", env = "MOQ_WEB_WRITE_TIMEOUT")]
+    pub web_write_timeout: Option<u64>,
 
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it [default: info].
     #[arg(long = "log-level", env = "MOQ_LOG_LEVEL")]
@@ -328,6 +349,10 @@ pub struct FileLog {
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
 pub struct FileWeb {
+    pub max_connections: Option<usize>,
+    pub max_connections_per_ip: Option<usize>,
+    pub max_fetches: Option<usize>,
+    pub write_timeout: Option<u64>,
     #[serde(default)]
     pub http: FileWebHttp,
     #[serde(default)]
@@ -362,6 +387,7 @@ pub struct ServerTls {
 pub struct WebConfig {
     pub http: Option<SocketAddr>,
     pub https: Option<WebHttps>,
+    pub limits: HttpLimits,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -445,6 +471,7 @@ impl Config {
     pub fn merge(cli: Cli, file: File) -> Result<Self, ConfigError> {
         let admission = admission(&cli, &file.server)?;
         let limits = relay_limits(&cli, &file.relay)?;
+        let http_limits = limits::http(&cli, &file.web)?;
         let bind = pick(cli.server_bind, file.server.bind, "[::]:443".into());
         let bind = resolve("server.bind (--server-bind)", &bind)?;
 
@@ -491,6 +518,10 @@ impl Config {
             cli.web_https_key,
             file.web,
         )?;
+        let web = WebConfig {
+            limits: http_limits,
+            ..web
+        };
 
         Ok(Config {
             bind,
@@ -550,7 +581,11 @@ impl Config {
             }
             None => None,
         };
-        Ok(WebConfig { http, https })
+        Ok(WebConfig {
+            http,
+            https,
+            limits: HttpLimits::default(),
+        })
     }
 }
 

@@ -58,6 +58,42 @@ pub(super) fn admission(cli: &Cli, file: &FileServer) -> Result<AdmissionLimits,
     })
 }
 
+/// The HTTP plane's limits, `[web]`.
+pub(super) fn http(cli: &Cli, file: &FileWeb) -> Result<HttpLimits, ConfigError> {
+    let d = HttpLimits::default();
+    let count = |key, cli: Option<usize>, file: Option<usize>, default: usize| {
+        bounded(key, us(cli), us(file), default as u64, 1, 1_000_000).map(|v| v as usize)
+    };
+    Ok(HttpLimits {
+        max_connections: count(
+            "web.max_connections (--web-max-connections)",
+            cli.web_max_connections,
+            file.max_connections,
+            d.max_connections,
+        )?,
+        max_connections_per_ip: count(
+            "web.max_connections_per_ip (--web-max-connections-per-ip)",
+            cli.web_max_connections_per_ip,
+            file.max_connections_per_ip,
+            d.max_connections_per_ip,
+        )?,
+        max_fetches: count(
+            "web.max_fetches (--web-max-fetches)",
+            cli.web_max_fetches,
+            file.max_fetches,
+            d.max_fetches,
+        )?,
+        write_timeout: std::time::Duration::from_millis(bounded(
+            "web.write_timeout (--web-write-timeout)",
+            cli.web_write_timeout,
+            file.write_timeout,
+            d.write_timeout.as_millis() as u64,
+            100,
+            600_000,
+        )?),
+    })
+}
+
 /// The flag, else the file's key, else the default; within `min..=max`.
 fn bounded(
     key: &str,

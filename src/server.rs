@@ -135,7 +135,7 @@ impl Server {
                 nodes,
                 fingerprint: fingerprints.first().cloned().unwrap_or_default(),
             });
-            let http = match HttpServer::start(listeners, origin) {
+            let http = match HttpServer::start(listeners, origin, config.web.limits) {
                 Ok(h) => h,
                 Err(e) => {
                     let _ = server.stop();
@@ -218,6 +218,19 @@ fn load_certs(config: &Config) -> anyhow::Result<ServerCerts> {
     Ok(certs)
 }
 
+/// Broadcasts looked at per hold of the registry's lock by an `/announced` listing.
+const ANNOUNCED_PAGE: usize = 256;
+
+impl crate::relay::FetchReply for crate::http::FetchReply {
+    fn send(self: Box<Self>, frames: Vec<Bytes>) {
+        crate::http::FetchReply::send(*self, frames);
+    }
+
+    fn abandoned(&self) -> bool {
+        self.is_closed()
+    }
+}
+
 /// The relay as the HTTP endpoints see it.
 struct RelayOrigin {
     nodes: Arc<NodeFactory>,
@@ -225,22 +238,32 @@ struct RelayOrigin {
 }
 
 impl crate::http::Origin for RelayOrigin {
+    /// A page at a time, so that the registry's lock is never held for the whole listing.
     fn announced(&self, prefix: &str) -> Vec<String> {
         let Some(registry) = self.nodes.registry() else {
             return Vec::new();
         };
-        registry
-            .snapshot()
-            .iter()
-            .filter_map(|(p, _)| path::strip_prefix(p, prefix).map(str::to_owned))
-            .collect()
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let (paths, next) = registry.paths_page(prefix, after.as_deref(), ANNOUNCED_PAGE);
+            out.extend(
+                paths
+                    .iter()
+                    .filter_map(|p| path::strip_prefix(p, prefix).map(str::to_owned)),
+            );
+            match next {
+                Some(n) => after = Some(n),
+                None => return out,
+            }
+        }
     }
 
     /// `broadcast` comes normalised from the route.
-    fn fetch(&self, broadcast: &str, track: &str, timeout: Duration) -> Option<Vec<Bytes>> {
-        self.nodes
-            .registry()?
-            .fetch_latest(broadcast, track, timeout)
+    fn fetch(&self, broadcast: &str, track: &str, reply: crate::http::FetchReply) {
+        if let Some(registry) = self.nodes.registry() {
+            registry.fetch(broadcast, track, Box::new(reply));
+        }
     }
 
     fn fingerprint(&self) -> String {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use moq_relay::client::{Client, ClientOptions};
 use moq_relay::config::{Cli, Config, File};
-use moq_relay::http::{HttpServer, Listener, Origin};
+use moq_relay::http::{FetchReply, HttpLimits, HttpServer, Listener, Origin};
 use moq_relay::lite::Version;
 use moq_relay::quic::tls::{self, ClientVerify};
 use moq_relay::relay::AppCmd;
@@ -356,21 +356,21 @@ fn origin_is_only_a_trait_object() {
         fn announced(&self, prefix: &str) -> Vec<String> {
             vec![format!("{prefix}:z"), format!("{prefix}:a")]
         }
-        fn fetch(&self, b: &str, t: &str, _: Duration) -> Option<Vec<bytes::Bytes>> {
-            (b == "room/cam" && t == "video").then(|| {
-                vec![
+        fn fetch(&self, b: &str, t: &str, reply: FetchReply) {
+            if b == "room/cam" && t == "video" {
+                reply.send(vec![
                     bytes::Bytes::from_static(b"ab"),
                     bytes::Bytes::new(),
                     bytes::Bytes::from(vec![7u8; 70_000]),
-                ]
-            })
+                ]);
+            }
         }
         fn fingerprint(&self) -> String {
             "f".repeat(64)
         }
     }
     let listener = Listener::bind("127.0.0.1:0".parse().unwrap(), None).unwrap();
-    let http = HttpServer::start(vec![listener], Arc::new(Fixed)).unwrap();
+    let http = HttpServer::start(vec![listener], Arc::new(Fixed), HttpLimits::default()).unwrap();
     let addr = http.local_addrs()[0];
     let r = get(addr, "/fetch/room/cam/video");
     assert_eq!(r.status, 200);

@@ -5,6 +5,7 @@
 //! Runs hyper on its own thread with a current-thread tokio runtime, away from the cores' event
 //! loops: this is control-plane traffic. It sees the relay only through [`Origin`].
 
+mod conn;
 mod routes;
 
 use std::future::{Future, poll_fn};
@@ -30,17 +31,59 @@ pub trait Origin: Send + Sync + 'static {
     /// it as in an ANNOUNCE: the empty prefix lists every broadcast in full.
     fn announced(&self, prefix: &str) -> Vec<String>;
 
-    /// The payload of the latest group of `track` in `broadcast` (its frames back to back, in
-    /// any number of pieces), waiting at most `timeout` for one; `None` when there is none.
-    /// May block: it is called off the serving thread.
-    fn fetch(&self, broadcast: &str, track: &str, timeout: Duration) -> Option<Vec<Bytes>>;
+    /// Ask for the payload of the latest group of `track` in `broadcast` (its frames back to
+    /// back, in any number of pieces), or of the next to complete. Must not block: the answer
+    /// comes through `reply`, and a reply dropped unanswered means there is none.
+    fn fetch(&self, broadcast: &str, track: &str, reply: FetchReply);
 
     /// Lower-case hex SHA-256 of the default certificate's DER.
     fn fingerprint(&self) -> String;
 }
 
+/// Where the answer to one `/fetch` goes.
+pub struct FetchReply(tokio::sync::oneshot::Sender<Vec<Bytes>>);
+
+impl FetchReply {
+    pub fn send(self, frames: Vec<Bytes>) {
+        let _ = self.0.send(frames);
+    }
+
+    /// The request timed out or its client left: nobody will read an answer.
+    pub fn is_closed(&self) -> bool {
+        self.0.is_closed()
+    }
+}
+
 /// Longest a `/fetch` waits for a group (the reference relay's deadline).
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The bounds of the HTTP plane; past one, a connection is closed on accept or a request
+/// answered 503.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Connections open at once, over every listener.
+    pub max_connections: usize,
+    /// Connections open at once from one source address.
+    pub max_connections_per_ip: usize,
+    /// `/fetch` requests waiting for a group at once.
+    pub max_fetches: usize,
+    /// How long a response write may wait for the client to take bytes.
+    pub write_timeout: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            max_connections_per_ip: 64,
+            max_fetches: 256,
+            write_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Largest request head hyper buffers for one connection (requests here are short GETs).
+const MAX_REQUEST_BUFFER: usize = 16 * 1024;
 
 /// A client that has not sent its request head by then is dropped.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -48,12 +91,13 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long [`HttpServer::stop`] lets in-flight requests finish.
 const DRAIN: Duration = Duration::from_secs(2);
 
-/// Connections served at once per listener; more are closed on accept, so that a flood of idle
-/// clients cannot take every descriptor the relay has.
-const MAX_CONNECTIONS: usize = 1024;
-
-/// Threads for fetches blocked in the origin; more fetches queue.
-const FETCH_THREADS: usize = 16;
+/// What every connection's requests share.
+struct Shared {
+    origin: Arc<dyn Origin>,
+    /// Permits for `/fetch` requests in flight ([`HttpLimits::max_fetches`]).
+    fetches: tokio::sync::Semaphore,
+    write_timeout: Duration,
+}
 
 /// One bound listener: plain HTTP, or HTTPS when given a TLS config.
 pub struct Listener {
@@ -79,7 +123,11 @@ pub struct HttpServer {
 
 impl HttpServer {
     /// Serve the listeners from one thread.
-    pub fn start(listeners: Vec<Listener>, origin: Arc<dyn Origin>) -> io::Result<Self> {
+    pub fn start(
+        listeners: Vec<Listener>,
+        origin: Arc<dyn Origin>,
+        limits: HttpLimits,
+    ) -> io::Result<Self> {
         let addrs = listeners
             .iter()
             .map(|l| l.socket.local_addr())
@@ -87,10 +135,15 @@ impl HttpServer {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .enable_time()
-            .max_blocking_threads(FETCH_THREADS)
             .thread_name("moq-http")
             .build()?;
         let (stop, stopped) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            origin,
+            fetches: tokio::sync::Semaphore::new(limits.max_fetches),
+            write_timeout: limits.write_timeout,
+        });
+        let admission = conn::Admission::new(limits.max_connections, limits.max_connections_per_ip);
         let thread = std::thread::Builder::new()
             .name("moq-http".into())
             .spawn(move || {
@@ -102,7 +155,8 @@ impl HttpServer {
                                 accepts.spawn(accept_loop(
                                     listener,
                                     tls,
-                                    origin.clone(),
+                                    shared.clone(),
+                                    admission.clone(),
                                     stopped.clone(),
                                 ));
                             }
@@ -111,7 +165,6 @@ impl HttpServer {
                     }
                     while accepts.join_next().await.is_some() {}
                 });
-                // Fetches still blocked in the origin are abandoned, not waited for.
                 runtime.shutdown_timeout(Duration::from_millis(100));
             })?;
         for addr in &addrs {
@@ -153,7 +206,8 @@ impl Drop for HttpServer {
 async fn accept_loop(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
-    origin: Arc<dyn Origin>,
+    shared: Arc<Shared>,
+    admission: Arc<conn::Admission>,
     mut stopped: watch::Receiver<bool>,
 ) {
     let tls = tls.map(tokio_rustls::TlsAcceptor::from);
@@ -178,22 +232,32 @@ async fn accept_loop(
                 continue;
             }
         };
-        if conns.len() >= MAX_CONNECTIONS {
-            tracing::debug!(%peer, "http: too many connections");
-            continue;
-        }
+        // Over a cap the connection is closed at once: a flood of idle clients from one
+        // address takes neither every place nor every descriptor.
+        let slot = match admission.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(limit) => {
+                tracing::debug!(%peer, limit, "http connection refused");
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
-        let origin = origin.clone();
+        let stream = conn::Stalling::new(stream, shared.write_timeout);
+        let shared = shared.clone();
         let stopped = stopped.clone();
         match &tls {
             None => {
-                conns.spawn(serve(stream, origin, stopped));
+                conns.spawn(async move {
+                    serve(stream, shared, stopped).await;
+                    drop(slot);
+                });
             }
             Some(acceptor) => {
                 let handshake = acceptor.accept(stream);
                 conns.spawn(async move {
+                    let _slot = slot;
                     match tokio::time::timeout(HEADER_TIMEOUT, handshake).await {
-                        Ok(Ok(stream)) => serve(stream, origin, stopped).await,
+                        Ok(Ok(stream)) => serve(stream, shared, stopped).await,
                         Ok(Err(e)) => tracing::debug!(%peer, "https handshake: {e}"),
                         Err(_) => tracing::debug!(%peer, "https handshake timed out"),
                     }
@@ -210,17 +274,18 @@ async fn accept_loop(
 
 /// Serve one connection until the client leaves or the server stops, then finish the request
 /// in flight and close.
-async fn serve<S>(stream: S, origin: Arc<dyn Origin>, mut stopped: watch::Receiver<bool>)
+async fn serve<S>(stream: S, shared: Arc<Shared>, mut stopped: watch::Receiver<bool>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = service_fn(move |req| {
-        let origin = origin.clone();
-        async move { Ok::<_, std::convert::Infallible>(routes::handle(&origin, req).await) }
+        let shared = shared.clone();
+        async move { Ok::<_, std::convert::Infallible>(routes::handle(&shared, req).await) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_REQUEST_BUFFER)
         .serve_connection(TokioIo::new(stream), service);
     let mut conn = pin!(conn);
     let done = match race(conn.as_mut(), pin!(stopped.wait_for(|s| *s))).await {

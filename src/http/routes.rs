@@ -1,18 +1,16 @@
 //! Request routing: every response carries `Access-Control-Allow-Origin: *` so that pages on
 //! any origin can read it.
 
-use std::sync::Arc;
-
-use bytes::{Bytes, BytesMut};
-use http_body_util::Full;
+use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::{FETCH_TIMEOUT, Origin};
+use super::conn::Chunks;
+use super::{FETCH_TIMEOUT, FetchReply, Shared};
 use crate::model::path;
 
-type Reply = Response<Full<Bytes>>;
+type Reply = Response<Chunks>;
 
 const ALLOW: &str = "GET, HEAD, OPTIONS";
 
@@ -25,7 +23,8 @@ enum Route {
     Fetch { broadcast: String, track: String },
 }
 
-pub(super) async fn handle(origin: &Arc<dyn Origin>, req: Request<Incoming>) -> Reply {
+pub(super) async fn handle(shared: &Shared, req: Request<Incoming>) -> Reply {
+    let origin = &shared.origin;
     let route = match route(req.uri().path()) {
         Ok(Some(r)) => r,
         Ok(None) => return text(StatusCode::NOT_FOUND, "not found\n"),
@@ -48,27 +47,29 @@ pub(super) async fn handle(origin: &Arc<dyn Origin>, req: Request<Incoming>) -> 
             paths.sort();
             text(StatusCode::OK, paths.join("\n"))
         }
-        Route::Fetch { broadcast, track } => {
-            let origin = origin.clone();
-            let frames = tokio::task::spawn_blocking(move || {
-                origin.fetch(&broadcast, &track, FETCH_TIMEOUT)
-            })
-            .await;
-            match frames {
-                Ok(Some(frames)) => {
-                    let mut body = BytesMut::with_capacity(frames.iter().map(Bytes::len).sum());
-                    for f in &frames {
-                        body.extend_from_slice(f);
-                    }
-                    reply(StatusCode::OK, "application/octet-stream", body.freeze())
-                }
-                Ok(None) => text(StatusCode::NOT_FOUND, "no such track or no group yet\n"),
-                Err(e) => {
-                    tracing::error!("http fetch: {e}");
-                    text(StatusCode::INTERNAL_SERVER_ERROR, "fetch failed\n")
-                }
-            }
+        Route::Fetch { broadcast, track } => fetch(shared, &broadcast, &track).await,
+    }
+}
+
+/// Wait for the group without holding a thread: the core answers through the reply, and
+/// gives up on it once this request is gone (timed out, or its client left).
+async fn fetch(shared: &Shared, broadcast: &str, track: &str) -> Reply {
+    let Ok(_permit) = shared.fetches.try_acquire() else {
+        tracing::debug!(limit = "max_fetches", "http fetch refused");
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many fetches in flight\n",
+        );
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    shared.origin.fetch(broadcast, track, FetchReply(tx));
+    match tokio::time::timeout(FETCH_TIMEOUT, rx).await {
+        Ok(Ok(frames)) => {
+            let mut r = Response::new(Chunks::new(frames));
+            headers(&mut r, StatusCode::OK, "application/octet-stream");
+            r
         }
+        _ => text(StatusCode::NOT_FOUND, "no such track or no group yet\n"),
     }
 }
 
@@ -105,8 +106,11 @@ fn percent_decode(s: &str) -> Option<String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
+            let hex = bytes.get(i + 1..i + 3)?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
             i += 3;
         } else {
             out.push(bytes[i]);
@@ -143,7 +147,12 @@ fn text(status: StatusCode, body: impl Into<String>) -> Reply {
 }
 
 fn reply(status: StatusCode, content_type: &'static str, body: Bytes) -> Reply {
-    let mut r = Response::new(Full::new(body));
+    let mut r = Response::new(Chunks::from(body));
+    headers(&mut r, status, content_type);
+    r
+}
+
+fn headers(r: &mut Reply, status: StatusCode, content_type: &'static str) {
     *r.status_mut() = status;
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -152,7 +161,6 @@ fn reply(status: StatusCode, content_type: &'static str, body: Bytes) -> Reply {
         HeaderValue::from_static("*"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
 }
 
 #[cfg(test)]
@@ -189,5 +197,6 @@ mod unit {
         assert_eq!(percent_decode("plain").unwrap(), "plain");
         assert!(percent_decode("%4").is_none());
         assert!(percent_decode("%").is_none());
+        assert!(percent_decode("%+f").is_none());
     }
 }

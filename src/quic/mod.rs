@@ -9,11 +9,12 @@ pub mod stream_io;
 pub mod tls;
 
 pub use admission::{AdmissionLimits, RetryPolicy};
+pub use cid::CoreCid;
 pub use driver::{Ctx, Handler};
 pub use engine::{ClientRole, CoreInfo, CoreStats, Engine, EngineConfig, ServerRole};
 pub use quinn_proto::{
-    ClientConfig, Connection, ConnectionHandle, Dir, Event, ServerConfig, StreamEvent, StreamId,
-    TransportConfig, VarInt,
+    ClientConfig, Connection, ConnectionHandle, ConnectionId, ConnectionIdGenerator, Dir, Event,
+    ServerConfig, StreamEvent, StreamId, TransportConfig, VarInt,
 };
 
 use std::sync::Arc;

@@ -6,7 +6,7 @@ mod registry;
 
 pub use crate::model::{CacheLimits, Frame, Group, GroupCache};
 pub use node::{App, AppCmd, AppEvent, Limits, Node};
-pub use registry::{Census, CoreCounters, CoreMsg, Link, Owner, Registry, RelayStats};
+pub use registry::{Census, CoreCounters, CoreMsg, FetchReply, Link, Owner, Registry, RelayStats};
 
 use std::sync::{Arc, Mutex, OnceLock};
 

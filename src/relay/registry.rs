@@ -2,13 +2,14 @@
 //! Touched only by control events (announce, unannounce, subscribe lookups), never per frame.
 //! Changes are pushed to every core as messages so each keeps its own announce view.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::Sender;
 
-use crate::model::{Frame, PeerId, TrackInfo};
+use crate::model::{Frame, PeerId, TrackInfo, path};
 
 /// Who publishes a broadcast: a session on some core, or the local application of a core.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,7 +55,7 @@ pub enum CoreMsg {
     Fetch {
         path: Arc<str>,
         track: Arc<str>,
-        reply: Sender<Vec<bytes::Bytes>>,
+        reply: Box<dyn FetchReply>,
     },
     /// The track ended; `code` 0 is a clean end.
     TrackEnd { replica: u64, code: u32 },
@@ -72,6 +73,28 @@ pub enum CoreMsg {
     },
     /// Count what the core holds ([`Registry::census`]).
     Census { reply: Sender<Census> },
+}
+
+/// Where a fetched group goes: a reply from outside the cores (the HTTP plane), answered at
+/// most once, and dropped unanswered once nobody waits for it, so that a fetch whose client
+/// gave up holds no track and no upstream subscription.
+pub trait FetchReply: Send {
+    /// The group's payload, as the chunks it arrived in.
+    fn send(self: Box<Self>, frames: Vec<bytes::Bytes>);
+
+    /// The asker has given up: its deadline passed or its client left.
+    fn abandoned(&self) -> bool;
+}
+
+/// For callers that wait on a channel (tests, tools): never abandoned.
+impl FetchReply for Sender<Vec<bytes::Bytes>> {
+    fn send(self: Box<Self>, frames: Vec<bytes::Bytes>) {
+        let _ = Sender::send(&self, frames);
+    }
+
+    fn abandoned(&self) -> bool {
+        false
+    }
 }
 
 /// What one core holds, table by table: a session that ended must leave nothing behind but
@@ -166,7 +189,8 @@ pub struct RelayStats {
 pub struct Registry {
     /// One per core, indexed by core.
     pub counters: Vec<CoreCounters>,
-    owners: Mutex<HashMap<Arc<str>, Owner>>,
+    /// Ordered, so that a listing walks one prefix's range a page at a time.
+    owners: Mutex<BTreeMap<Arc<str>, Owner>>,
     links: Vec<Link>,
     /// This node's origin (hop) id, non-zero and below 2^53 as the reference advises.
     pub origin: u64,
@@ -176,7 +200,7 @@ impl Registry {
     pub fn new(links: Vec<Link>, origin: u64) -> Self {
         Self {
             counters: links.iter().map(|_| CoreCounters::default()).collect(),
-            owners: Mutex::new(HashMap::new()),
+            owners: Mutex::new(BTreeMap::new()),
             links,
             origin,
         }
@@ -269,25 +293,21 @@ impl Registry {
             .cloned()
     }
 
-    /// The newest complete group of `track` of `path`, from the core that publishes it,
-    /// waiting up to `timeout` for one. Blocking: for threads outside the cores.
-    pub fn fetch_latest(
-        &self,
-        path: &str,
-        track: &str,
-        timeout: std::time::Duration,
-    ) -> Option<Vec<bytes::Bytes>> {
-        let owner = self.lookup(path)?;
-        let (tx, rx) = crossbeam_channel::bounded(1);
+    /// Ask the core that publishes `path` for the newest complete group of `track`, or the
+    /// next one to complete; `reply` is dropped unanswered when there is no such broadcast.
+    /// Never blocks: the caller waits on its reply, with its own deadline.
+    pub fn fetch(&self, path: &str, track: &str, reply: Box<dyn FetchReply>) {
+        let Some(owner) = self.lookup(path) else {
+            return;
+        };
         self.send(
             owner.core,
             CoreMsg::Fetch {
                 path: path.into(),
                 track: track.into(),
-                reply: tx,
+                reply,
             },
         );
-        rx.recv_timeout(timeout).ok()
     }
 
     /// What every core holds now, asked of each in turn; a core that does not answer within
@@ -302,6 +322,40 @@ impl Registry {
             .collect()
     }
 
+    /// One page of the active broadcasts under `prefix` (matched on `/` boundaries), in order,
+    /// after the path `after`: at most `page` paths are looked at under the lock the cores
+    /// take, so a listing of any size stalls no core for longer than one page. The second
+    /// value is where the next page starts, `None` when this was the last.
+    pub fn paths_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        page: usize,
+    ) -> (Vec<Arc<str>>, Option<Arc<str>>) {
+        let start = match after {
+            Some(a) => Bound::Excluded(a),
+            None => Bound::Included(prefix),
+        };
+        let owners = self.owners.lock().expect("registry lock");
+        let mut out = Vec::new();
+        let mut keys = owners
+            .range::<str, _>((start, Bound::Unbounded))
+            .map(|(k, _)| k)
+            .take_while(|k| k.starts_with(prefix));
+        let mut last = None;
+        for key in keys.by_ref().take(page.max(1)) {
+            last = Some(key);
+            if path::strip_prefix(key, prefix).is_some() {
+                out.push(key.clone());
+            }
+        }
+        // More to come: resume after the last path looked at, kept or not.
+        if keys.next().is_some() {
+            return (out, last.cloned());
+        }
+        (out, None)
+    }
+
     /// Every active broadcast with its owner (for a core that starts late).
     pub fn snapshot(&self) -> Vec<(Arc<str>, Owner)> {
         self.owners
@@ -310,5 +364,61 @@ impl Registry {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry(paths: &[&str]) -> Registry {
+        let (tx, _rx) = crossbeam_channel::unbounded();
+        let r = Registry::new(
+            vec![Link {
+                tx,
+                wake: Arc::new(|| {}),
+            }],
+            1,
+        );
+        for p in paths {
+            let owner = Owner {
+                core: 0,
+                peer: None,
+                hops: vec![],
+            };
+            r.publish(p, owner);
+        }
+        r
+    }
+
+    /// All pages together are the listing, on `/` boundaries, whatever the page size; no
+    /// page looks at more than its size.
+    #[test]
+    fn paths_are_listed_a_page_at_a_time() {
+        let r = registry(&[
+            "room", "room-x", "room/a", "room/b/c", "room0", "roomz/a", "other", "ro",
+        ]);
+        let list = |prefix: &str, page: usize| {
+            let (mut all, mut after, mut pages) = (Vec::new(), None::<Arc<str>>, 0);
+            loop {
+                let (got, next) = r.paths_page(prefix, after.as_deref(), page);
+                assert!(got.len() <= page);
+                all.extend(got.iter().map(|p| p.to_string()));
+                pages += 1;
+                match next {
+                    Some(n) => after = Some(n),
+                    None => return (all, pages),
+                }
+            }
+        };
+        for page in [1, 2, 3, 100] {
+            let (all, _) = list("room", page);
+            assert_eq!(all, ["room", "room/a", "room/b/c"], "page {page}");
+            let (all, pages) = list("", page);
+            assert_eq!(all.len(), 8);
+            assert_eq!(pages, 8usize.div_ceil(page));
+            assert_eq!(list("room/b", page).0, ["room/b/c"]);
+            assert!(list("nothing", page).0.is_empty());
+        }
     }
 }

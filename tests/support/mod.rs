@@ -78,6 +78,7 @@ pub fn relay_with_http(threads: usize, https: bool) -> Server {
             listen: any,
             pairs: Vec::new(),
         }),
+        ..WebConfig::default()
     };
     start(&config)
 }

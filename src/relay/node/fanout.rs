@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// How often a core looks for HTTP fetches whose client gave up.
+const FETCH_SWEEP: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Node {
     /// Open group `seq` in the cache of `track` and abort the unfinished groups that made room
     /// for it. False when the group is too old for the cache (or the track is gone).
@@ -167,9 +170,9 @@ impl Node {
                 // A fetch takes the whole group once it is complete.
                 SubRef::Fetch { id } => {
                     if group.done
-                        && let Some(reply) = self.fetches.remove(&id)
+                        && let Some((_, reply)) = self.fetches.remove(&id)
                     {
-                        let _ = reply.send(frame_payloads(&group.frames));
+                        reply.send(frame_payloads(&group.frames));
                         fetched.push(sub);
                     }
                 }
@@ -187,8 +190,9 @@ impl Node {
         peers: &mut dyn Peers,
         p: &str,
         name: &str,
-        reply: Sender<Vec<Bytes>>,
+        reply: Box<dyn FetchReply>,
     ) {
+        self.sweep_fetches(peers);
         let Some(track) = self.resolve(peers, p, name) else {
             return;
         };
@@ -201,15 +205,35 @@ impl Node {
                 .map(|g| frame_payloads(&g.frames))
         });
         if let Some(frames) = cached {
-            let _ = reply.send(frames);
+            reply.send(frames);
             self.maybe_release(peers, track);
             return;
         }
         let id = self.next_fetch;
         self.next_fetch += 1;
-        self.fetches.insert(id, reply);
+        self.fetches.insert(id, (track, reply));
         // No cached group is complete, so attaching only waits for the next to complete.
         self.attach(peers, track, SubRef::Fetch { id }, None);
+        peers.wake_at(peers.now() + FETCH_SWEEP);
+    }
+
+    /// Forget the fetches nobody waits for any more, and let go of what they held (the
+    /// track, and through it the upstream subscription); look again in [`FETCH_SWEEP`] while
+    /// any are left.
+    pub(super) fn sweep_fetches(&mut self, peers: &mut dyn Peers) {
+        let gone: Vec<(u64, u64)> = self
+            .fetches
+            .iter()
+            .filter(|(_, (_, reply))| reply.abandoned())
+            .map(|(&id, &(track, _))| (id, track))
+            .collect();
+        for (id, track) in gone {
+            self.fetches.remove(&id);
+            self.detach(peers, track, SubRef::Fetch { id });
+        }
+        if !self.fetches.is_empty() {
+            peers.wake_at(peers.now() + FETCH_SWEEP);
+        }
     }
 
     /// The source of a track is gone: end every subscription to it.

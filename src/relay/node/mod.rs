@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
 
-use super::registry::{Census, CoreMsg, Owner, Registry};
+use super::registry::{Census, CoreMsg, FetchReply, Owner, Registry};
 use crate::model::{
     CacheLimits, ErrorCode, Frame, GroupCache, InfoAsk, PeerEvent, PeerId, Peers, RequestId,
     SessionLimits, TrackInfo, path,
@@ -130,8 +130,9 @@ pub struct Node {
     infos: HashMap<Arc<str>, HashMap<Arc<str>, TrackInfo>>,
     /// Who waits for a TRACK_INFO being asked for upstream or on the owning core.
     info_waits: HashMap<(Arc<str>, Arc<str>), Vec<InfoWaiter>>,
-    /// HTTP fetches waiting for a complete group, by their [`SubRef::Fetch`] id.
-    fetches: HashMap<u64, Sender<Vec<Bytes>>>,
+    /// HTTP fetches waiting for a complete group, by their [`SubRef::Fetch`] id, with the
+    /// track they wait on.
+    fetches: HashMap<u64, (u64, Box<dyn FetchReply>)>,
     next_fetch: u64,
 }
 

@@ -38,6 +38,7 @@ impl Application for Node {
 
     fn on_timer(&mut self, peers: &mut dyn Peers) {
         self.release_idle(peers);
+        self.sweep_fetches(peers);
     }
 
     /// At most [`INBOX_BUDGET`] messages from other cores per wake: a core flooded with them

@@ -197,6 +197,12 @@ fuzz_target!(|data: &[u8]| {
             max_subscriptions: 2,
             max_announces: 2,
             max_groups_in_flight: 1,
+            max_broadcasts: 2,
+            max_announce_rate: 2,
+            max_queued: 256,
+            max_group_frames: 4,
+            max_group_bytes: 128,
+            max_partial: 96,
         }
     } else {
         Limits::default()

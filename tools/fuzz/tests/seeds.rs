@@ -582,6 +582,14 @@ fn cid_router() {
     write("cid_router", "truncated", &[0, 2, 0xc0, 0, 0, 0, 1, 8]);
 }
 
+fn cid_generator() {
+    for (cores, core) in [(1u8, 0u8), (2, 1), (3, 2), (16, 5), (0, 0), (255, 254)] {
+        let mut s = vec![cores, core, 4];
+        s.extend_from_slice(&[0x11; 8]);
+        write("cid_generator", &format!("{cores}-{core}"), &s);
+    }
+}
+
 #[test]
 #[ignore = "writes corpus/: run by hand when encodings change"]
 fn write_seeds() {
@@ -591,4 +599,5 @@ fn write_seeds() {
     web_frames();
     web_session();
     cid_router();
+    cid_generator();
 }
