@@ -153,6 +153,7 @@ fn cross_core_handoff(c: &mut Criterion) {
             },
         ],
         1,
+        moq_relay::relay::INBOX,
     ));
     let received = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -182,15 +183,16 @@ fn cross_core_handoff(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let start = Instant::now();
             let target = received.load(Ordering::Acquire) + iters;
+            // The data path's own send, with its inbox bound: a full inbox is waited out.
             for seq in 0..iters {
-                registry.send(
-                    1,
-                    CoreMsg::Frame {
-                        replica: 1,
-                        seq,
-                        frame: frame.clone(),
-                    },
-                );
+                let msg = || CoreMsg::Frame {
+                    replica: 1,
+                    seq,
+                    frame: frame.clone(),
+                };
+                while !registry.send_data(1, msg()) {
+                    std::hint::spin_loop();
+                }
             }
             while received.load(Ordering::Acquire) < target {
                 std::hint::spin_loop();

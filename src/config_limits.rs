@@ -247,5 +247,6 @@ pub(super) fn relay_limits(cli: &Cli, file: &FileRelay) -> Result<Limits, Config
             groups: groups as usize,
             age: std::time::Duration::from_millis(age),
         },
+        ..Limits::default()
     })
 }

@@ -498,13 +498,13 @@ impl<H: Handler> Driver<H> {
                 local_ip,
                 ecn,
             };
-            if peer.inbox_tx.send(fwd).is_ok() {
+            let counter = if peer.inbox_tx.try_send(fwd).is_ok() {
                 peer.doorbell.ring();
-                self.shared
-                    .stats
-                    .forwarded_out
-                    .fetch_add(1, Ordering::Relaxed);
-            }
+                &self.shared.stats.forwarded_out
+            } else {
+                &self.shared.stats.forward_dropped
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
             return;
         }
         let ecn = ecn.and_then(EcnCodepoint::from_bits);

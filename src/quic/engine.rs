@@ -82,6 +82,11 @@ pub struct CoreInfo {
     pub io_uring: bool,
 }
 
+/// Datagrams waiting in one core's inbox from the others; past it they are dropped (and
+/// counted), as a full socket buffer would: QUIC recovers, and a stalled core does not pile
+/// up every other core's traffic.
+pub(crate) const FORWARD_QUEUE: usize = 2048;
+
 /// A datagram that reached the wrong core, on its way to the owner.
 pub(crate) struct Forwarded {
     pub socket: usize,
@@ -111,6 +116,8 @@ pub struct CoreStats {
     pub forwarded_out: AtomicU64,
     /// Datagrams other cores handed to this one.
     pub forwarded_in: AtomicU64,
+    /// Datagrams this core received for another whose inbox was full, dropped.
+    pub forward_dropped: AtomicU64,
 }
 
 pub(crate) struct CoreShared {
@@ -158,8 +165,9 @@ impl Engine {
 
         let doorbells: Arc<[Arc<Doorbell>]> =
             (0..cores).map(|_| Arc::new(Doorbell::default())).collect();
-        let (txs, rxs): (Vec<_>, Vec<_>) =
-            (0..cores).map(|_| crossbeam_channel::unbounded()).unzip();
+        let (txs, rxs): (Vec<_>, Vec<_>) = (0..cores)
+            .map(|_| crossbeam_channel::bounded(FORWARD_QUEUE))
+            .unzip();
         let peers: Arc<[Peer]> = txs
             .into_iter()
             .zip(doorbells.iter())

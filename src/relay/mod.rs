@@ -5,7 +5,7 @@ mod node;
 mod registry;
 
 pub use crate::model::{CacheLimits, Frame, Group, GroupCache};
-pub use node::{App, AppCmd, AppEvent, Limits, Node};
+pub use node::{App, AppCmd, AppEvent, INBOX, Limits, Node};
 pub use registry::{Census, CoreCounters, CoreMsg, FetchReply, Link, Owner, Registry, RelayStats};
 
 use std::sync::{Arc, Mutex, OnceLock};
@@ -24,6 +24,8 @@ pub struct NodeFactory {
 
 impl NodeFactory {
     pub fn new(cores: usize, limits: Limits) -> Arc<Self> {
+        // Unbounded as channels, bounded by use: data goes through `Registry::send_data`,
+        // which stops at `limits.inbox`; control messages are bounded by the session limits.
         let (senders, inboxes): (Vec<_>, Vec<_>) =
             (0..cores).map(|_| crossbeam_channel::unbounded()).unzip();
         Arc::new(Self {
@@ -62,7 +64,7 @@ impl NodeFactory {
                         wake: wake.clone(),
                     })
                     .collect();
-                Arc::new(Registry::new(links, self.origin))
+                Arc::new(Registry::new(links, self.origin, self.limits.inbox))
             })
             .clone();
         let inbox = self.inboxes.lock().expect("inboxes")[core]

@@ -148,6 +148,7 @@ pub struct Link {
 #[repr(align(128))]
 pub struct CoreCounters {
     cross_core_frames: AtomicU64,
+    cross_core_lost: AtomicU64,
     groups_reset: AtomicU64,
     frames_delivered: AtomicU64,
 }
@@ -161,6 +162,11 @@ impl CoreCounters {
     /// Frames handed to another core (one per frame per core with subscribers).
     pub fn cross_core_frame(&self) {
         bump(&self.cross_core_frames, 1);
+    }
+
+    /// A group a replica lost because its core's inbox was full.
+    pub fn cross_core_lost(&self) {
+        bump(&self.cross_core_lost, 1);
     }
 
     /// A group stream reset because its subscriber fell more than the bound behind.
@@ -179,6 +185,8 @@ impl CoreCounters {
 pub struct RelayStats {
     /// Frames handed to another core (one per frame per core with subscribers).
     pub cross_core_frames: u64,
+    /// Groups a replica on another core lost because that core's inbox was full.
+    pub cross_core_lost: u64,
     /// Group streams reset because a subscriber fell more than the bound behind.
     pub groups_reset: u64,
     /// Frames written to downstream subscriptions.
@@ -192,13 +200,16 @@ pub struct Registry {
     /// Ordered, so that a listing walks one prefix's range a page at a time.
     owners: Mutex<BTreeMap<Arc<str>, Owner>>,
     links: Vec<Link>,
+    /// Messages an inbox may hold before [`Registry::send_data`] refuses more.
+    max_inbox: usize,
     /// This node's origin (hop) id, non-zero and below 2^53 as the reference advises.
     pub origin: u64,
 }
 
 impl Registry {
-    pub fn new(links: Vec<Link>, origin: u64) -> Self {
+    pub fn new(links: Vec<Link>, origin: u64, max_inbox: usize) -> Self {
         Self {
+            max_inbox,
             counters: links.iter().map(|_| CoreCounters::default()).collect(),
             owners: Mutex::new(BTreeMap::new()),
             links,
@@ -216,6 +227,7 @@ impl Registry {
         };
         RelayStats {
             cross_core_frames: sum(|c| &c.cross_core_frames),
+            cross_core_lost: sum(|c| &c.cross_core_lost),
             groups_reset: sum(|c| &c.groups_reset),
             frames_delivered: sum(|c| &c.frames_delivered),
         }
@@ -236,6 +248,17 @@ impl Registry {
         if link.tx.send(msg).is_ok() {
             (link.wake)();
         }
+    }
+
+    /// Queue data (a frame or a group's end) for `core`, unless its inbox already holds
+    /// `max_inbox` messages: a stalled core does not pile up every other core's traffic.
+    /// `false`: not queued, and the caller gives up the group for that core.
+    pub fn send_data(&self, core: usize, msg: CoreMsg) -> bool {
+        if self.links[core].tx.len() >= self.max_inbox {
+            return false;
+        }
+        self.send(core, msg);
+        true
     }
 
     fn announce_all(&self, path: &Arc<str>, owner: Option<&Owner>, active: bool) {
@@ -379,6 +402,7 @@ mod tests {
                 wake: Arc::new(|| {}),
             }],
             1,
+            8,
         );
         for p in paths {
             let owner = Owner {

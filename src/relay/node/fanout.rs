@@ -47,16 +47,15 @@ impl Node {
             remotes = t.remotes.len(),
             "append"
         );
-        for &Replica { core, id: replica } in &t.remotes {
-            self.registry.counters[self.core].cross_core_frame();
-            self.registry.send(
-                core,
-                CoreMsg::Frame {
-                    replica,
-                    seq,
-                    frame: frame.clone(),
-                },
-            );
+        for &r in &t.remotes {
+            let msg = CoreMsg::Frame {
+                replica: r.id,
+                seq,
+                frame: frame.clone(),
+            };
+            if to_replica(&self.registry, self.core, &mut t.lost, r, seq, msg) {
+                self.registry.counters[self.core].cross_core_frame();
+            }
         }
         self.sync(peers, track, seq, None);
     }
@@ -69,10 +68,11 @@ impl Node {
             return;
         };
         group.finish(peers.now());
-        for &Replica { core, id: replica } in &t.remotes {
-            self.registry
-                .send(core, CoreMsg::GroupDone { replica, seq });
+        for &r in &t.remotes {
+            let msg = CoreMsg::GroupDone { replica: r.id, seq };
+            to_replica(&self.registry, self.core, &mut t.lost, r, seq, msg);
         }
+        t.lost.retain(|&(_, s)| s != seq);
         self.sync(peers, track, seq, None);
     }
 
@@ -90,6 +90,9 @@ impl Node {
         };
         t.cache.groups.retain(|g| g.seq != seq);
         for &Replica { core, id: replica } in &t.remotes {
+            if t.lost.contains(&(Replica { core, id: replica }, seq)) {
+                continue;
+            }
             self.registry.send(
                 core,
                 CoreMsg::GroupAbort {
@@ -99,6 +102,7 @@ impl Node {
                 },
             );
         }
+        t.lost.retain(|&(_, s)| s != seq);
         for sub in &t.subs {
             match *sub {
                 SubRef::App { id } => {
@@ -271,4 +275,35 @@ impl Node {
             }
         }
     }
+}
+
+/// Hand replica `r` data (a frame or the end) of group `seq`, unless it has lost that group.
+/// When its core's inbox is full it loses the group now: aborted there with `LAGGED`, once,
+/// rather than delivered with a hole. `true`: the data was queued.
+pub(super) fn to_replica(
+    registry: &Registry,
+    own: usize,
+    lost: &mut Vec<(Replica, u64)>,
+    r: Replica,
+    seq: u64,
+    msg: CoreMsg,
+) -> bool {
+    if lost.contains(&(r, seq)) {
+        return false;
+    }
+    if registry.send_data(r.core, msg) {
+        return true;
+    }
+    tracing::debug!(core = r.core, seq, limit = "inbox", "replica lost a group");
+    lost.push((r, seq));
+    registry.counters[own].cross_core_lost();
+    registry.send(
+        r.core,
+        CoreMsg::GroupAbort {
+            replica: r.id,
+            seq,
+            code: ErrorCode::LAGGED.0,
+        },
+    );
+    false
 }

@@ -33,7 +33,15 @@ pub struct Limits {
     /// re-subscribe (or an HTTP fetch) finds it warm.
     pub track_linger: std::time::Duration,
     pub cache: CacheLimits,
+    /// Messages a core's inbox may hold before frames for it are dropped; a replica that
+    /// misses a frame loses the whole group instead (aborted there with `LAGGED`). Fixed at
+    /// [`INBOX`] outside tests.
+    pub inbox: usize,
 }
+
+/// The default of [`Limits::inbox`]: at 50 groups a second of a few frames each, seconds of a
+/// stalled core's traffic.
+pub const INBOX: usize = 65_536;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -41,6 +49,7 @@ impl Default for Limits {
             session: SessionLimits::default(),
             track_linger: std::time::Duration::from_secs(5),
             cache: CacheLimits::default(),
+            inbox: INBOX,
         }
     }
 }
@@ -78,6 +87,9 @@ struct TrackState {
     subs: Vec<SubRef>,
     /// Other cores that hold replicas of this track: (core, their replica id).
     remotes: Vec<Replica>,
+    /// Groups a replica missed a frame of (its core's inbox was full), already aborted
+    /// there: nothing more of them goes to it.
+    lost: Vec<(Replica, u64)>,
     /// Since when nobody wants the track; it stays subscribed (and cached) for the linger.
     idle_since: Option<std::time::Instant>,
 }
@@ -234,30 +246,4 @@ fn frame_payloads(frames: &[Arc<Frame>]) -> Vec<Bytes> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// An HTTP fetch gets the received chunks themselves: nothing is copied on the core.
-    #[test]
-    fn fetched_groups_share_the_received_bytes() {
-        let (a, b, c) = (
-            Bytes::from_static(b"ab"),
-            Bytes::from(vec![1u8; 100]),
-            Bytes::from_static(b"z"),
-        );
-        let frames = vec![
-            Arc::new(Frame {
-                timestamp: 0,
-                chunks: vec![a.clone(), b.clone()],
-            }),
-            Arc::new(Frame {
-                timestamp: 1,
-                chunks: vec![c.clone()],
-            }),
-        ];
-        let out = frame_payloads(&frames);
-        assert_eq!(out.concat(), [&a[..], &b[..], &c[..]].concat());
-        let same = |x: &Bytes, y: &Bytes| x.as_ptr() == y.as_ptr() && x.len() == y.len();
-        assert!(same(&out[0], &a) && same(&out[1], &b) && same(&out[2], &c));
-    }
-}
+mod tests;

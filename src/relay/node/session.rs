@@ -6,7 +6,7 @@ use super::*;
 use crate::model::Application;
 
 /// Cross-core messages handled per wake of the core.
-const INBOX_BUDGET: usize = 4096;
+pub(super) const INBOX_BUDGET: usize = 4096;
 
 impl Application for Node {
     /// A client node dials its upstream (the host's first dial) at once.

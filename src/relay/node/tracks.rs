@@ -139,6 +139,7 @@ impl Node {
         self.tracks.insert(
             id,
             TrackState {
+                lost: Vec::new(),
                 path: p,
                 name: n,
                 source,

@@ -1,6 +1,7 @@
 //! Messages from the other cores.
 
 use super::*;
+use fanout::to_replica;
 
 impl Node {
     pub(super) fn on_core_msg(&mut self, peers: &mut dyn Peers, msg: CoreMsg) {
@@ -97,24 +98,21 @@ impl Node {
         t.remotes.push(r);
         if let Some(g) = t.cache.latest_group() {
             for frame in &g.frames {
-                self.registry.counters[self.core].cross_core_frame();
-                self.registry.send(
-                    from,
-                    CoreMsg::Frame {
-                        replica,
-                        seq: g.seq,
-                        frame: frame.clone(),
-                    },
-                );
+                let msg = CoreMsg::Frame {
+                    replica,
+                    seq: g.seq,
+                    frame: frame.clone(),
+                };
+                if to_replica(&self.registry, self.core, &mut t.lost, r, g.seq, msg) {
+                    self.registry.counters[self.core].cross_core_frame();
+                }
             }
             if g.done {
-                self.registry.send(
-                    from,
-                    CoreMsg::GroupDone {
-                        replica,
-                        seq: g.seq,
-                    },
-                );
+                let msg = CoreMsg::GroupDone {
+                    replica,
+                    seq: g.seq,
+                };
+                to_replica(&self.registry, self.core, &mut t.lost, r, g.seq, msg);
             }
         }
     }

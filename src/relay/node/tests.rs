@@ -1,0 +1,276 @@
+//! The node alone, driven through its [`Application`] calls with no sessions: what crosses
+//! cores, and how much of it one wake takes.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use super::*;
+use crate::model::{Application, Delivery, Group, InfoAsk, SessionCounts};
+use crate::relay::Link;
+
+/// The sessions of a core that has none: only the clock and the timer are used.
+struct NoPeers {
+    now: Instant,
+}
+
+impl Peers for NoPeers {
+    fn now(&self) -> Instant {
+        self.now
+    }
+    fn wake_at(&mut self, _at: Instant) {}
+    fn dial(&mut self, _: usize) -> Result<PeerId, String> {
+        unreachable!("no dials")
+    }
+    fn close(&mut self, _: PeerId, _: ErrorCode, _: &str) {
+        unreachable!("no sessions")
+    }
+    fn is_server(&self, _: PeerId) -> bool {
+        unreachable!("no sessions")
+    }
+    fn version(&self, _: PeerId) -> Option<u64> {
+        unreachable!("no sessions")
+    }
+    fn root(&self, _: PeerId) -> Option<&str> {
+        unreachable!("no sessions")
+    }
+    fn counts(&self) -> SessionCounts {
+        SessionCounts::default()
+    }
+    fn announce_interest(&mut self, _: PeerId, _: &str) -> bool {
+        unreachable!("no sessions")
+    }
+    fn subscribe(&mut self, _: PeerId, _: &str, _: &str) -> Option<u64> {
+        unreachable!("no sessions")
+    }
+    fn unsubscribe(&mut self, _: PeerId, _: u64) {
+        unreachable!("no sessions")
+    }
+    fn ask_info(&mut self, _: PeerId, _: &Arc<str>, _: &Arc<str>) -> InfoAsk {
+        unreachable!("no sessions")
+    }
+    fn announce_start<'a>(
+        &mut self,
+        _: PeerId,
+        _: RequestId,
+        _: &str,
+        _: u64,
+        _: &mut dyn Iterator<Item = (&'a Arc<str>, &'a [u64])>,
+    ) {
+        unreachable!("no sessions")
+    }
+    fn announce(&mut self, _: PeerId, _: &Arc<str>, _: &[u64], _: bool) {
+        unreachable!("no sessions")
+    }
+    fn accept_subscribe(&mut self, _: PeerId, _: u64) -> bool {
+        unreachable!("no sessions")
+    }
+    fn refuse_subscribe(&mut self, _: PeerId, _: u64, _: ErrorCode) {
+        unreachable!("no sessions")
+    }
+    fn answer_info(&mut self, _: PeerId, _: RequestId, _: Result<TrackInfo, ErrorCode>) {
+        unreachable!("no sessions")
+    }
+    fn answer_fetch(&mut self, _: PeerId, _: RequestId, _: Option<&[Arc<Frame>]>) {
+        unreachable!("no sessions")
+    }
+    fn refuse(&mut self, _: PeerId, _: RequestId, _: ErrorCode) {
+        unreachable!("no sessions")
+    }
+    fn deliver(&mut self, _: PeerId, _: u64, _: &Group) -> Delivery {
+        unreachable!("no sessions")
+    }
+    fn abort_group(&mut self, _: PeerId, _: u64, _: u64, _: ErrorCode) {
+        unreachable!("no sessions")
+    }
+    fn end_subscription(&mut self, _: PeerId, _: u64, _: ErrorCode, _: Option<u64>) {
+        unreachable!("no sessions")
+    }
+    fn restart(&mut self, _: PeerId, _: u64) {
+        unreachable!("no sessions")
+    }
+}
+
+/// Cores whose inboxes hold at most `max_inbox` data messages; each counts its doorbell's
+/// rings. Core 0's node is returned with an application, the other inboxes as they are.
+struct Cores {
+    node: Node,
+    app: Sender<AppCmd>,
+    rings: Vec<Arc<AtomicUsize>>,
+    inboxes: Vec<Receiver<CoreMsg>>,
+    registry: Arc<Registry>,
+    peers: NoPeers,
+}
+
+fn cores(n: usize, max_inbox: usize) -> Cores {
+    let rings: Vec<Arc<AtomicUsize>> = (0..n).map(|_| Arc::default()).collect();
+    let (txs, mut inboxes): (Vec<_>, Vec<_>) =
+        (0..n).map(|_| crossbeam_channel::unbounded()).unzip();
+    let links = txs
+        .into_iter()
+        .zip(&rings)
+        .map(|(tx, r)| {
+            let r = r.clone();
+            Link {
+                tx,
+                wake: Arc::new(move || {
+                    r.fetch_add(1, Ordering::Relaxed);
+                }),
+            }
+        })
+        .collect();
+    let registry = Arc::new(Registry::new(links, 1, max_inbox));
+    let (app, commands) = crossbeam_channel::unbounded();
+    let (events, _) = crossbeam_channel::unbounded();
+    let inbox = inboxes.remove(0);
+    let node = Node::new(
+        0,
+        registry.clone(),
+        inbox,
+        Limits::default(),
+        Some(App { commands, events }),
+    );
+    Cores {
+        node,
+        app,
+        rings,
+        inboxes,
+        registry,
+        peers: NoPeers {
+            now: Instant::now(),
+        },
+    }
+}
+
+/// One wake takes at most [`INBOX_BUDGET`] messages from other cores and rings its own
+/// doorbell for the rest, so a flooded core still gets back to its sockets in between.
+#[test]
+fn one_wake_takes_a_budget_of_the_inbox() {
+    let mut c = cores(1, INBOX);
+    let (reply, answers) = crossbeam_channel::unbounded();
+    for _ in 0..session::INBOX_BUDGET + 10 {
+        c.registry.send(
+            0,
+            CoreMsg::Census {
+                reply: reply.clone(),
+            },
+        );
+    }
+    let rung = c.rings[0].load(Ordering::Relaxed);
+    c.node.on_wake(&mut c.peers);
+    assert_eq!(answers.try_iter().count(), session::INBOX_BUDGET);
+    assert_eq!(
+        c.rings[0].load(Ordering::Relaxed),
+        rung + 1,
+        "rung for the rest"
+    );
+    c.node.on_wake(&mut c.peers);
+    assert_eq!(answers.try_iter().count(), 10);
+    assert_eq!(c.rings[0].load(Ordering::Relaxed), rung + 1, "nothing left");
+}
+
+/// A replica whose core's inbox is full loses the group it missed a frame of: it gets the
+/// frames queued before, then one abort with LAGGED, and nothing more of that group; the
+/// next group reaches it whole.
+#[test]
+fn a_full_inbox_costs_the_replica_the_group_not_a_frame() {
+    let mut c = cores(2, 3);
+    let path = "room";
+    c.app.send(AppCmd::Publish { path: path.into() }).unwrap();
+    c.node.on_wake(&mut c.peers);
+    c.registry.send(
+        0,
+        CoreMsg::Subscribe {
+            path: path.into(),
+            track: "video".into(),
+            from: 1,
+            replica: 7,
+        },
+    );
+    c.node.on_wake(&mut c.peers);
+    let frame = |seq: u64, i: u8| AppCmd::Frame {
+        path: path.into(),
+        track: "video".into(),
+        seq,
+        timestamp: u64::from(i),
+        payload: Bytes::from(vec![i; 10]),
+    };
+    let done = |seq: u64| AppCmd::GroupDone {
+        path: path.into(),
+        track: "video".into(),
+        seq,
+    };
+    // Core 1 holds the announce already; two frames fit, the third does not.
+    for i in 0..6 {
+        c.app.send(frame(0, i)).unwrap();
+    }
+    c.app.send(done(0)).unwrap();
+    c.node.on_wake(&mut c.peers);
+    let got: Vec<String> = c.inboxes[0]
+        .try_iter()
+        .map(|m| match m {
+            CoreMsg::Announce { active, .. } => format!("announce {active}"),
+            CoreMsg::Frame {
+                replica,
+                seq,
+                frame,
+            } => format!("frame {replica} {seq} {}", frame.timestamp),
+            CoreMsg::GroupDone { replica, seq } => format!("done {replica} {seq}"),
+            CoreMsg::GroupAbort { replica, seq, code } => {
+                format!("abort {replica} {seq} {code}")
+            }
+            _ => "other".into(),
+        })
+        .collect();
+    let lagged = ErrorCode::LAGGED.0;
+    assert_eq!(
+        got,
+        [
+            "announce true".to_string(),
+            "frame 7 0 0".into(),
+            "frame 7 0 1".into(),
+            format!("abort 7 0 {lagged}"),
+        ]
+    );
+    assert_eq!(c.registry.stats().cross_core_lost, 1);
+
+    // The inbox drained, the next group goes through whole, and nothing is remembered.
+    for i in 0..2 {
+        c.app.send(frame(1, i)).unwrap();
+    }
+    c.app.send(done(1)).unwrap();
+    c.node.on_wake(&mut c.peers);
+    let got: Vec<(u64, bool)> = c.inboxes[0]
+        .try_iter()
+        .map(|m| match m {
+            CoreMsg::Frame { seq, .. } => (seq, false),
+            CoreMsg::GroupDone { seq, .. } => (seq, true),
+            _ => panic!("unexpected message"),
+        })
+        .collect();
+    assert_eq!(got, [(1, false), (1, false), (1, true)]);
+    assert!(c.node.tracks.values().all(|t| t.lost.is_empty()));
+}
+
+/// An HTTP fetch gets the received chunks themselves: nothing is copied on the core.
+#[test]
+fn fetched_groups_share_the_received_bytes() {
+    let (a, b, c) = (
+        Bytes::from_static(b"ab"),
+        Bytes::from(vec![1u8; 100]),
+        Bytes::from_static(b"z"),
+    );
+    let frames = vec![
+        Arc::new(Frame {
+            timestamp: 0,
+            chunks: vec![a.clone(), b.clone()],
+        }),
+        Arc::new(Frame {
+            timestamp: 1,
+            chunks: vec![c.clone()],
+        }),
+    ];
+    let out = frame_payloads(&frames);
+    assert_eq!(out.concat(), [&a[..], &b[..], &c[..]].concat());
+    let same = |x: &Bytes, y: &Bytes| x.as_ptr() == y.as_ptr() && x.len() == y.len();
+    assert!(same(&out[0], &a) && same(&out[1], &b) && same(&out[2], &c));
+}
