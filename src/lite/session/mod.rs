@@ -167,6 +167,8 @@ pub struct Session {
     /// The root came with the transport (the WebTransport URL): SETUP Path is ignored.
     root_fixed: bool,
     ready: bool,
+    /// A lite-05 SETUP stream arrived: a second one is a protocol violation, not a new root.
+    setup_seen: bool,
     session_stream: Option<StreamId>,
     ins: HashMap<StreamId, State>,
     downs: HashMap<u64, groups::Down>,
@@ -194,6 +196,7 @@ impl Session {
             root: String::new(),
             root_fixed: false,
             ready: false,
+            setup_seen: false,
             session_stream: None,
             ins: HashMap::new(),
             downs: HashMap::new(),

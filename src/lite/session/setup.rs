@@ -167,6 +167,9 @@ impl Session {
         let Some((setup, _)) = decode_framed::<Setup>(&buf, self.version(), max)? else {
             return short(end, State::Setup { buf });
         };
+        if std::mem::replace(&mut self.setup_seen, true) {
+            return Ok(Step::Close(ErrorCode::PROTOCOL_VIOLATION, "second SETUP"));
+        }
         if self.cfg.server {
             if !self.root_fixed {
                 let raw = setup.path.unwrap_or_default();

@@ -270,6 +270,24 @@ fn lite05_server_waits_for_setup_and_takes_its_root() {
         }
         other => panic!("{other:?}"),
     }
+
+    // A second SETUP may not re-root the session: it closes it.
+    let mut again = Vec::new();
+    DataType::Setup.encode(v, &mut again).unwrap();
+    Setup {
+        path: Some("elsewhere".into()),
+        origin: PEER_ORIGIN,
+        ..Setup::default()
+    }
+    .encode(v, &mut again)
+    .unwrap();
+    assert!(s.io.closed().is_none());
+    s.feed(uni(Side::Client, 1), &again, true);
+    assert_eq!(
+        s.io.closed().map(|c| c.0),
+        Some(ErrorCode::PROTOCOL_VIOLATION.0 as u64)
+    );
+    assert_eq!(s.wire.root(), "room/a");
 }
 
 /// lite-01/02 over `moql`: the SETUP exchange on the first bidi stream picks the version.

@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// TRACK_INFOs remembered per broadcast; past it more are still answered, just not kept.
+const MAX_TRACK_INFOS: usize = 256;
+
 impl Node {
     /// The peer's announce request: answer with what this core knows is active, except what
     /// it must not hear ([`advertise`]).
@@ -109,8 +112,10 @@ impl Node {
         match asked {
             Some(InfoAsk::Asked) => {}
             Some(InfoAsk::Failed) => self.info_known(peers, p, name, Err(ErrorCode::DROPPED)),
+            // The defaults cost nothing to give again, so any name a peer makes up is
+            // answered without being remembered.
             Some(InfoAsk::Unsupported) | None => {
-                self.info_known(peers, p, name, Ok(TrackInfo::default()))
+                self.info_answer(peers, p, name, Ok(TrackInfo::default()))
             }
         }
     }
@@ -126,11 +131,22 @@ impl Node {
         if let Ok(info) = result
             && self.active.contains_key(&p)
         {
-            self.infos
-                .entry(p.clone())
-                .or_default()
-                .insert(name.clone(), info);
+            let known = self.infos.entry(p.clone()).or_default();
+            if known.len() < MAX_TRACK_INFOS || known.contains_key(&name) {
+                known.insert(name.clone(), info);
+            }
         }
+        self.info_answer(peers, p, name, result);
+    }
+
+    /// Answer everyone waiting for the TRACK_INFO of `(path, name)`.
+    fn info_answer(
+        &mut self,
+        peers: &mut dyn Peers,
+        p: Arc<str>,
+        name: Arc<str>,
+        result: Result<TrackInfo, ErrorCode>,
+    ) {
         let waiters = self
             .info_waits
             .remove(&(p.clone(), name.clone()))

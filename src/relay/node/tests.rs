@@ -251,6 +251,44 @@ fn a_full_inbox_costs_the_replica_the_group_not_a_frame() {
     assert!(c.node.tracks.values().all(|t| t.lost.is_empty()));
 }
 
+/// TRACK_INFO asked for names nobody declared is answered with the defaults and not kept:
+/// a peer that makes up names grows nothing. Declared infos are kept, up to a bound.
+#[test]
+fn made_up_track_names_leave_no_track_info_behind() {
+    let mut c = cores(1, INBOX);
+    c.app
+        .send(AppCmd::Publish {
+            path: "room".into(),
+        })
+        .unwrap();
+    // Two wakes: the publish, then its announcement to this core's own view.
+    c.node.on_wake(&mut c.peers);
+    c.node.on_wake(&mut c.peers);
+    assert!(c.node.active.contains_key("room"));
+    for id in 0..2000 {
+        c.app
+            .send(AppCmd::Info {
+                id,
+                path: "room".into(),
+                track: format!("made-up-{id}"),
+            })
+            .unwrap();
+    }
+    c.node.on_wake(&mut c.peers);
+    let census = |c: &mut Cores| c.node.census(&c.peers);
+    assert_eq!(census(&mut c).track_infos, 0);
+    assert_eq!(census(&mut c).info_waits, 0);
+    for i in 0..300 {
+        c.node.info_known(
+            &mut c.peers,
+            "room".into(),
+            format!("declared-{i}").into(),
+            Ok(TrackInfo::default()),
+        );
+    }
+    assert_eq!(census(&mut c).track_infos, 256);
+}
+
 /// An HTTP fetch gets the received chunks themselves: nothing is copied on the core.
 #[test]
 fn fetched_groups_share_the_received_bytes() {
