@@ -30,6 +30,7 @@
 //! The design (layers, the path of one frame, the rules of the house, how to add a wire
 //! protocol) is in the repository's `docs/design.md`.
 
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod http;

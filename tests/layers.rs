@@ -21,6 +21,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     ("relay", &["model"]),
     ("http", &["model"]),
+    ("auth", &["model"]),
 ];
 
 /// Imports that break the rules, file by file, while a move is under way (none since the
