@@ -517,11 +517,8 @@ impl Config {
             cli.web_https_cert,
             cli.web_https_key,
             file.web,
+            http_limits,
         )?;
-        let web = WebConfig {
-            limits: http_limits,
-            ..web
-        };
 
         Ok(Config {
             bind,
@@ -550,6 +547,7 @@ impl Config {
         certs: Vec<PathBuf>,
         keys: Vec<PathBuf>,
         file: FileWeb,
+        limits: HttpLimits,
     ) -> Result<WebConfig, ConfigError> {
         let http = http.clone().or(file.http.listen);
         let http = match http {
@@ -584,7 +582,7 @@ impl Config {
         Ok(WebConfig {
             http,
             https,
-            limits: HttpLimits::default(),
+            limits,
         })
     }
 }

@@ -29,7 +29,7 @@ use moq_relay::relay::{AppCmd, AppEvent, Limits};
 use moq_relay::server::Server;
 use moq_relay::session::{Event as SessionEvent, Session};
 use moq_relay::stream::Streams;
-use support::{connect, wait};
+use support::{connect, until, wait};
 
 /// The tests measure this process's memory and timing: one at a time.
 fn serial() -> std::sync::MutexGuard<'static, ()> {
@@ -249,15 +249,12 @@ fn datagram_flood_is_bounded() {
     .unwrap();
     let max = heard.recv_timeout(Duration::from_secs(5)).unwrap();
     assert!(max.is_some(), "the relay does not offer DATAGRAM frames");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while sent.load(Ordering::Relaxed) < 200_000 {
-        assert!(
-            Instant::now() < deadline,
-            "only {} sent",
-            sent.load(Ordering::Relaxed)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    until(
+        Instant::now() + Duration::from_secs(20),
+        Duration::from_millis(20),
+        || format!("only {} sent", sent.load(Ordering::Relaxed)),
+        || sent.load(Ordering::Relaxed) >= 200_000,
+    );
     let grown = rss_kb().saturating_sub(before);
     let worst = honest.frame_time();
     eprintln!(
@@ -340,14 +337,12 @@ fn many_connections_from_one_address_get_a_share() {
         connected: Default::default(),
     })
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while up.load(Ordering::Relaxed) + refused.load(Ordering::Relaxed) < 200 {
-        assert!(
-            Instant::now() < deadline,
-            "the attacker's dials never all ended"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    until(
+        Instant::now() + Duration::from_secs(10),
+        Duration::from_millis(20),
+        || "the attacker's dials never all ended".into(),
+        || up.load(Ordering::Relaxed) + refused.load(Ordering::Relaxed) >= 200,
+    );
     let (up, refused) = (up.load(Ordering::Relaxed), refused.load(Ordering::Relaxed));
     eprintln!("200 dials from one address: {up} up, {refused} refused");
     assert_eq!(up, CAP, "the address holds exactly its share");
@@ -672,15 +667,12 @@ fn refused_group_streams_are_not_kept() {
             }
         }
     });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while sent.load(Ordering::Relaxed) < 1000 {
-        assert!(
-            Instant::now() < deadline,
-            "only {} streams sent",
-            sent.load(Ordering::Relaxed)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    until(
+        Instant::now() + Duration::from_secs(20),
+        Duration::from_millis(50),
+        || format!("only {} streams sent", sent.load(Ordering::Relaxed)),
+        || sent.load(Ordering::Relaxed) >= 1000,
+    );
     std::thread::sleep(Duration::from_millis(500));
     let grown = rss_kb().saturating_sub(before);
     let worst = honest.frame_time();

@@ -15,7 +15,7 @@ use moq_relay::http::{FetchReply, HttpLimits, HttpServer, Listener, Origin};
 use moq_relay::lite::Version;
 use moq_relay::relay::AppCmd;
 use socket2::{Domain, Socket, Type};
-use support::WAIT;
+use support::{WAIT, until};
 
 /// An origin whose `hang/...` fetches are kept unanswered, and whose `big/...` fetches get
 /// `big` bytes.
@@ -94,13 +94,17 @@ fn waiting_fetches_hold_no_thread_and_are_bounded() {
         .map(|_| send_get("127.0.0.1", addr, "/fetch/hang/video"))
         .collect();
     let deadline = Instant::now() + WAIT;
-    while origin.held.lock().unwrap().len() < 39 {
-        assert!(
-            Instant::now() < deadline,
-            "the fetches never reached the origin"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let every = Duration::from_millis(10);
+    let held = |n: usize| {
+        let origin = &origin;
+        move || origin.held.lock().unwrap().len() >= n
+    };
+    until(
+        deadline,
+        every,
+        || "the fetches never reached the origin".into(),
+        held(39),
+    );
     let start = Instant::now();
     assert_eq!(
         get("127.0.0.1", addr, "/fetch/now/video"),
@@ -113,33 +117,31 @@ fn waiting_fetches_hold_no_thread_and_are_bounded() {
     );
 
     let last = send_get("127.0.0.1", addr, "/fetch/hang/video");
-    while origin.held.lock().unwrap().len() < 40 {
-        assert!(
-            Instant::now() < deadline,
-            "the 40th fetch never reached the origin"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    until(
+        deadline,
+        every,
+        || "the 40th fetch never reached the origin".into(),
+        held(40),
+    );
     let refused = get("127.0.0.1", addr, "/fetch/now/video").expect("a response");
     assert_eq!(refused.0, 503);
 
     assert!(origin.held.lock().unwrap().iter().all(|r| !r.is_closed()));
     drop(hanging);
     drop(last);
-    let deadline = Instant::now() + WAIT;
-    while !origin
-        .held
-        .lock()
-        .unwrap()
-        .iter()
-        .all(FetchReply::is_closed)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "fetches of gone clients still open"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    until(
+        Instant::now() + WAIT,
+        every,
+        || "fetches of gone clients still open".into(),
+        || {
+            origin
+                .held
+                .lock()
+                .unwrap()
+                .iter()
+                .all(FetchReply::is_closed)
+        },
+    );
     assert_eq!(
         get("127.0.0.1", addr, "/fetch/now/video"),
         Some((200, b"ok".to_vec()))
@@ -225,29 +227,21 @@ fn an_abandoned_fetch_leaves_nothing_on_the_core() {
     publisher.send(AppCmd::Publish {
         path: "demo".into(),
     });
-    let deadline = Instant::now() + WAIT;
-    while get("127.0.0.1", http, "/announced").map(|r| r.1) != Some(b"demo".to_vec()) {
-        assert!(Instant::now() < deadline, "never announced");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let every = Duration::from_millis(20);
+    until(
+        Instant::now() + WAIT,
+        every,
+        || "never announced".into(),
+        || get("127.0.0.1", http, "/announced").map(|r| r.1) == Some(b"demo".to_vec()),
+    );
     let waiting = send_get("127.0.0.1", http, "/fetch/demo/video");
-    let deadline = Instant::now() + WAIT;
-    while server.census().iter().map(|c| c.fetches).sum::<usize>() == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the fetch never reached the core"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let fetches = || server.census().iter().map(|c| c.fetches).sum::<usize>();
+    let what = || "the fetch never reached the core".into();
+    until(Instant::now() + WAIT, every, what, || fetches() != 0);
     drop(waiting);
     let deadline = Instant::now() + Duration::from_secs(5);
-    while server.census().iter().map(|c| c.fetches).sum::<usize>() != 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the core kept the abandoned fetch"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let what = || "the core kept the abandoned fetch".into();
+    until(deadline, Duration::from_millis(50), what, || fetches() == 0);
     publisher.close();
     server.stop().unwrap();
 }

@@ -100,6 +100,14 @@ fn join(a: &str, b: &str) -> String {
     }
 }
 
+/// How a connection path and a token's root overlap: the path is `root/below`, or the root
+/// is `path/above`.
+#[derive(Clone, Copy)]
+enum Overlap<'a> {
+    Below(&'a str),
+    Above(&'a str),
+}
+
 impl Claims {
     /// What these claims grant on a connection to `conn` (a path, normalised or not).
     ///
@@ -109,28 +117,32 @@ impl Claims {
     pub fn authorize(&self, conn: &str) -> Result<Grant, Denied> {
         let conn = clean(conn)?;
         let root = clean(&self.root)?;
+        let overlap = match (
+            path::strip_prefix(&conn, &root),
+            path::strip_prefix(&root, &conn),
+        ) {
+            (Some(below), _) => Overlap::Below(below),
+            (None, Some(above)) => Overlap::Above(above),
+            (None, None) => return Err(Denied::RootMismatch),
+        };
         let narrow = |grants: &[String]| -> Result<Vec<String>, Denied> {
             let mut out = Vec::new();
             for g in grants {
                 let g = clean(g)?;
-                if let Some(below) = path::strip_prefix(&conn, &root) {
-                    // The path is `root/below`: keep what the grant leaves of it.
-                    if let Some(rest) = path::strip_prefix(&g, below) {
-                        out.push(rest.to_owned());
-                    } else if path::has_prefix(below, &g) {
-                        out.push(String::new());
+                match overlap {
+                    // Keep what the grant leaves of the path below the root.
+                    Overlap::Below(below) => {
+                        if let Some(rest) = path::strip_prefix(&g, below) {
+                            out.push(rest.to_owned());
+                        } else if path::has_prefix(below, &g) {
+                            out.push(String::new());
+                        }
                     }
-                } else if let Some(above) = path::strip_prefix(&root, &conn) {
-                    out.push(join(above, &g));
-                } else {
-                    return Err(Denied::RootMismatch);
+                    Overlap::Above(above) => out.push(join(above, &g)),
                 }
             }
             Ok(out)
         };
-        if !path::has_prefix(&conn, &root) && !path::has_prefix(&root, &conn) {
-            return Err(Denied::RootMismatch);
-        }
         let grant = Grant {
             publish: narrow(&self.put)?,
             subscribe: narrow(&self.get)?,

@@ -129,9 +129,6 @@ impl Auth {
         if let Some(scope) = &key.scope {
             claims.within(scope).map_err(AuthError::Denied)?;
         }
-        if claims.put.is_empty() && claims.get.is_empty() {
-            return Err(AuthError::Denied(Denied::NoAccess));
-        }
         Ok(claims)
     }
 

@@ -165,15 +165,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Stalling<S> {
 #[derive(Debug, Default)]
 pub(super) struct Chunks {
     chunks: VecDeque<Bytes>,
-    left: u64,
 }
 
 impl Chunks {
     pub(super) fn new(chunks: Vec<Bytes>) -> Self {
-        let left = chunks.iter().map(|c| c.len() as u64).sum();
         Self {
             chunks: chunks.into_iter().filter(|c| !c.is_empty()).collect(),
-            left,
         }
     }
 }
@@ -192,11 +189,7 @@ impl Body for Chunks {
         mut self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        let next = self.chunks.pop_front();
-        if let Some(c) = &next {
-            self.left -= c.len() as u64;
-        }
-        Poll::Ready(next.map(|c| Ok(Frame::data(c))))
+        Poll::Ready(self.chunks.pop_front().map(|c| Ok(Frame::data(c))))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -204,7 +197,7 @@ impl Body for Chunks {
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.left)
+        SizeHint::with_exact(self.chunks.iter().map(|c| c.len() as u64).sum())
     }
 }
 

@@ -248,8 +248,8 @@ async fn accept_loop(
         match &tls {
             None => {
                 conns.spawn(async move {
+                    let _slot = slot;
                     serve(stream, shared, stopped).await;
-                    drop(slot);
                 });
             }
             Some(acceptor) => {

@@ -86,17 +86,6 @@ pub trait FetchReply: Send {
     fn abandoned(&self) -> bool;
 }
 
-/// For callers that wait on a channel (tests, tools): never abandoned.
-impl FetchReply for Sender<Vec<bytes::Bytes>> {
-    fn send(self: Box<Self>, frames: Vec<bytes::Bytes>) {
-        let _ = Sender::send(&self, frames);
-    }
-
-    fn abandoned(&self) -> bool {
-        false
-    }
-}
-
 /// What one core holds, table by table: a session that ended must leave nothing behind but
 /// the broadcasts and tracks others still use.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -20,6 +20,19 @@ use moq_relay::server::Server;
 /// How long a test waits for something that takes milliseconds on loopback.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// Poll `done` every `every` until it holds; past `deadline` the test fails with `what()`.
+pub fn until(
+    deadline: Instant,
+    every: Duration,
+    what: impl Fn() -> String,
+    mut done: impl FnMut() -> bool,
+) {
+    while !done() {
+        assert!(Instant::now() < deadline, "{}", what());
+        std::thread::sleep(every);
+    }
+}
+
 /// Log to the test's captured output, filtered by `RUST_LOG` (`RUST_LOG=moq_relay=debug`
 /// shows what the relay did). Every test may call it; the first call wins.
 pub fn init_tracing() {

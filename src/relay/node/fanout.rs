@@ -89,14 +89,14 @@ impl Node {
             return;
         };
         t.cache.groups.retain(|g| g.seq != seq);
-        for &Replica { core, id: replica } in &t.remotes {
-            if t.lost.contains(&(Replica { core, id: replica }, seq)) {
+        for &r in &t.remotes {
+            if t.lost.contains(&(r, seq)) {
                 continue;
             }
             self.registry.send(
-                core,
+                r.core,
                 CoreMsg::GroupAbort {
-                    replica,
+                    replica: r.id,
                     seq,
                     code: code.0,
                 },
@@ -196,7 +196,6 @@ impl Node {
         name: &str,
         reply: Box<dyn FetchReply>,
     ) {
-        self.sweep_fetches(peers);
         let Some(track) = self.resolve(peers, p, name) else {
             return;
         };
@@ -218,7 +217,8 @@ impl Node {
         self.fetches.insert(id, (track, reply));
         // No cached group is complete, so attaching only waits for the next to complete.
         self.attach(peers, track, SubRef::Fetch { id }, None);
-        peers.wake_at(peers.now() + FETCH_SWEEP);
+        // Also arms the next sweep, now that a fetch waits.
+        self.sweep_fetches(peers);
     }
 
     /// Forget the fetches nobody waits for any more, and let go of what they held (the
