@@ -97,7 +97,7 @@ impl Client {
                 commands: cmd_rx.clone(),
                 events: ev_tx.clone(),
             };
-            crate::server::relay_host(&nodes, &info, Some(app), dials.clone())
+            crate::server::relay_host(&nodes, &info, Some(app), dials.clone(), None)
         })?;
         let doorbell = engine.doorbells()[0].clone();
         Ok(Self {

@@ -4,10 +4,12 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::Parser;
 use serde::Deserialize;
 
+use crate::auth::{Auth, Key, Keys};
 use crate::http::HttpLimits;
 use crate::model::SessionLimits;
 use crate::net::{IoMode, SocketOptions};
@@ -230,6 +232,27 @@ pub struct Cli {
     /// Milliseconds a track nobody wants stays subscribed upstream and cached [default: 5000].
     #[arg(long = "relay-track-linger", env = "MOQ_RELAY_TRACK_LINGER")]
     pub track_linger: Option<u64>,
+
+    /// JWK file (JSON, or base64url of it, as moq-token writes) that checks every token.
+    #[arg(long = "auth-key", env = "MOQ_AUTH_KEY")]
+    pub auth_key: Option<PathBuf>,
+
+    /// Directory of `{kid}.jwk` files, picked by each token's `kid`; new files are found.
+    #[arg(long = "auth-key-dir", env = "MOQ_AUTH_KEY_DIR")]
+    pub auth_key_dir: Option<PathBuf>,
+
+    /// Prefix anyone may publish and subscribe under without a token ("" for everything);
+    /// repeat for more.
+    #[arg(long = "auth-public", env = "MOQ_AUTH_PUBLIC")]
+    pub auth_public: Vec<String>,
+
+    /// Prefix anyone may subscribe under without a token; repeat for more.
+    #[arg(long = "auth-public-subscribe", env = "MOQ_AUTH_PUBLIC_SUBSCRIBE")]
+    pub auth_public_subscribe: Vec<String>,
+
+    /// Prefix anyone may publish under without a token; repeat for more.
+    #[arg(long = "auth-public-publish", env = "MOQ_AUTH_PUBLIC_PUBLISH")]
+    pub auth_public_publish: Vec<String>,
 }
 
 /// One value or a list, as the reference accepts for paths.
@@ -268,6 +291,23 @@ pub struct File {
     pub relay: FileRelay,
     #[serde(default)]
     pub web: FileWeb,
+    #[serde(default)]
+    pub auth: FileAuth,
+}
+
+/// `[auth]`: token keys and public prefixes.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileAuth {
+    pub key: Option<PathBuf>,
+    pub key_dir: Option<PathBuf>,
+    /// Both directions; one prefix or a list.
+    #[serde(default)]
+    pub public: OneOrMany<String>,
+    #[serde(default)]
+    pub public_subscribe: OneOrMany<String>,
+    #[serde(default)]
+    pub public_publish: OneOrMany<String>,
 }
 
 /// `[relay]`: the bounds of what the relay holds per track and per session.
@@ -414,6 +454,8 @@ pub struct Config {
     pub log_level: String,
     pub limits: Limits,
     pub web: WebConfig,
+    /// Who may publish and subscribe where.
+    pub auth: Arc<Auth>,
 }
 
 /// A configuration error that names the offending key.
@@ -472,6 +514,18 @@ impl Config {
         let admission = admission(&cli, &file.server)?;
         let limits = relay_limits(&cli, &file.relay)?;
         let http_limits = limits::http(&cli, &file.web)?;
+        let auth = Arc::new(auth(
+            cli.auth_key.clone().or(file.auth.key.clone()),
+            cli.auth_key_dir.clone().or(file.auth.key_dir.clone()),
+            [
+                pick_list(cli.auth_public.clone(), file.auth.public),
+                pick_list(cli.auth_public_publish.clone(), file.auth.public_publish),
+                pick_list(
+                    cli.auth_public_subscribe.clone(),
+                    file.auth.public_subscribe,
+                ),
+            ],
+        )?);
         let bind = pick(cli.server_bind, file.server.bind, "[::]:443".into());
         let bind = resolve("server.bind (--server-bind)", &bind)?;
 
@@ -538,6 +592,7 @@ impl Config {
             log_level,
             limits,
             web,
+            auth,
         })
     }
 
@@ -632,6 +687,60 @@ fn client_verify(roots: Vec<PathBuf>, fingerprints: Vec<String>, disable: bool) 
         ClientVerify::Roots(roots)
     }
 }
+
+/// The access rules: a key or a key directory for tokens, public prefixes (`[both, publish,
+/// subscribe]`) for connections without one. With neither, start-up stops: a relay open to
+/// everyone must say so (`--auth-public ""`).
+fn auth(
+    key: Option<PathBuf>,
+    key_dir: Option<PathBuf>,
+    public: [Vec<String>; 3],
+) -> Result<Auth, ConfigError> {
+    let keys = match (key, key_dir) {
+        (Some(_), Some(_)) => {
+            return Err(bad(
+                "auth.key (--auth-key)",
+                "give auth.key or auth.key_dir (--auth-key-dir), not both",
+            ));
+        }
+        (Some(file), None) => {
+            let key = Key::from_file(&file)
+                .map_err(|e| bad("auth.key (--auth-key)", format!("{}: {e}", file.display())))?;
+            Keys::One(Arc::new(key))
+        }
+        (None, Some(dir)) => {
+            Auth::key_dir(&dir).map_err(|e| bad("auth.key_dir (--auth-key-dir)", e))?
+        }
+        (None, None) => Keys::None,
+    };
+    let names = [
+        "auth.public (--auth-public)",
+        "auth.public_publish (--auth-public-publish)",
+        "auth.public_subscribe (--auth-public-subscribe)",
+    ];
+    let mut lists: [Vec<String>; 3] = Default::default();
+    for ((list, prefixes), name) in lists.iter_mut().zip(public).zip(names) {
+        for p in prefixes {
+            let p = crate::model::path::normalize(&p, MAX_PUBLIC_PREFIX)
+                .map_err(|e| bad(name, format!("`{p}`: {e}")))?;
+            list.push(p);
+        }
+    }
+    let [both, mut publish, mut subscribe] = lists;
+    if matches!(keys, Keys::None) && both.is_empty() && publish.is_empty() && subscribe.is_empty() {
+        return Err(bad(
+            "auth",
+            "nobody may connect: give --auth-key FILE or --auth-key-dir DIR for tokens, or \
+             --auth-public PREFIX for anonymous access (--auth-public \"\" opens everything)",
+        ));
+    }
+    publish.extend(both.iter().cloned());
+    subscribe.extend(both);
+    Ok(Auth::new(keys, publish, subscribe))
+}
+
+/// Longest public prefix accepted.
+const MAX_PUBLIC_PREFIX: usize = 1024;
 
 #[path = "config_limits.rs"]
 mod limits;

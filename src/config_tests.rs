@@ -2,9 +2,14 @@
 //! bad value named by its key.
 
 use super::*;
+use crate::model::Gate;
 
+/// The flags, with everything public unless they say otherwise about auth.
 fn cli(args: &[&str]) -> Cli {
     let mut all = vec!["moq-relay"];
+    if !args.iter().any(|a| a.starts_with("--auth")) {
+        all.extend(["--auth-public", ""]);
+    }
     all.extend_from_slice(args);
     Cli::try_parse_from(all).unwrap()
 }
@@ -211,4 +216,108 @@ fn unreadable_file_is_named() {
     let c = cli(&["/nonexistent/relay.toml"]);
     let e = Config::from_cli(c).unwrap_err();
     assert!(e.0.contains("/nonexistent/relay.toml"), "{e}");
+}
+
+fn tls() -> Vec<&'static str> {
+    vec!["--tls-generate", "localhost"]
+}
+
+/// Without a key or a public prefix nobody could connect: start-up stops and says what to add.
+#[test]
+fn auth_must_be_configured() {
+    let e = Config::merge(cli(&["--auth-public-subscribe", "x"]), File::default());
+    assert!(e.is_err(), "no certificate given either");
+    let bare = Cli::try_parse_from(["moq-relay", "--tls-generate", "localhost"]).unwrap();
+    let e = Config::merge(bare, File::default()).unwrap_err();
+    assert!(
+        e.0.contains("config auth") && e.0.contains("--auth-public"),
+        "{e}"
+    );
+}
+
+/// `--auth-public ""` opens everything; one-direction prefixes add up with the two-way ones,
+/// from flags or from `[auth]`.
+#[test]
+fn public_prefixes_from_flags_and_file() {
+    let mut args = tls();
+    args.extend(["--auth-public", ""]);
+    let c = Config::merge(cli(&args), File::default()).unwrap();
+    let a = c.auth.admit("any/where", None).unwrap();
+    // Everything under the connection's path, which is all that a session there can name.
+    assert!(a.may_publish("any/where/x") && a.may_subscribe("any/where"));
+    assert!(!a.may_subscribe("other"));
+
+    let mut args = tls();
+    args.extend([
+        "--auth-public-subscribe",
+        "/watch/",
+        "--auth-public",
+        "anon",
+    ]);
+    let c = Config::merge(cli(&args), File::default()).unwrap();
+    let a = c.auth.admit("", None).unwrap();
+    assert_eq!(a.publish, ["anon"]);
+    assert_eq!(a.subscribe, ["anon", "watch"]);
+    assert_eq!(c.auth.admit("secret", None).unwrap_err().status, 401);
+
+    let f = file(
+        r#"
+        [auth]
+        public = ["anon"]
+        public_publish = "up"
+        "#,
+    )
+    .unwrap();
+    let c = Config::merge(cli(&tls()), f).unwrap();
+    // The flag's `""` (added by `cli`) wins over the file's list for the same key.
+    assert!(c.auth.admit("x", None).unwrap().may_subscribe("x"));
+    let f = file("[auth]\npublic = \"anon\"\npublic_publish = \"up\"\n").unwrap();
+    let bare = Cli::try_parse_from(["moq-relay", "--tls-generate", "localhost"]).unwrap();
+    let a = Config::merge(bare, f)
+        .unwrap()
+        .auth
+        .admit("", None)
+        .unwrap();
+    assert_eq!(
+        (a.publish, a.subscribe),
+        (vec!["anon".into(), "up".into()], vec!["anon".into()])
+    );
+    assert!(file("[auth]\nwho = 1\n").is_err());
+}
+
+/// A key that cannot be used stops start-up naming the key and the file.
+#[test]
+fn bad_auth_keys_name_their_key() {
+    let dir = std::env::temp_dir().join(format!("moq-auth-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.jwk");
+    std::fs::write(&bad, "not a key").unwrap();
+    let bad = bad.to_str().unwrap();
+    let mut args = tls();
+    args.extend(["--auth-key", bad]);
+    let e = Config::merge(cli(&args), File::default()).unwrap_err();
+    assert!(
+        e.0.contains("auth.key (--auth-key)") && e.0.contains(bad),
+        "{e}"
+    );
+
+    let mut args = tls();
+    args.extend(["--auth-key-dir", dir.to_str().unwrap()]);
+    let e = Config::merge(cli(&args), File::default()).unwrap_err();
+    assert!(
+        e.0.contains("auth.key_dir") && e.0.contains("bad.jwk"),
+        "{e}"
+    );
+
+    let mut args = tls();
+    args.extend(["--auth-key", bad, "--auth-key-dir", "/nonexistent"]);
+    let e = Config::merge(cli(&args), File::default()).unwrap_err();
+    assert!(e.0.contains("not both"), "{e}");
+
+    let deep = "x/".repeat(40);
+    let mut args = tls();
+    args.extend(["--auth-public", &deep]);
+    let e = Config::merge(cli(&args), File::default()).unwrap_err();
+    assert!(e.0.contains("auth.public (--auth-public)"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use crate::config::Config;
 use crate::http::{HttpServer, Listener};
-use crate::model::path;
+use crate::model::{Access, Gate, Refusal, path};
 use crate::quic::tls::{self, ServerCerts};
 use crate::quic::{ClientRole, CoreInfo, Engine, EngineConfig, ServerRole, TransportLimits};
 use crate::relay::{App, Census, Node, NodeFactory, RelayStats, Wake};
@@ -27,12 +27,13 @@ pub const ALPNS: &[&[u8]] = &[
 ];
 
 /// The session host of one core, running that core's relay node; `dials` is what a client
-/// node dials.
+/// node dials, `gate` who admits the peers that dial us (none: everyone, to everything).
 pub(crate) fn relay_host(
     nodes: &NodeFactory,
     info: &CoreInfo,
     app: Option<App>,
     dials: Arc<Vec<Dial>>,
+    gate: Option<Arc<dyn Gate>>,
 ) -> Host<Node> {
     let wakes: Vec<Wake> = info
         .doorbells
@@ -47,6 +48,7 @@ pub(crate) fn relay_host(
         origin: nodes.origin(),
         limits: nodes.limits().session,
         dials,
+        gate,
     };
     Host::new(cfg, nodes.node(info.core, &wakes, app))
 }
@@ -109,8 +111,16 @@ impl Server {
         };
         let nodes = NodeFactory::new(engine_config.cores(), config.limits.clone());
         let factory = nodes.clone();
+        let gate: Arc<dyn Gate> = config.auth.clone();
+        let host_gate = gate.clone();
         let engine = Engine::start(engine_config, move |info| {
-            relay_host(&factory, &info, None, Arc::default())
+            relay_host(
+                &factory,
+                &info,
+                None,
+                Arc::default(),
+                Some(host_gate.clone()),
+            )
         })
         .with_context(|| format!("starting on {}", config.bind))?;
         tracing::info!(
@@ -134,6 +144,7 @@ impl Server {
             let origin = Arc::new(RelayOrigin {
                 nodes,
                 fingerprint: fingerprints.first().cloned().unwrap_or_default(),
+                gate,
             });
             let http = match HttpServer::start(listeners, origin, config.web.limits) {
                 Ok(h) => h,
@@ -235,6 +246,7 @@ impl crate::relay::FetchReply for crate::http::FetchReply {
 struct RelayOrigin {
     nodes: Arc<NodeFactory>,
     fingerprint: String,
+    gate: Arc<dyn Gate>,
 }
 
 impl crate::http::Origin for RelayOrigin {
@@ -264,6 +276,10 @@ impl crate::http::Origin for RelayOrigin {
         if let Some(registry) = self.nodes.registry() {
             registry.fetch(broadcast, track, Box::new(reply));
         }
+    }
+
+    fn admit(&self, path: &str, token: Option<&str>) -> Result<Access, Refusal> {
+        self.gate.admit(path, token)
     }
 
     fn fingerprint(&self) -> String {

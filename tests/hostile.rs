@@ -434,7 +434,7 @@ impl Handler for WirePeer {
                     origin: 77,
                     ..Default::default()
                 };
-                self.session = Some((ch, Session::new(cfg, None)));
+                self.session = Some((ch, Session::new(cfg, None, None)));
                 let v = Some(Version::Lite03);
                 self.drive(ctx, |s, conn, now, ev| s.start(conn, now, v, ev));
             }

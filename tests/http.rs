@@ -12,6 +12,7 @@ use moq_relay::client::{Client, ClientOptions};
 use moq_relay::config::{Cli, Config, File};
 use moq_relay::http::{FetchReply, HttpLimits, HttpServer, Listener, Origin};
 use moq_relay::lite::Version;
+use moq_relay::model::{Access, Refusal};
 use moq_relay::quic::tls::{self, ClientVerify};
 use moq_relay::relay::AppCmd;
 use moq_relay::server::Server;
@@ -27,6 +28,7 @@ fn cli(web_http: Option<&str>, web_https: Option<&str>) -> Cli {
         client_bind: Some("127.0.0.1:0".into()),
         web_http_listen: web_http.map(Into::into),
         web_https_listen: web_https.map(Into::into),
+        auth_public: vec![String::new()],
         ..Cli::default()
     }
 }
@@ -364,6 +366,9 @@ fn origin_is_only_a_trait_object() {
                     bytes::Bytes::from(vec![7u8; 70_000]),
                 ]);
             }
+        }
+        fn admit(&self, _: &str, _: Option<&str>) -> Result<Access, Refusal> {
+            Ok(Access::all())
         }
         fn fingerprint(&self) -> String {
             "f".repeat(64)

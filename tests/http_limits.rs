@@ -13,6 +13,7 @@ use bytes::Bytes;
 use moq_relay::client::ClientOptions;
 use moq_relay::http::{FetchReply, HttpLimits, HttpServer, Listener, Origin};
 use moq_relay::lite::Version;
+use moq_relay::model::{Access, Refusal};
 use moq_relay::relay::AppCmd;
 use socket2::{Domain, Socket, Type};
 use support::{WAIT, until};
@@ -36,6 +37,10 @@ impl Origin for Slow {
             "big" => reply.send(vec![Bytes::from(vec![1u8; self.big])]),
             _ => reply.send(vec![Bytes::from_static(b"ok")]),
         }
+    }
+
+    fn admit(&self, _path: &str, _token: Option<&str>) -> Result<Access, Refusal> {
+        Ok(Access::all())
     }
 
     fn fingerprint(&self) -> String {

@@ -12,7 +12,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("quic", &["net", "stream"]),
     ("stream", &[]),
     ("model", &[]),
-    ("web", &["stream"]),
+    ("web", &["model", "stream"]),
     ("lite", &["model", "stream"]),
     ("ietf", &["model", "stream"]),
     (

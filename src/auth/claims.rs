@@ -92,7 +92,7 @@ pub(super) fn clean(p: &str) -> Result<String, Denied> {
 }
 
 /// `a/b`, or the non-empty side alone.
-fn join(a: &str, b: &str) -> String {
+pub(super) fn join(a: &str, b: &str) -> String {
     match (a.is_empty(), b.is_empty()) {
         (true, _) => b.to_owned(),
         (_, true) => a.to_owned(),

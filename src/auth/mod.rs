@@ -13,7 +13,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use jsonwebtoken::Validation;
+
+use crate::model::{Access, Gate, Refusal};
 
 /// Where verification keys come from.
 #[derive(Debug)]
@@ -150,6 +154,47 @@ impl Auth {
                 Ok(key)
             }
         }
+    }
+}
+
+impl AuthError {
+    /// The HTTP status that says it: 403 for a valid token that grants nothing on the path,
+    /// 401 for everything else (no token, or none that checks out).
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Denied(Denied::RootMismatch | Denied::NoAccess) => 403,
+            _ => 401,
+        }
+    }
+}
+
+impl Grant {
+    /// The grant as absolute prefixes, for the layers that hold absolute paths.
+    pub fn access(&self) -> Access {
+        let abs = |prefixes: &[String]| -> Vec<String> {
+            prefixes
+                .iter()
+                .map(|p| claims::join(&self.root, p))
+                .collect()
+        };
+        Access::new(abs(&self.publish), abs(&self.subscribe), self.expires)
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Gate for Auth {
+    fn admit(&self, path: &str, token: Option<&str>) -> Result<Access, Refusal> {
+        self.authorize(path, token, unix_now())
+            .map(|g| g.access())
+            .map_err(|e| Refusal {
+                status: e.status(),
+                reason: e.to_string(),
+            })
     }
 }
 

@@ -393,3 +393,36 @@ fn reference_cli_keys_and_tokens_verify() {
         Err(AuthError::Invalid(_))
     ));
 }
+
+/// The gate the sessions and the HTTP endpoints ask: absolute prefixes, and statuses 401 (no
+/// valid token) and 403 (a valid token that grants nothing on the path).
+#[test]
+fn gate_answers_absolute_prefixes_and_statuses() {
+    let auth = Auth::new(
+        Keys::One(key(&hs256_jwk())),
+        vec!["open".into()],
+        Vec::new(),
+    );
+    let tok = hs256(json!({"root": "demo", "put": ["alice"], "get": [""]}));
+    let a = auth.admit("/", Some(&tok)).unwrap();
+    assert_eq!(
+        (a.publish, a.subscribe),
+        (vec!["demo/alice".into()], vec!["demo".into()])
+    );
+    let a = auth.admit("demo/room", Some(&tok)).unwrap();
+    assert_eq!((a.publish, a.subscribe), (vec![], vec!["demo/room".into()]));
+    assert_eq!(auth.admit("/other", Some(&tok)).unwrap_err().status, 403);
+    assert_eq!(auth.admit("demo", None).unwrap_err().status, 401);
+    assert_eq!(auth.admit("demo", Some("a.b.c")).unwrap_err().status, 401);
+    let expired = hs256(json!({"root": "demo", "get": [""], "exp": 1_000}));
+    let e = auth.admit("demo", Some(&expired)).unwrap_err();
+    assert_eq!((e.status, e.reason.contains("expired")), (401, true));
+    let later = hs256(json!({"root": "demo", "get": [""], "exp": 4_000_000_000u64}));
+    assert_eq!(
+        auth.admit("demo", Some(&later)).unwrap().expires,
+        Some(4_000_000_000)
+    );
+    // Public access is used only without a token.
+    assert_eq!(auth.admit("open/x", None).unwrap().publish, ["open/x"]);
+    assert_eq!(auth.admit("open/x", Some(&tok)).unwrap_err().status, 403);
+}

@@ -25,6 +25,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::model::{Access, Refusal};
+
 /// What the HTTP endpoints need from the relay.
 pub trait Origin: Send + Sync + 'static {
     /// Paths of the active broadcasts under `prefix` (matched on `/` boundaries), relative to
@@ -35,6 +37,9 @@ pub trait Origin: Send + Sync + 'static {
     /// back, in any number of pieces), or of the next to complete. Must not block: the answer
     /// comes through `reply`, and a reply dropped unanswered means there is none.
     fn fetch(&self, broadcast: &str, track: &str, reply: FetchReply);
+
+    /// What a request for `path` with `token` (its `jwt` query parameter) may read.
+    fn admit(&self, path: &str, token: Option<&str>) -> Result<Access, Refusal>;
 
     /// Lower-case hex SHA-256 of the default certificate's DER.
     fn fingerprint(&self) -> String;

@@ -8,7 +8,7 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use super::conn::Chunks;
 use super::{FETCH_TIMEOUT, FetchReply, Shared};
-use crate::model::path;
+use crate::model::{Access, path};
 
 type Reply = Response<Chunks>;
 
@@ -40,14 +40,41 @@ pub(super) async fn handle(shared: &Shared, req: Request<Incoming>) -> Reply {
             return r;
         }
     }
+    let token = match path::query_param(req.uri().query().unwrap_or_default(), "jwt") {
+        Some(t) => t,
+        None => return text(StatusCode::BAD_REQUEST, "jwt is not UTF-8 once decoded\n"),
+    };
+    // What the token (or public access) lets this request read under `p`: 401 or 403 when
+    // nothing, or when `whole` and not all of `p`.
+    let admit = |p: &str, whole: bool| -> Result<Access, (StatusCode, String)> {
+        let access = origin.admit(p, token.as_deref()).map_err(|r| {
+            tracing::info!(path = p, status = r.status, reason = %r.reason, "http request refused");
+            let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::UNAUTHORIZED);
+            (status, format!("{}\n", r.reason))
+        })?;
+        let some = access.subscribe.iter().any(|s| path::has_prefix(s, p));
+        if !access.may_subscribe(p) && (whole || !some) {
+            return Err((StatusCode::FORBIDDEN, "no subscribe grant here\n".into()));
+        }
+        Ok(access)
+    };
     match route {
         Route::Certificate => text(StatusCode::OK, origin.fingerprint()),
-        Route::Announced(prefix) => {
-            let mut paths = origin.announced(&prefix);
-            paths.sort();
-            text(StatusCode::OK, paths.join("\n"))
-        }
-        Route::Fetch { broadcast, track } => fetch(shared, &broadcast, &track).await,
+        Route::Announced(prefix) => match admit(&prefix, false) {
+            Ok(access) => {
+                let mut paths = origin.announced(&prefix);
+                paths.retain(|p| {
+                    path::join(&prefix, p, usize::MAX).is_ok_and(|full| access.may_subscribe(&full))
+                });
+                paths.sort();
+                text(StatusCode::OK, paths.join("\n"))
+            }
+            Err((status, why)) => text(status, why),
+        },
+        Route::Fetch { broadcast, track } => match admit(&broadcast, true) {
+            Ok(_) => fetch(shared, &broadcast, &track).await,
+            Err((status, why)) => text(status, why),
+        },
     }
 }
 

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{
-    Delivery, ErrorCode, Frame, Group, InfoAsk, Notice, PeerEvent, PeerId, RequestId, TrackInfo,
+    Access, Delivery, ErrorCode, Frame, Group, InfoAsk, Notice, PeerEvent, PeerId, RequestId,
+    TrackInfo,
 };
 
 /// What the sessions of one core hold, summed over them, for operators and leak tests.
@@ -39,6 +40,8 @@ pub trait Peers {
     fn version(&self, peer: PeerId) -> Option<u64>;
     /// The broadcast path the session's paths are relative to, absolute.
     fn root(&self, peer: PeerId) -> Option<&str>;
+    /// What the peer may publish and subscribe to; `None` until it is admitted (or gone).
+    fn access(&self, peer: PeerId) -> Option<&Access>;
     /// Summed over every session of the core.
     fn counts(&self) -> SessionCounts;
 

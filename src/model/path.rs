@@ -76,6 +76,33 @@ pub fn join(base: &str, path: &str, max_len: usize) -> Result<String, PathTooLon
     Ok(joined)
 }
 
+/// The last non-empty value of `key` in an `application/x-www-form-urlencoded` query (how a
+/// token rides in a URL: `?jwt=...`). `None` when a value is not UTF-8 once decoded;
+/// `Some(None)` when absent.
+pub fn query_param(query: &str, key: &str) -> Option<Option<String>> {
+    let mut found = None;
+    for pair in query.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if form_decode(k)? == key {
+            let v = form_decode(v)?;
+            if !v.is_empty() {
+                found = Some(v);
+            }
+        }
+    }
+    Some(found)
+}
+
+fn form_decode(s: &str) -> Option<String> {
+    let plus = s.replace('+', " ");
+    Some(
+        percent_encoding::percent_decode(plus.as_bytes())
+            .decode_utf8()
+            .ok()?
+            .into_owned(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

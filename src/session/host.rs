@@ -6,16 +6,18 @@
 //! A second wire protocol is one more arm where the ALPN is read ([`Host::connected`]) and one
 //! more machine behind [`Session`]; the application does not change.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::{Event, Session};
 use crate::lite::session::{self as wire, Delivery, InfoAsk};
 use crate::lite::{Role, Version};
 use crate::model::{
-    Application, ErrorCode, Frame, Group, Notice, PeerId, PeerMap, Peers, RequestId, SessionCounts,
-    TrackInfo, path,
+    Access, Application, ErrorCode, Frame, Gate, Group, Notice, PeerId, PeerMap, Peers, RequestId,
+    SessionCounts, TrackInfo, path,
 };
 use crate::quic::{ConnectionHandle, Ctx, Event as QuicEvent, Handler, StreamEvent};
 use crate::stream::Streams;
@@ -66,12 +68,17 @@ pub struct HostConfig {
     pub limits: wire::Limits,
     /// What [`Peers::dial`] dials, by number.
     pub dials: Arc<Vec<Dial>>,
+    /// Who admits the peers that dial us, and to what; `None` admits anyone to everything.
+    /// Sessions we dial are trusted with everything.
+    pub gate: Option<Arc<dyn Gate>>,
 }
 
 /// One connection: the dial it came from (ours), and its session once it is up.
 struct Conn {
     dial: Option<usize>,
     session: Option<Session>,
+    /// The session's access has been seen, and its expiry (if any) is in the heap.
+    armed: bool,
 }
 
 /// Everything of the host but the application, so that the two are disjoint borrows.
@@ -83,6 +90,8 @@ struct Conns {
     next_peer: u64,
     /// Reused for what a session reports, so that reading a stream allocates nothing.
     spare: Vec<Event>,
+    /// When each session's access ends (its token's `exp`): it is closed then.
+    expiries: BinaryHeap<Reverse<(Instant, PeerId)>>,
 }
 
 /// The host of one core. See the module docs.
@@ -107,6 +116,7 @@ impl<A: Application> Host<A> {
                 by_handle: Vec::new(),
                 next_peer: 0,
                 spare: Vec::new(),
+                expiries: BinaryHeap::new(),
             },
         }
     }
@@ -139,6 +149,7 @@ impl<A: Application> Host<A> {
                 let conn = Conn {
                     dial: None,
                     session: None,
+                    armed: false,
                 };
                 c.by_peer.insert(peer, (ch, conn));
                 peer
@@ -149,7 +160,12 @@ impl<A: Application> Host<A> {
         };
         let dial = conn.dial.map(|n| &c.cfg.dials[n]);
         let web = h3.then(|| web_session(&c.cfg.limits, dial));
-        conn.session = Some(Session::new(wire_config(&c.cfg, server, h3, dial), web));
+        let gate = c.cfg.gate.clone().filter(|_| server);
+        conn.session = Some(Session::new(
+            wire_config(&c.cfg, server, h3, dial),
+            web,
+            gate,
+        ));
         tracing::debug!(core = ctx.core, %peer, alpn = %alpn, server, "session connected");
         self.app.on_session(&mut View { ctx, conns: c }, peer);
         self.drive(ctx, ch, |s, conn, now, ev| s.start(conn, now, version, ev));
@@ -172,7 +188,9 @@ impl<A: Application> Host<A> {
             Some((
                 _,
                 Conn {
-                    session: Some(s), ..
+                    session: Some(s),
+                    armed,
+                    ..
                 },
             )),
             Some(conn),
@@ -184,6 +202,13 @@ impl<A: Application> Host<A> {
         let errors = s.wire().decode_errors();
         f(s, conn, now, &mut events);
         let errors = s.wire().decode_errors() - errors;
+        if !*armed && let Some(access) = s.access() {
+            *armed = true;
+            if let Some(at) = access.expires.map(|exp| deadline(now, exp)) {
+                c.expiries.push(Reverse((at, peer)));
+                ctx.wake_at(at);
+            }
+        }
         if errors > 0 {
             self.app
                 .on_notice(peer, Notice::DecodeErrors { count: errors });
@@ -223,7 +248,7 @@ impl<A: Application> Host<A> {
                     error: e.to_string(),
                 }
             }
-            WebEvent::Open { .. } | WebEvent::Stream { .. } => return,
+            WebEvent::Connect { .. } | WebEvent::Open { .. } | WebEvent::Stream { .. } => return,
         };
         self.app.on_notice(peer, notice);
     }
@@ -241,6 +266,24 @@ impl<A: Application> Host<A> {
         let forgotten = conn.session.map(|mut s| s.lost()).unwrap_or_default();
         let mut view = View { ctx, conns: c };
         self.app.on_lost(&mut view, peer, &reason, forgotten);
+    }
+
+    /// Close the sessions whose access has ended.
+    fn expire(&mut self, ctx: &mut Ctx<'_>) {
+        let c = &mut self.conns;
+        while let Some(&Reverse((at, peer))) = c.expiries.peek() {
+            if at > ctx.now {
+                ctx.wake_at(at);
+                break;
+            }
+            c.expiries.pop();
+            let Some(&(ch, _)) = c.by_peer.get(&peer) else {
+                continue;
+            };
+            let addr = ctx.peek(ch).map(|q| q.remote_address());
+            tracing::info!(core = ctx.core, %peer, peer_addr = ?addr, "token expired, closing session");
+            ctx.close(ch, ErrorCode::UNAUTHORIZED.0, b"token expired");
+        }
     }
 
     fn view<'a, 'c>(&'a mut self, ctx: &'a mut Ctx<'c>) -> (&'a mut A, View<'a, 'c>) {
@@ -282,6 +325,14 @@ impl Conns {
         let session = self.by_peer.get_mut(&peer)?.1.session.as_mut()?;
         Some((session, ctx.conn(ch)?))
     }
+}
+
+/// The instant at which Unix time `exp` (seconds) comes, seen from `now`.
+fn deadline(now: Instant, exp: u64) -> Instant {
+    let unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    now + Duration::from_secs(exp).saturating_sub(unix)
 }
 
 /// The moq-lite machine's configuration for a new connection (`dial`: ours, dialled).
@@ -347,6 +398,7 @@ impl<A: Application + 'static> Handler for Host<A> {
     }
 
     fn on_timer(&mut self, ctx: &mut Ctx<'_>) {
+        self.expire(ctx);
         let (app, mut view) = self.view(ctx);
         app.on_timer(&mut view);
     }
@@ -412,6 +464,7 @@ impl Peers for View<'_, '_> {
         let conn = Conn {
             dial: Some(dial),
             session: None,
+            armed: false,
         };
         c.by_peer.insert(peer, (ch, conn));
         Ok(peer)
@@ -434,6 +487,10 @@ impl Peers for View<'_, '_> {
 
     fn root(&self, peer: PeerId) -> Option<&str> {
         Some(self.session(peer)?.wire().root())
+    }
+
+    fn access(&self, peer: PeerId) -> Option<&Access> {
+        self.session(peer)?.access()
     }
 
     fn counts(&self) -> SessionCounts {

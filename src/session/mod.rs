@@ -12,10 +12,12 @@ mod host;
 
 pub use host::{Dial, Host, HostConfig};
 
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crate::lite::Version;
 use crate::lite::session::{self as wire, PeerEvent};
+use crate::lite::{Role, Version};
+use crate::model::{Access, ErrorCode, Gate, Refusal};
 use crate::quic::stream_io::{self, ConnStreams, Outs};
 use crate::quic::{Connection, Dir, StreamId};
 use crate::stream::Streams;
@@ -40,8 +42,11 @@ pub struct Session {
     /// Peer streams taken with `accept`, per direction (bidi, uni): quinn hands them out in
     /// index order, so a peer stream is accepted when its index is below this.
     peer_accepted: [u64; 2],
-    /// The `jwt` query parameter of a server's CONNECT URL, kept for the auth layer.
-    jwt: Option<String>,
+    /// Who decides what a server's peer may do; `None` lets it do everything.
+    gate: Option<Arc<dyn Gate>>,
+    /// What the peer may do, once decided: at the CONNECT on WebTransport, at setup on raw
+    /// QUIC (narrowed to the role its lite-05 SETUP declares).
+    access: Option<Access>,
     /// Reused for what the machine reports, so that reading a stream allocates nothing.
     spare: Vec<PeerEvent>,
     /// See [`crate::model::SessionLimits::max_queued`].
@@ -69,8 +74,9 @@ fn now_ms() -> u64 {
 }
 
 impl Session {
-    /// `web`: the WebTransport session, on an HTTP/3 connection.
-    pub fn new(wire: wire::Config, web: Option<WebSession>) -> Self {
+    /// `web`: the WebTransport session, on an HTTP/3 connection; `gate`: who admits a
+    /// server's peer (none: anyone, for everything).
+    pub fn new(wire: wire::Config, web: Option<WebSession>, gate: Option<Arc<dyn Gate>>) -> Self {
         let server = wire.server;
         let max_queued = wire.limits.max_queued;
         Self {
@@ -79,7 +85,8 @@ impl Session {
             outs: Outs::new(),
             server,
             peer_accepted: [0; 2],
-            jwt: None,
+            gate,
+            access: None,
             spare: Vec::new(),
             max_queued,
             over_since: None,
@@ -95,8 +102,78 @@ impl Session {
         &mut self.wire
     }
 
-    pub fn jwt(&self) -> Option<&str> {
-        self.jwt.as_deref()
+    /// What the peer may do; `None` until it is admitted.
+    pub fn access(&self) -> Option<&Access> {
+        self.access.as_ref()
+    }
+
+    fn admit(&self, root: &str, token: Option<&str>) -> Result<Access, Refusal> {
+        match &self.gate {
+            Some(gate) => gate.admit(root, token),
+            None => Ok(Access::all()),
+        }
+    }
+
+    /// The machine reported `Ready`: a raw QUIC peer is admitted now, with the root and token
+    /// of its SETUP (none before lite-05), and any peer is narrowed to its declared role. A
+    /// refused peer's connection is closed with `unauthorized` and false returned.
+    fn admit_ready(&mut self, conn: &mut Connection, now: Instant) -> bool {
+        let access = match self.access.take() {
+            Some(access) => Ok(access),
+            None => self.admit(self.wire.root(), self.wire.token()),
+        };
+        let access = access.and_then(|mut a| {
+            if self.gate.is_none() {
+                return Ok(a);
+            }
+            match self.wire.peer_role() {
+                Role::Publisher => a.subscribe.clear(),
+                Role::Subscriber => a.publish.clear(),
+                Role::Both => {}
+            }
+            if a.is_empty() {
+                return Err(Refusal::forbidden("the declared role is not granted"));
+            }
+            Ok(a)
+        });
+        match access {
+            Ok(access) => {
+                self.access = Some(access);
+                true
+            }
+            Err(r) => {
+                tracing::info!(
+                    peer = %conn.remote_address(),
+                    root = self.wire.root(),
+                    status = r.status,
+                    reason = %r.reason,
+                    "session refused"
+                );
+                let code = ErrorCode::UNAUTHORIZED.to_close_code();
+                conn.close(
+                    now,
+                    quinn_proto::VarInt::from_u64(code).unwrap_or_default(),
+                    bytes::Bytes::from(r.reason.into_bytes()),
+                );
+                false
+            }
+        }
+    }
+
+    /// What the machine reported goes up, once a `Ready` among it is admitted (else nothing
+    /// does: the connection is closing).
+    fn report(
+        &mut self,
+        conn: &mut Connection,
+        now: Instant,
+        peer: &mut Vec<PeerEvent>,
+        events: &mut Vec<Event>,
+    ) {
+        if peer.iter().any(|e| matches!(e, PeerEvent::Ready)) && !self.admit_ready(conn, now) {
+            peer.clear();
+            return;
+        }
+        events.extend(peer.drain(..).map(Event::Peer));
     }
 
     /// Writes waiting for flow control, by stream.
@@ -157,7 +234,7 @@ impl Session {
             None => {
                 let mut peer = Vec::new();
                 self.io(conn, now, |w, io| w.start(io, version, None, &mut peer));
-                events.extend(peer.into_iter().map(Event::Peer));
+                self.report(conn, now, &mut peer, events);
             }
         }
         self.accept(conn, now, events);
@@ -243,7 +320,7 @@ impl Session {
         self.io(conn, now, |w, io| {
             w.on_stream(io, id, chunks, end, stamp, &mut peer)
         });
-        events.extend(peer.drain(..).map(Event::Peer));
+        self.report(conn, now, &mut peer, events);
         self.spare = peer;
         if !was_ready && self.wire.is_ready() {
             self.accept(conn, now, events);
@@ -268,17 +345,43 @@ impl Session {
             end,
         );
         let mut opened = false;
-        for event in reported {
+        let mut queue: std::collections::VecDeque<WebEvent> = reported.into();
+        while let Some(event) = queue.pop_front() {
             match event {
+                // A server admits the peer (or not) before anything is answered: a refusal
+                // is an HTTP status, and no session ever exists.
+                WebEvent::Connect { root, jwt, .. } => {
+                    let access = self.admit(&root, jwt.as_deref());
+                    let addr = conn.remote_address();
+                    let Some(web) = self.web.as_mut() else { return };
+                    let mut io = ConnStreams::new(conn, &mut self.outs, now);
+                    match access {
+                        Ok(access) => {
+                            self.access = Some(access);
+                            for e in web.accept_connect(&mut io).into_iter().rev() {
+                                queue.push_front(e);
+                            }
+                        }
+                        Err(r) => {
+                            tracing::info!(
+                                peer = %addr,
+                                root = %root,
+                                status = r.status,
+                                reason = %r.reason,
+                                "webtransport session refused"
+                            );
+                            web.reject_connect(&mut io, r.status);
+                        }
+                    }
+                }
                 // Once open, the version comes from the negotiated subprotocol, or from the
                 // SETUP exchange when there is none; a server's root is the URL path.
                 WebEvent::Open {
                     ref root,
                     ref protocol,
-                    ref jwt,
+                    ..
                 } => {
                     let root = if self.server {
-                        self.jwt = jwt.clone();
                         root.clone()
                     } else {
                         String::new()
@@ -289,7 +392,7 @@ impl Session {
                         w.start(io, version, Some(root), &mut peer)
                     });
                     events.push(Event::Web(event));
-                    events.extend(peer.into_iter().map(Event::Peer));
+                    self.report(conn, now, &mut peer, events);
                     opened = true;
                 }
                 WebEvent::Stream {

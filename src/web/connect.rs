@@ -11,6 +11,7 @@ use super::error::{
 use super::frame::{DATA, FrameHeader, HEADERS, check_request_frame, put_frame_header};
 use super::qpack::{self, Field, SectionError};
 use super::settings::MAX_FIELD_SECTION_SIZE;
+use crate::model::path::query_param;
 
 /// The request header that lists the client's WebTransport subprotocols (an sf-list of
 /// sf-strings), as Chromium and @moq/lite send it.
@@ -522,32 +523,6 @@ fn normalize_root(raw: &str) -> Option<String> {
         }
     }
     Some(parts.join("/"))
-}
-
-/// The last non-empty value of `key` in an `application/x-www-form-urlencoded` query.
-/// `None` when a value is not UTF-8 once decoded; `Some(None)` when absent.
-fn query_param(query: &str, key: &str) -> Option<Option<String>> {
-    let mut found = None;
-    for pair in query.split('&') {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        if form_decode(k)? == key {
-            let v = form_decode(v)?;
-            if !v.is_empty() {
-                found = Some(v);
-            }
-        }
-    }
-    Some(found)
-}
-
-fn form_decode(s: &str) -> Option<String> {
-    let plus = s.replace('+', " ");
-    Some(
-        percent_decode(plus.as_bytes())
-            .decode_utf8()
-            .ok()?
-            .into_owned(),
-    )
 }
 
 /// WT-Available-Protocols: an sf-list of sf-strings; several field lines join with commas

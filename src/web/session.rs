@@ -45,6 +45,14 @@ const MAX_H3_HEADER: usize = 16;
 /// What the session tells the layer above.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WebEvent {
+    /// Server: a CONNECT for `root` (normalised URL path) with `jwt` (the URL's `jwt` query
+    /// parameter); `protocol` is the WT-Protocol we would choose. Nothing is answered until
+    /// the layer above calls [`WebSession::accept_connect`] or [`WebSession::reject_connect`].
+    Connect {
+        root: String,
+        protocol: Option<String>,
+        jwt: Option<String>,
+    },
     /// The session is open: a server answered the CONNECT with 200, or a client's CONNECT got
     /// a 2xx. `root` is the normalised URL path (on a client, the path it asked for);
     /// `protocol` the WT-Protocol chosen, if any; `jwt` the URL's `jwt` query parameter.
@@ -114,6 +122,14 @@ struct Cx<'a> {
     out: &'a mut Vec<WebEvent>,
 }
 
+/// A server's CONNECT that waits for the layer above to accept or reject it.
+struct Asked {
+    id: StreamId,
+    root: String,
+    protocol: Option<String>,
+    jwt: Option<String>,
+}
+
 /// A WebTransport stream that arrived before the session opened: its bytes wait, bounded.
 struct Early {
     id: StreamId,
@@ -136,6 +152,7 @@ pub struct WebSession {
     reading: HashMap<StreamId, Reading>,
     /// In arrival order; at most [`MAX_EARLY_STREAMS`].
     early: Vec<Early>,
+    asked: Option<Asked>,
 }
 
 impl WebSession {
@@ -186,6 +203,7 @@ impl WebSession {
             open: false,
             reading: HashMap::new(),
             early: Vec::new(),
+            asked: None,
         }
     }
 
@@ -523,8 +541,9 @@ impl WebSession {
         None
     }
 
-    /// The CONNECT request: answer it and open the session, whose root is the URL path.
-    /// False when the root was refused (answered 414) and the stream is no longer read.
+    /// The CONNECT request: a root refused by the check is answered 414 (false: the stream is
+    /// no longer read); else the layer above is asked ([`WebEvent::Connect`]) and answers with
+    /// [`Self::accept_connect`] or [`Self::reject_connect`].
     fn answer(&mut self, cx: &mut Cx<'_>, id: StreamId, req: Request) -> bool {
         let Role::Server { protocols, root } = &self.role else {
             return false;
@@ -541,11 +560,45 @@ impl WebSession {
             chosen = ?protocol,
             "webtransport session"
         );
-        cx.io.set_priority(id, CONNECT_PRIORITY);
-        cx.io
-            .write(id, vec![response(200, protocol.as_deref())], false);
-        self.opened(cx, root, protocol, req.jwt);
+        cx.out.push(WebEvent::Connect {
+            root: root.clone(),
+            protocol: protocol.clone(),
+            jwt: req.jwt.clone(),
+        });
+        self.asked = Some(Asked {
+            id,
+            root,
+            protocol,
+            jwt: req.jwt,
+        });
         true
+    }
+
+    /// Answer the CONNECT that [`WebEvent::Connect`] reported with 200: the session opens
+    /// ([`WebEvent::Open`], then the streams held meanwhile).
+    pub fn accept_connect(&mut self, io: &mut dyn Streams) -> Vec<WebEvent> {
+        let mut out = Vec::new();
+        let Some(a) = self.asked.take() else {
+            return out;
+        };
+        let cx = &mut Cx { io, out: &mut out };
+        cx.io.set_priority(a.id, CONNECT_PRIORITY);
+        cx.io
+            .write(a.id, vec![response(200, a.protocol.as_deref())], false);
+        self.opened(cx, a.root, a.protocol, a.jwt);
+        out
+    }
+
+    /// Answer the CONNECT that [`WebEvent::Connect`] reported with `status` (4xx): no session
+    /// opens, and the CONNECT stream is no longer read.
+    pub fn reject_connect(&mut self, io: &mut dyn Streams, status: u16) {
+        let Some(a) = self.asked.take() else {
+            return;
+        };
+        io.write(a.id, vec![response(status, None)], true);
+        io.stop(a.id, H3_NO_ERROR);
+        self.reading.remove(&a.id);
+        self.connect = None;
     }
 
     /// Client: the response to our CONNECT, then the server's capsules.

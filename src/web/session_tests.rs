@@ -52,7 +52,26 @@ fn request(path: &str, protocols: &[&str]) -> Vec<u8> {
     connect_request(AUTHORITY, path, protocols).to_vec()
 }
 
+/// Bytes for `id`; a server's CONNECT is accepted as the session layer does when it admits
+/// the peer, its [`WebEvent::Connect`] replaced by what accepting it reports.
 fn feed(
+    web: &mut WebSession,
+    io: &mut Recorder,
+    id: StreamId,
+    bytes: &[u8],
+    end: End,
+) -> Vec<WebEvent> {
+    let mut out = Vec::new();
+    for e in feed_raw(web, io, id, bytes, end) {
+        match e {
+            WebEvent::Connect { .. } => out.extend(web.accept_connect(io)),
+            e => out.push(e),
+        }
+    }
+    out
+}
+
+fn feed_raw(
     web: &mut WebSession,
     io: &mut Recorder,
     id: StreamId,
@@ -310,6 +329,81 @@ fn refused_request_is_answered_and_a_new_connect_may_follow() {
     let events = feed(&mut web, &mut io, next, &request("/room", &[]), End::Open);
     assert_eq!(events, [opened("room", None, None)]);
     assert_eq!(web.session_id(), Some(u64::from(next)));
+}
+
+/// Nothing answers a CONNECT until the layer above decides: a refusal is the HTTP status
+/// alone (no 200 first, no session, held streams stay held), and the next CONNECT may succeed.
+#[test]
+fn connect_waits_for_the_layer_above_and_a_refusal_is_a_status() {
+    let (mut web, mut io) = server();
+    let early = client_uni(0);
+    web.accept(early);
+    let mut header = uni_prefix(u64::from(connect())).to_vec();
+    header.extend_from_slice(b"early");
+    assert!(feed_raw(&mut web, &mut io, early, &header, End::Open).is_empty());
+    web.accept(connect());
+    let events = feed_raw(
+        &mut web,
+        &mut io,
+        connect(),
+        &request("/room/?jwt=t0k", &["moq-lite-03"]),
+        End::Open,
+    );
+    assert_eq!(
+        events,
+        [WebEvent::Connect {
+            root: "room".into(),
+            protocol: Some("moq-lite-03".into()),
+            jwt: Some("t0k".into()),
+        }]
+    );
+    assert_eq!(io.take(), []);
+    web.reject_connect(&mut io, 401);
+    assert_eq!(
+        io.take(),
+        [
+            Call::Write {
+                id: connect(),
+                bytes: response(401, None).to_vec(),
+                fin: true,
+            },
+            Call::Stop {
+                id: connect(),
+                code: H3_NO_ERROR,
+            },
+        ]
+    );
+    assert_eq!(web.session_id(), None);
+    assert!(web.owns(early) && !web.owns(connect()));
+    // Accepting twice, or with nothing asked, does nothing.
+    assert!(web.accept_connect(&mut io).is_empty());
+    assert_eq!(io.take(), []);
+
+    let next = client_bidi(1);
+    web.accept(next);
+    let events = feed_raw(&mut web, &mut io, next, &request("/room", &[]), End::Open);
+    assert!(matches!(events[..], [WebEvent::Connect { .. }]));
+    assert_eq!(io.take(), []);
+    assert_eq!(web.accept_connect(&mut io), [opened("room", None, None)]);
+    assert_eq!(
+        io.take(),
+        [
+            Call::Priority {
+                id: next,
+                priority: CONNECT_PRIORITY,
+            },
+            Call::Write {
+                id: next,
+                bytes: response(200, None).to_vec(),
+                fin: false,
+            },
+            // The early stream named the refused session: refused now.
+            Call::Stop {
+                id: early,
+                code: WT_BUFFERED_STREAM_REJECTED,
+            },
+        ]
+    );
 }
 
 #[test]
@@ -981,9 +1075,7 @@ fn pump(from: &mut Peer, to: &mut Peer) {
             to.web.accept(id);
         }
         if to.web.owns(id) {
-            let events = to
-                .web
-                .on_stream(&mut to.io, id, vec![Bytes::from(bytes)], end);
+            let events = feed(&mut to.web, &mut to.io, id, &bytes, end);
             for event in events {
                 if let WebEvent::Stream {
                     id, chunks, end, ..

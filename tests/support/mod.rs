@@ -62,6 +62,7 @@ pub fn config(threads: usize, limits: Limits) -> Config {
         log_level: "info".into(),
         limits,
         web: WebConfig::default(),
+        auth: std::sync::Arc::new(moq_relay::auth::Auth::open()),
     }
 }
 

@@ -169,6 +169,10 @@ pub struct Session {
     ready: bool,
     /// A lite-05 SETUP stream arrived: a second one is a protocol violation, not a new root.
     setup_seen: bool,
+    /// A server's: the `jwt` query parameter of the client's SETUP Path (raw QUIC only).
+    token: Option<String>,
+    /// A server's: what the client's lite-05 SETUP says it does.
+    peer_role: Role,
     session_stream: Option<StreamId>,
     ins: HashMap<StreamId, State>,
     downs: HashMap<u64, groups::Down>,
@@ -197,6 +201,8 @@ impl Session {
             root_fixed: false,
             ready: false,
             setup_seen: false,
+            token: None,
+            peer_role: Role::Both,
             session_stream: None,
             ins: HashMap::new(),
             downs: HashMap::new(),
@@ -226,6 +232,16 @@ impl Session {
 
     pub fn root(&self) -> &str {
         &self.root
+    }
+
+    /// The token a raw QUIC client sent in its lite-05 SETUP Path (`path?jwt=...`).
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    /// What the client's lite-05 SETUP says it does (`Both` before lite-05).
+    pub fn peer_role(&self) -> Role {
+        self.peer_role
     }
 
     /// Whether the session can take a new peer stream of `dir` now. Before setup only the

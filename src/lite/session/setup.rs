@@ -154,8 +154,9 @@ impl Session {
         Ok(Step::Keep(State::SessionStream { buf, setup_done }))
     }
 
-    /// The lite-05 SETUP stream. A server takes its root from SETUP Path (before any `?`)
-    /// unless the transport fixed it; then the session is set up.
+    /// The lite-05 SETUP stream. A server takes its root from SETUP Path (before any `?`) and
+    /// its token from the `jwt` query parameter, unless the transport fixed them; then the
+    /// session is set up.
     pub(super) fn setup_stream(
         &mut self,
         io: &mut dyn Streams,
@@ -171,10 +172,15 @@ impl Session {
             return Ok(Step::Close(ErrorCode::PROTOCOL_VIOLATION, "second SETUP"));
         }
         if self.cfg.server {
+            self.peer_role = setup.role;
             if !self.root_fixed {
                 let raw = setup.path.unwrap_or_default();
-                let raw = raw.split('?').next().unwrap_or_default();
+                let (raw, query) = raw.split_once('?').unwrap_or((&raw, ""));
                 self.root = path::normalize(raw, self.cfg.limits.max_path)?;
+                let Some(token) = path::query_param(query, "jwt") else {
+                    return Ok(Step::Close(ErrorCode::PROTOCOL_VIOLATION, "malformed jwt"));
+                };
+                self.token = token;
             }
             self.set_ready(io, events);
         }

@@ -231,15 +231,20 @@ fn lite05_server_waits_for_setup_and_takes_its_root() {
     let mut theirs = Vec::new();
     DataType::Setup.encode(v, &mut theirs).unwrap();
     Setup {
-        path: Some("/room//a/?jwt=abc".into()),
+        path: Some("/room//a/?x=1&jwt=a%2Bb.c&y".into()),
         origin: PEER_ORIGIN,
+        role: crate::lite::Role::Subscriber,
         ..Setup::default()
     }
     .encode(v, &mut theirs)
     .unwrap();
+    assert_eq!(s.wire.peer_role(), crate::lite::Role::Both);
     s.feed(uni(Side::Client, 0), &theirs, true);
     assert!(matches!(s.take_events()[..], [PeerEvent::Ready]));
     assert_eq!(s.wire.root(), "room/a");
+    // The token and the role are kept for the session layer's admission.
+    assert_eq!(s.wire.token(), Some("a+b.c"));
+    assert_eq!(s.wire.peer_role(), crate::lite::Role::Subscriber);
     assert!(s.wire.accepts(Dir::Bi));
 
     // Paths of the peer's requests are under the root.

@@ -1,6 +1,7 @@
 //! Announcements (the peer's interest and what this core tells it) and TRACK_INFO (the cache
 //! of publishers' track info and who waits for it).
 
+use super::session::may_subscribe;
 use super::*;
 
 /// TRACK_INFOs remembered per broadcast; past it more are still answered, just not kept.
@@ -8,7 +9,7 @@ const MAX_TRACK_INFOS: usize = 256;
 
 impl Node {
     /// The peer's announce request: answer with what this core knows is active, except what
-    /// it must not hear ([`advertise`]).
+    /// it must not hear ([`advertise`]) or may not subscribe to.
     pub(super) fn serve_announce(
         &mut self,
         peers: &mut dyn Peers,
@@ -18,10 +19,11 @@ impl Node {
         exclude_hop: u64,
     ) {
         let (core, client) = (self.core, self.app.is_some());
+        let access = peers.access(peer).cloned().unwrap_or_default();
         let mut active = self
             .active
             .iter()
-            .filter(|(_, o)| advertise(core, client, peer, o))
+            .filter(|(p, o)| advertise(core, client, peer, o) && access.may_subscribe(p))
             .map(|(p, o)| (p, o.hops.as_slice()));
         peers.announce_start(peer, request, prefix, exclude_hop, &mut active);
     }
@@ -66,7 +68,7 @@ impl Node {
         }
         let client = self.app.is_some();
         for &peer in self.sessions.keys() {
-            if advertise(self.core, client, peer, &owner) {
+            if advertise(self.core, client, peer, &owner) && may_subscribe(peers, peer, &path_) {
                 peers.announce(peer, &path_, &owner.hops, active);
             }
         }

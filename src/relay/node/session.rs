@@ -64,6 +64,18 @@ impl Application for Node {
     }
 }
 
+/// Whether the peer was granted publishing `broadcast` (absolute).
+pub(super) fn may_publish(peers: &dyn Peers, peer: PeerId, broadcast: &str) -> bool {
+    peers.access(peer).is_some_and(|a| a.may_publish(broadcast))
+}
+
+/// Whether the peer was granted subscribing to `broadcast` (absolute), or hearing of it.
+pub(super) fn may_subscribe(peers: &dyn Peers, peer: PeerId, broadcast: &str) -> bool {
+    peers
+        .access(peer)
+        .is_some_and(|a| a.may_subscribe(broadcast))
+}
+
 impl Node {
     /// Act on one thing the session of `peer` reported.
     fn peer_event(&mut self, peers: &mut dyn Peers, peer: PeerId, event: PeerEvent) {
@@ -78,7 +90,11 @@ impl Node {
                 exclude_hop,
             } => self.serve_announce(peers, peer, request, &prefix, exclude_hop),
             PeerEvent::Announced { path, active, hops } => {
-                if active {
+                if active && !may_publish(peers, peer, &path) {
+                    // Outside what we asked it for: a broadcast it may not publish (so can
+                    // never take over) is not routed.
+                    tracing::debug!(%peer, path = %path, "announce outside the publish grant ignored");
+                } else if active {
                     let owner = Owner {
                         core: self.core,
                         peer: Some(peer),
@@ -88,6 +104,9 @@ impl Node {
                 } else {
                     self.registry.unpublish(&path, self.core, Some(peer));
                 }
+            }
+            PeerEvent::Subscribe { id, path, .. } if !may_subscribe(peers, peer, &path) => {
+                peers.refuse_subscribe(peer, id, ErrorCode::UNAUTHORIZED)
             }
             PeerEvent::Subscribe {
                 id,
@@ -128,6 +147,9 @@ impl Node {
                     self.end_track(peers, track, code);
                 }
             }
+            PeerEvent::InfoWanted { request, path, .. } if !may_subscribe(peers, peer, &path) => {
+                peers.answer_info(peer, request, Err(ErrorCode::UNAUTHORIZED))
+            }
             PeerEvent::InfoWanted {
                 request,
                 path,
@@ -138,6 +160,9 @@ impl Node {
                 track,
                 result,
             } => self.info_known(peers, path, track, result),
+            PeerEvent::Fetch { request, path, .. } if !may_subscribe(peers, peer, &path) => {
+                peers.refuse(peer, request, ErrorCode::UNAUTHORIZED)
+            }
             PeerEvent::Fetch {
                 request,
                 path,
@@ -147,12 +172,23 @@ impl Node {
         }
     }
 
-    /// Setup is complete: ask the peer what it publishes; a client's first session is its
-    /// upstream, and its application hears of it.
+    /// Setup is complete: ask the peer what it publishes where it may (once per prefix it
+    /// was granted, the whole root for one granted all of it); a client's first session is
+    /// its upstream, and its application hears of it.
     fn ready(&mut self, peers: &mut dyn Peers, peer: PeerId) {
-        // Everything the peer publishes: all of the session's root.
         let root = peers.root(peer).unwrap_or_default().to_owned();
-        peers.announce_interest(peer, &root);
+        let prefixes: Vec<String> = peers
+            .access(peer)
+            .map(|a| a.publish.clone())
+            .unwrap_or_default();
+        for prefix in prefixes {
+            let prefix = if path::has_prefix(&root, &prefix) {
+                &root
+            } else {
+                &prefix
+            };
+            peers.announce_interest(peer, prefix);
+        }
         if !peers.is_server(peer) {
             let version = peers.version(peer).unwrap_or_default();
             if self.upstream.is_none() {

@@ -33,6 +33,9 @@ impl Peers for NoPeers {
     fn root(&self, _: PeerId) -> Option<&str> {
         unreachable!("no sessions")
     }
+    fn access(&self, _: PeerId) -> Option<&crate::model::Access> {
+        unreachable!("no sessions")
+    }
     fn counts(&self) -> SessionCounts {
         SessionCounts::default()
     }

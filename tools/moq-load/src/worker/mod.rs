@@ -365,6 +365,7 @@ pub fn host(worker: Worker, dials: Arc<Vec<Dial>>) -> Host<Worker> {
             ..SessionLimits::default()
         },
         dials,
+        gate: None,
     };
     Host::new(cfg, worker)
 }
