@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::lite::Version;
+use crate::lite::{Role, Version};
 use crate::net::{Doorbell, IoMode, SocketOptions};
 use crate::quic::tls::{self, ClientVerify};
 use crate::quic::{ClientRole, Engine, EngineConfig, TransportLimits, client_config};
@@ -26,6 +26,8 @@ pub struct ClientOptions {
     pub setup_versions: Vec<Version>,
     /// WT-Available-Protocols when `alpns` is `h3` (WebTransport).
     pub web_protocols: Vec<String>,
+    /// What lite-05 SETUP says this session does.
+    pub role: Role,
     pub verify: ClientVerify,
     pub io: IoMode,
     pub socket: SocketOptions,
@@ -43,6 +45,7 @@ impl ClientOptions {
             alpns: vec![alpn],
             setup_versions: vec![version],
             web_protocols: Vec::new(),
+            role: Role::Both,
             verify: ClientVerify::Disabled,
             io: IoMode::Auto,
             socket: SocketOptions::default(),
@@ -89,6 +92,7 @@ impl Client {
         let dial = Dial {
             setup_versions: opts.setup_versions.clone(),
             web_protocols: opts.web_protocols.clone(),
+            role: opts.role,
             ..Dial::new(opts.addr, &opts.server_name, &opts.path)
         };
         let dials = Arc::new(vec![dial]);

@@ -2,6 +2,8 @@
 //! with real QUIC clients of this crate publishing and pinning the served fingerprint.
 
 mod support;
+#[path = "support/tokens.rs"]
+mod tokens;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -441,6 +443,68 @@ fn fetch_returns_the_latest_complete_group() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(get(http, "/fetch/nobody/video").status, 404);
+    publisher.close();
+    server.stop().unwrap();
+}
+
+/// `/announced` and `/fetch` take the token from `?jwt=`: 401 without a valid one, 403 for a
+/// path it grants nothing on, and a listing holds only what the token may subscribe to.
+#[test]
+fn endpoints_check_the_token() {
+    use bytes::Bytes;
+    let mut config = support::config(2, moq_relay::relay::Limits::default());
+    config.web.http = Some("127.0.0.1:0".parse().unwrap());
+    config.auth = tokens::keyed(&[], &[]);
+    let server = support::start(&config);
+    let http = server.http_addr().unwrap();
+    let all = tokens::token(serde_json::json!({"put": [""], "get": [""]}));
+    let mut opts = ClientOptions::new(server.local_addr(), Version::Lite05);
+    opts.path = format!("?jwt={all}");
+    let publisher = support::session(opts, WAIT).unwrap().0;
+    for path in ["demo/a", "other/b"] {
+        publisher.send(AppCmd::Publish { path: path.into() });
+        publisher.send(AppCmd::Frame {
+            path: path.into(),
+            track: "video".into(),
+            seq: 0,
+            timestamp: 0,
+            payload: Bytes::from_static(b"group"),
+        });
+        publisher.send(AppCmd::GroupDone {
+            path: path.into(),
+            track: "video".into(),
+            seq: 0,
+        });
+    }
+    wait_body(http, &format!("/announced?jwt={all}"), "demo/a\nother/b");
+
+    let demo = tokens::token(serde_json::json!({"root": "demo", "get": [""]}));
+    assert_eq!(get(http, "/announced").status, 401);
+    assert_eq!(get(http, "/announced?jwt=x.y.z").status, 401);
+    assert_eq!(
+        get(http, &format!("/announced?jwt={demo}")).text(),
+        "demo/a"
+    );
+    assert_eq!(
+        get(http, &format!("/announced/demo?jwt={demo}")).text(),
+        "a"
+    );
+    assert_eq!(
+        get(http, &format!("/announced/other?jwt={demo}")).status,
+        403
+    );
+    let r = get(http, &format!("/fetch/demo/a/video?jwt={demo}"));
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"group"[..]));
+    assert_eq!(get(http, "/fetch/demo/a/video").status, 401);
+    assert_eq!(
+        get(http, &format!("/fetch/other/b/video?jwt={demo}")).status,
+        403
+    );
+    let writer = tokens::token(serde_json::json!({"root": "demo", "put": [""]}));
+    assert_eq!(
+        get(http, &format!("/fetch/demo/a/video?jwt={writer}")).status,
+        403
+    );
     publisher.close();
     server.stop().unwrap();
 }

@@ -397,6 +397,13 @@ impl<A: Application + 'static> Handler for Host<A> {
         }
     }
 
+    /// quinn reports no loss for a connection closed on our side (a refused peer, a slow
+    /// one, an expired token, a refused CONNECT of ours): its session ends when it drains,
+    /// before its handle can name another connection.
+    fn on_drained(&mut self, ctx: &mut Ctx<'_>, ch: ConnectionHandle) {
+        self.lost(ctx, ch, "closed by us".into());
+    }
+
     fn on_timer(&mut self, ctx: &mut Ctx<'_>) {
         self.expire(ctx);
         let (app, mut view) = self.view(ctx);

@@ -205,10 +205,11 @@ impl Session {
         buf.drain(..at);
         if end != PeerEnd::Open {
             if self.ups.remove(&up).is_some() {
-                let code = if end == PeerEnd::Fin {
-                    ErrorCode::CANCEL
-                } else {
-                    ErrorCode::DROPPED
+                // A reset says why (unauthorized, unroutable, ...) unless its code is not ours.
+                let code = match end {
+                    PeerEnd::Fin => ErrorCode::CANCEL,
+                    PeerEnd::Reset(code) if code != ErrorCode::CANCEL => code,
+                    _ => ErrorCode::DROPPED,
                 };
                 events.push(PeerEvent::UpstreamEnded { up, code });
             }

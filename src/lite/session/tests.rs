@@ -1078,7 +1078,12 @@ fn lost_reports_what_the_session_held() {
 /// too: else the stream never closes and the peer never gets its stream credit back.
 #[test]
 fn our_half_ends_when_the_peer_ends_a_request() {
-    for (fin, code) in [(true, ErrorCode::CANCEL), (false, ErrorCode::DROPPED)] {
+    let refused = End::Reset(ErrorCode::UNAUTHORIZED.to_stream_code());
+    for (end, code) in [
+        (End::Fin, ErrorCode::CANCEL),
+        (End::Reset(0), ErrorCode::DROPPED),
+        (refused, ErrorCode::UNAUTHORIZED),
+    ] {
         let v = Version::Lite05;
         let mut c = One::new(false);
         c.start(Some(v));
@@ -1098,7 +1103,6 @@ fn our_half_ends_when_the_peer_ends_a_request() {
         assert_eq!(ours.len(), 3);
         assert!(ours.contains(&announce));
         for &id in &ours {
-            let end = if fin { End::Fin } else { End::Reset(0) };
             c.wire
                 .on_stream(&mut c.io, id, Vec::new(), end, 0, &mut c.events);
         }

@@ -128,6 +128,8 @@ pub struct Node {
     app: Option<App>,
     /// A client's one upstream session, once it is set up.
     upstream: Option<PeerId>,
+    /// Why a client's upstream refused it (an HTTP status), told when the session ends.
+    refused: Option<String>,
     sessions: HashMap<PeerId, PeerState>,
     tracks: HashMap<u64, TrackState>,
     /// path -> track name -> track id; nested so lookups by `&str` allocate nothing.
@@ -175,6 +177,7 @@ impl Node {
             limits,
             app,
             upstream: None,
+            refused: None,
             sessions: HashMap::new(),
             tracks: HashMap::new(),
             by_name: HashMap::new(),

@@ -26,6 +26,15 @@ impl Application for Node {
         self.peer_event(peers, peer, event);
     }
 
+    /// A client hears why its upstream refused it (a CONNECT status) when the session ends.
+    fn on_notice(&mut self, _peer: PeerId, notice: crate::model::Notice) {
+        if let crate::model::Notice::Refused { status } = notice
+            && self.app.is_some()
+        {
+            self.refused = Some(format!("CONNECT refused with status {status}"));
+        }
+    }
+
     fn on_lost(
         &mut self,
         peers: &mut dyn Peers,
@@ -33,7 +42,8 @@ impl Application for Node {
         reason: &str,
         forgotten: Vec<PeerEvent>,
     ) {
-        self.lost(peers, peer, reason, forgotten);
+        let refused = self.refused.take();
+        self.lost(peers, peer, refused.as_deref().unwrap_or(reason), forgotten);
     }
 
     fn on_timer(&mut self, peers: &mut dyn Peers) {
@@ -206,8 +216,9 @@ impl Node {
         forgotten: Vec<PeerEvent>,
     ) {
         let session = self.sessions.remove(&peer);
-        if self.upstream == Some(peer) || (session.is_none() && self.app.is_some()) {
-            // The upstream session ended, or the client's dial never became one.
+        if self.upstream == Some(peer) || (self.upstream.is_none() && self.app.is_some()) {
+            // The upstream session ended, or the client's one dial never became a session
+            // that was set up (refused at its handshake, its CONNECT or its SETUP).
             self.upstream = None;
             self.emit(AppEvent::Closed {
                 reason: reason.to_owned(),
