@@ -1,7 +1,9 @@
 //! Headless Chromium publishes and subscribes through an in-process relay over WebTransport with
 //! the reference JS client (`@moq/lite`), driven by `tests/browser/run.mjs`. A raw-QUIC client
 //! of this crate shares the relay: it subscribes to the browser's broadcast and publishes one
-//! the page subscribes to, so sessions of both kinds meet in either direction.
+//! the page subscribes to, so sessions of both kinds meet in either direction. Nothing on the
+//! relay is public: both carry tokens (`?jwt=`), and the page checks that without one it is
+//! refused.
 //!
 //! Needs `/usr/bin/chromium` (Debian's `chromium` package), `node` and `npm` (Debian's `nodejs`
 //! and `npm`); `.ci/run` installs them. The test prepares the page itself: it runs
@@ -18,6 +20,8 @@
 //! and the test always fails. Run it alone with `cargo test --test browser -- --nocapture`.
 
 mod support;
+#[path = "support/tokens.rs"]
+mod tokens;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -28,10 +32,11 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use moq_relay::client::Client;
+use moq_relay::client::{Client, ClientOptions};
 use moq_relay::lite::Version;
 use moq_relay::relay::{AppCmd, AppEvent};
 use moq_relay::server::Server;
+use serde_json::json;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 /// The runner gives the page 90 s; this covers Chromium's start and stop around that.
@@ -155,8 +160,10 @@ impl Native {
     const SUBSCRIPTION: u64 = 1;
     const GAP_GRACE: Duration = Duration::from_secs(2);
 
-    fn connect(server: &Server, name: String, browser: String) -> Self {
-        let client = support::connect(server, Version::Lite05);
+    fn connect(server: &Server, name: String, browser: String, jwt: &str) -> Self {
+        let mut opts = ClientOptions::new(server.local_addr(), Version::Lite05);
+        opts.path = format!("?jwt={jwt}");
+        let client = support::connect_with(opts, Version::Lite05);
         client.send(AppCmd::Publish { path: name.clone() });
         Self {
             client,
@@ -353,16 +360,20 @@ fn chromium_publishes_and_subscribes_over_webtransport() {
         panic!("preparing the page in tests/browser: {e}");
     }
 
-    // RUST_LOG=moq_relay=debug shows what the relay did.
-    let server = support::relay_on_one_port(2);
+    // RUST_LOG=moq_relay=debug shows what the relay did. Nothing is public: the page and the
+    // raw-QUIC client carry tokens for their own broadcasts.
+    let server = support::relay_on_one_port_with(2, |c| c.auth = tokens::keyed(&[], &[]));
     let port = server.local_addr().port();
     assert_eq!(server.http_addr().map(|a| a.port()), Some(port));
     let fingerprint = server.fingerprints()[0].clone();
     let browser = format!("browser/test-{}", std::process::id());
+    let page_jwt = tokens::token(json!({"put": ["browser"], "get": ["browser", "native"]}));
+    let native_jwt = tokens::token(json!({"put": ["native"], "get": ["browser"]}));
     let mut native = Native::connect(
         &server,
         format!("native/{}", std::process::id()),
         browser.clone(),
+        &native_jwt,
     );
 
     let log_path = std::env::temp_dir().join(format!("moq-browser-{}.log", std::process::id()));
@@ -372,6 +383,7 @@ fn chromium_publishes_and_subscribes_over_webtransport() {
         .arg(port.to_string())
         .arg(&fingerprint)
         .args(["--name", &browser, "--native", &native.name, "--hold"])
+        .args(["--jwt", &page_jwt])
         .current_dir(browser_dir())
         .stdin(Stdio::piped())
         .stdout(log.try_clone().unwrap())

@@ -1,5 +1,6 @@
 // The browser side of the relay's WebTransport test. Served by run.mjs as
-// /?relay=PORT&name=BROADCAST[&native=BROADCAST], bundled with esbuild. It fetches the relay's
+// /?relay=PORT&name=BROADCAST[&native=BROADCAST][&jwt=TOKEN], bundled with esbuild. With a
+// token every session carries it (`?jwt=` on the relay URL), and one without it must fail. It fetches the relay's
 // certificate hash over HTTP, publishes a broadcast over one WebTransport session and
 // subscribes to it over a second one, as well as to `native` (published by a raw-QUIC client of
 // the relay, if given), then records everything in `window.__result` for the runner to check.
@@ -14,6 +15,7 @@ const params = new URLSearchParams(location.search);
 const port = Number(params.get("relay"));
 const name = params.get("name") ?? "browser/test";
 const native = params.get("native");
+const jwt = params.get("jwt");
 const TRACK = "data";
 
 // Frame sizes of every group, how many groups a subscriber waits for, and the publisher's pace.
@@ -31,6 +33,7 @@ const result = {
 	groups: {},
 	nativeGroups: {},
 	wrongFingerprint: null,
+	noToken: null,
 	error: null,
 };
 window.__result = result;
@@ -83,6 +86,13 @@ function timeout(promise, what, ms = STEP_TIMEOUT_MS) {
 		timer = setTimeout(() => reject(new Error(`${what}: no answer in ${ms} ms`)), ms);
 	});
 	return Promise.race([promise, expired]).finally(() => clearTimeout(timer));
+}
+
+// The relay URL with the page's token, if it has one.
+function relayUrl(scheme) {
+	const url = new URL(`${scheme}://127.0.0.1:${port}/`);
+	if (jwt) url.searchParams.set("jwt", jwt);
+	return url;
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -201,7 +211,7 @@ async function main() {
 	step("certificate hash", `${response.status} ${fingerprint}`);
 	if (!response.ok || !/^[0-9a-f]{64}$/.test(fingerprint)) throw new Error(`bad certificate hash ${JSON.stringify(fingerprint)}`);
 	const hash = hexToBytes(fingerprint);
-	const https = new URL(`https://127.0.0.1:${port}/`);
+	const https = relayUrl("https");
 
 	// A session pinning another certificate must be refused, whatever else works.
 	const wrong = hash.map((b) => b ^ 0xff);
@@ -215,12 +225,26 @@ async function main() {
 		step("wrong fingerprint refused", describe(e));
 	}
 
+	// Without the token the relay refuses the CONNECT (401): no session at all.
+	if (jwt) {
+		try {
+			const bare = new URL(`https://127.0.0.1:${port}/`);
+			const c = await timeout(Moq.Connection.connect(bare, pinned(hash)), "tokenless connect");
+			c.close();
+			result.noToken = { refused: false };
+			step("session without a token ACCEPTED");
+		} catch (e) {
+			result.noToken = { refused: true, error: describe(e) };
+			step("session without a token refused", describe(e));
+		}
+	}
+
 	// The publisher uses the http:// form: @moq/lite fetches /certificate.sha256 itself (cross
 	// origin, so through CORS) and pins it. The subscriber pins the hash fetched above.
 	let publisher;
 	try {
 		publisher = await timeout(
-			Moq.Connection.connect(new URL(`http://127.0.0.1:${port}/`), { websocket: { enabled: false } }),
+			Moq.Connection.connect(relayUrl("http"), { websocket: { enabled: false } }),
 			"publisher connect",
 		);
 	} catch (e) {

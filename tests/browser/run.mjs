@@ -2,12 +2,15 @@
 // page reports.
 //
 //   node run.mjs RELAY_PORT [EXPECTED_SHA256] [--name BROADCAST] [--native BROADCAST] [--hold]
+//                [--jwt TOKEN]
 //       run the test; the relay serves QUIC on UDP RELAY_PORT and HTTP on TCP RELAY_PORT.
 //       --name      the broadcast the page publishes (default browser/test-PID)
 //       --native    a broadcast another client publishes (see tests/browser.rs) for the page
 //                   to check too
 //       --hold      once the page's own checks are done, keep its publisher going until a line
 //                   or EOF on stdin, so another client can finish subscribing to it
+//       --jwt       the page's sessions carry this token (`?jwt=`), and one without it must be
+//                   refused
 //   node run.mjs --build
 //       only bundle page.js into dist/page.js
 //
@@ -91,7 +94,7 @@ function exactGroups(groups, salt) {
 	return [exact, problems.length ? problems.join("; ") : `groups ${sequences.join(",")}`];
 }
 
-function verify(result, expectedFingerprint, native) {
+function verify(result, expectedFingerprint, native, jwt) {
 	const results = [];
 	check(results, "page ran to the end without error", result.done && !result.error, result.error ?? undefined);
 	if (expectedFingerprint) {
@@ -111,6 +114,14 @@ function verify(result, expectedFingerprint, native) {
 		result.wrongFingerprint?.refused === true && !!result.subscriber,
 		result.wrongFingerprint?.error ?? JSON.stringify(result.wrongFingerprint),
 	);
+	if (jwt) {
+		check(
+			results,
+			"a session without the token is refused, the same one with it is not",
+			result.noToken?.refused === true && !!result.subscriber,
+			result.noToken?.error ?? JSON.stringify(result.noToken),
+		);
+	}
 	check(results, "publisher session over WebTransport", !!result.publisher, JSON.stringify(result.publisher));
 	check(results, "subscriber session over WebTransport", !!result.subscriber, JSON.stringify(result.subscriber));
 	check(results, `${GROUPS} groups of ${SIZES.join("/")} B frames arrive byte-exact`, ...exactGroups(result.groups, 0));
@@ -126,14 +137,15 @@ function verify(result, expectedFingerprint, native) {
 	return failed === 0;
 }
 
-const USAGE = "usage: node run.mjs RELAY_PORT [EXPECTED_SHA256] [--name BROADCAST] [--native BROADCAST] [--hold] | --build";
+const USAGE =
+	"usage: node run.mjs RELAY_PORT [EXPECTED_SHA256] [--name BROADCAST] [--native BROADCAST] [--hold] [--jwt TOKEN] | --build";
 
 function parseArgs(argv) {
-	const args = { positional: [], name: `browser/test-${process.pid}`, native: null, hold: false };
+	const args = { positional: [], name: `browser/test-${process.pid}`, native: null, hold: false, jwt: null };
 	for (let i = 0; i < argv.length; i++) {
 		const arg = argv[i];
 		if (arg === "--hold") args.hold = true;
-		else if (arg === "--name" || arg === "--native") {
+		else if (arg === "--name" || arg === "--native" || arg === "--jwt") {
 			if (i + 1 >= argv.length) return null;
 			args[arg.slice(2)] = argv[++i];
 		} else if (arg.startsWith("--")) return null;
@@ -208,7 +220,12 @@ async function main() {
 		page.on("console", (msg) => console.log(`[page ${msg.type()}] ${msg.text()}`));
 		page.on("pageerror", (err) => console.log(`[page uncaught] ${err.stack ?? err}`));
 		page.on("requestfailed", (req) => console.log(`[page request failed] ${req.url()}: ${req.failure()?.errorText}`));
-		const query = new URLSearchParams({ relay: port, name: args.name, ...(args.native ? { native: args.native } : {}) });
+		const query = new URLSearchParams({
+			relay: port,
+			name: args.name,
+			...(args.native ? { native: args.native } : {}),
+			...(args.jwt ? { jwt: args.jwt } : {}),
+		});
 		await page.goto(`http://127.0.0.1:${pagePort}/?${query}`);
 		let finished = false;
 		try {
@@ -233,7 +250,7 @@ async function main() {
 	const counts = (groups) => Object.fromEntries(Object.entries(groups ?? {}).map(([g, f]) => [g, f.length]));
 	const summary = { ...result, groups: counts(result?.groups), nativeGroups: counts(result?.nativeGroups) };
 	console.log(`page result: ${JSON.stringify(summary, null, 2)}`);
-	return verify(result ?? {}, args.positional[1], args.native) ? 0 : 1;
+	return verify(result ?? {}, args.positional[1], args.native, args.jwt) ? 0 : 1;
 }
 
 main().then(

@@ -100,6 +100,11 @@ pub fn relay_with_http(threads: usize, https: bool) -> Server {
 /// A relay with QUIC on UDP and HTTP on TCP of the same port number, as `@moq/lite` and
 /// `moq-load` assume for `http://` URLs; its certificate is for `localhost` and `127.0.0.1`.
 pub fn relay_on_one_port(threads: usize) -> Server {
+    relay_on_one_port_with(threads, |_| {})
+}
+
+/// [`relay_on_one_port`], its configuration changed by `tweak` first.
+pub fn relay_on_one_port_with(threads: usize, tweak: impl Fn(&mut Config)) -> Server {
     init_tracing();
     let mut last = String::new();
     for _ in 0..20 {
@@ -113,6 +118,7 @@ pub fn relay_on_one_port(threads: usize) -> Server {
         config.bind = addr;
         config.tls.generate = vec!["localhost".into(), "127.0.0.1".into()];
         config.web.http = Some(addr);
+        tweak(&mut config);
         // Another process may take the port between the probe and here: try another.
         match Server::start(&config) {
             Ok(server) => return server,
