@@ -106,8 +106,18 @@ fuzz_target!(|data: &[u8]| {
                 let _ = (web.is_server(), web.session_id());
             }
         }
-        for event in events {
+        let mut queue: std::collections::VecDeque<WebEvent> = events.into();
+        while let Some(event) = queue.pop_front() {
             match event {
+                // The layer above admits the peer, or answers with a status.
+                WebEvent::Connect { root, .. } => {
+                    assert!(server && !open_seen && !root.contains("bad"));
+                    if input.bool() {
+                        queue.extend(web.accept_connect(&mut io));
+                    } else {
+                        web.reject_connect(&mut io, 401 + 2 * u16::from(input.bool()));
+                    }
+                }
                 WebEvent::Open { root, .. } => {
                     assert!(!open_seen, "opened twice");
                     open_seen = true;
