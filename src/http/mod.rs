@@ -254,7 +254,7 @@ async fn accept_loop(
             None => {
                 conns.spawn(async move {
                     let _slot = slot;
-                    serve(stream, shared, stopped).await;
+                    serve(stream, peer, shared, stopped).await;
                 });
             }
             Some(acceptor) => {
@@ -262,7 +262,7 @@ async fn accept_loop(
                 conns.spawn(async move {
                     let _slot = slot;
                     match tokio::time::timeout(HEADER_TIMEOUT, handshake).await {
-                        Ok(Ok(stream)) => serve(stream, shared, stopped).await,
+                        Ok(Ok(stream)) => serve(stream, peer, shared, stopped).await,
                         Ok(Err(e)) => tracing::debug!(%peer, "https handshake: {e}"),
                         Err(_) => tracing::debug!(%peer, "https handshake timed out"),
                     }
@@ -279,13 +279,17 @@ async fn accept_loop(
 
 /// Serve one connection until the client leaves or the server stops, then finish the request
 /// in flight and close.
-async fn serve<S>(stream: S, shared: Arc<Shared>, mut stopped: watch::Receiver<bool>)
-where
+async fn serve<S>(
+    stream: S,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    mut stopped: watch::Receiver<bool>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = service_fn(move |req| {
         let shared = shared.clone();
-        async move { Ok::<_, std::convert::Infallible>(routes::handle(&shared, req).await) }
+        async move { Ok::<_, std::convert::Infallible>(routes::handle(&shared, peer, req).await) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())

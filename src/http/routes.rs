@@ -1,6 +1,8 @@
 //! Request routing: every response carries `Access-Control-Allow-Origin: *` so that pages on
 //! any origin can read it.
 
+use std::net::SocketAddr;
+
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
@@ -23,7 +25,7 @@ enum Route {
     Fetch { broadcast: String, track: String },
 }
 
-pub(super) async fn handle(shared: &Shared, req: Request<Incoming>) -> Reply {
+pub(super) async fn handle(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> Reply {
     let origin = &shared.origin;
     let route = match route(req.uri().path()) {
         Ok(Some(r)) => r,
@@ -48,7 +50,7 @@ pub(super) async fn handle(shared: &Shared, req: Request<Incoming>) -> Reply {
     // nothing, or when `whole` and not all of `p`.
     let admit = |p: &str, whole: bool| -> Result<Access, (StatusCode, String)> {
         let access = origin.admit(p, token.as_deref()).map_err(|r| {
-            tracing::info!(path = p, status = r.status, reason = %r.reason, "http request refused");
+            tracing::info!(%peer, path = p, status = r.status, reason = %r.reason, "http request refused");
             let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::UNAUTHORIZED);
             (status, format!("{}\n", r.reason))
         })?;
