@@ -105,11 +105,16 @@ fn next(c: &Client, id: u64) -> Result<Vec<u8>, u32> {
     })
 }
 
-fn announced(c: &Client) -> String {
-    wait(c, "an announcement", |e| match e {
-        AppEvent::Announced { path, active: true } => Some(path),
-        _ => None,
-    })
+/// The broadcasts announced to `c` as active, once none has come for half a second.
+fn announced(c: &Client) -> Vec<String> {
+    let mut paths = Vec::new();
+    while let Ok(e) = c.events.recv_timeout(Duration::from_millis(500)) {
+        if let AppEvent::Announced { path, active: true } = e {
+            paths.push(path);
+        }
+    }
+    paths.sort();
+    paths
 }
 
 fn broadcasts_become(server: &Server, want: &[&str]) {
@@ -134,10 +139,15 @@ fn scoped(via: Via) {
     publish(&publisher, "alice", b"from alice");
     publish(&publisher, "bob", b"not hers");
     broadcasts_become(&server, &["demo/alice"]);
+    let all = token(json!({"root": "demo", "put": [""]}));
+    let other = at(&server, via, &with("demo", &all));
+    publish(&other, "carol", b"from carol");
+    broadcasts_become(&server, &["demo/alice", "demo/carol"]);
 
+    // Only what the token may subscribe to is announced.
     let watcher = token(json!({"root": "demo", "get": ["alice"]}));
     let subscriber = at(&server, via, &with("/demo/", &watcher));
-    assert_eq!(announced(&subscriber), "alice");
+    assert_eq!(announced(&subscriber), ["alice"]);
     subscribe(&subscriber, 1, "alice");
     assert_eq!(next(&subscriber, 1).unwrap(), b"from alice");
     subscribe(&subscriber, 2, "carol");
@@ -145,10 +155,10 @@ fn scoped(via: Via) {
 
     // From the top, the same token sees its grant under the token's root.
     let top = at(&server, via, &with("", &alice));
-    assert_eq!(announced(&top), "demo/alice");
+    assert_eq!(announced(&top), ["demo/alice", "demo/carol"]);
     subscribe(&top, 3, "demo/alice");
     assert_eq!(next(&top, 3).unwrap(), b"from alice");
-    for c in [publisher, subscriber, top] {
+    for c in [publisher, other, subscriber, top] {
         c.close();
     }
     server.stop().unwrap();
