@@ -60,20 +60,6 @@ pub struct Grant {
     pub expires: Option<u64>,
 }
 
-impl Grant {
-    /// Whether `broadcast` (relative to the root) may be published.
-    pub fn may_publish(&self, broadcast: &str) -> bool {
-        self.publish.iter().any(|p| path::has_prefix(broadcast, p))
-    }
-
-    /// Whether `broadcast` (relative to the root) may be subscribed to.
-    pub fn may_subscribe(&self, broadcast: &str) -> bool {
-        self.subscribe
-            .iter()
-            .any(|p| path::has_prefix(broadcast, p))
-    }
-}
-
 /// Why a token or a public grant gives nothing on a path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Denied {
