@@ -272,3 +272,32 @@ fn manual_bursts_are_delivered() {
     assert_eq!(report.delivery.delivered, 60);
     server.stop().unwrap();
 }
+
+#[path = "../../../tests/support/tokens.rs"]
+mod tokens;
+
+/// A token in the target URL travels as the relay expects (the WebTransport URL, the lite-05
+/// SETUP path): a relay that lets nobody in without one serves the load; without it nothing
+/// gets through.
+#[test]
+fn a_token_in_the_url_is_sent() {
+    let mut config = support::config(1, moq_relay::relay::Limits::default());
+    config.auth = tokens::keyed(&[], &[]);
+    let server = support::start(&config);
+    let port = server.local_addr().port();
+    let jwt = tokens::token(serde_json::json!({"root": "room", "put": [""], "get": [""]}));
+    for scheme in ["https", "moql"] {
+        let url = format!("{scheme}://127.0.0.1:{port}/room?jwt={jwt}");
+        let mut config = LoadConfig::new(small(2, 1, 1.0), target(&url, Some("lite-05")));
+        config.threads = 1;
+        let report = run(config, None, |_, _| {}).unwrap();
+        assert_complete(&report, 2);
+        let url = format!("{scheme}://127.0.0.1:{port}/room");
+        let mut config = LoadConfig::new(small(1, 1, 0.5), target(&url, Some("lite-05")));
+        config.threads = 1;
+        let report = run(config, None, |_, _| {}).unwrap();
+        assert_eq!(report.delivery.delivered, 0, "{}", report.summary());
+        assert!(!report.clean(), "{}", report.summary());
+    }
+    server.stop().unwrap();
+}
