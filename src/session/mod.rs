@@ -160,20 +160,23 @@ impl Session {
         }
     }
 
-    /// What the machine reported goes up, once a `Ready` among it is admitted (else nothing
-    /// does: the connection is closing).
+    /// What the machine reported goes up, once the peer is admitted if this set the session
+    /// up (`was_ready`: it was set up before). False when it was refused: nothing goes up, the
+    /// connection is closing.
     fn report(
         &mut self,
         conn: &mut Connection,
         now: Instant,
+        was_ready: bool,
         peer: &mut Vec<PeerEvent>,
         events: &mut Vec<Event>,
-    ) {
-        if peer.iter().any(|e| matches!(e, PeerEvent::Ready)) && !self.admit_ready(conn, now) {
+    ) -> bool {
+        if !was_ready && self.wire.is_ready() && !self.admit_ready(conn, now) {
             peer.clear();
-            return;
+            return false;
         }
         events.extend(peer.drain(..).map(Event::Peer));
+        true
     }
 
     /// Writes waiting for flow control, by stream.
@@ -234,7 +237,7 @@ impl Session {
             None => {
                 let mut peer = Vec::new();
                 self.io(conn, now, |w, io| w.start(io, version, None, &mut peer));
-                self.report(conn, now, &mut peer, events);
+                self.report(conn, now, false, &mut peer, events);
             }
         }
         self.accept(conn, now, events);
@@ -320,9 +323,9 @@ impl Session {
         self.io(conn, now, |w, io| {
             w.on_stream(io, id, chunks, end, stamp, &mut peer)
         });
-        self.report(conn, now, &mut peer, events);
+        let admitted = self.report(conn, now, was_ready, &mut peer, events);
         self.spare = peer;
-        if !was_ready && self.wire.is_ready() {
+        if admitted && !was_ready && self.wire.is_ready() {
             self.accept(conn, now, events);
         }
     }
@@ -392,7 +395,7 @@ impl Session {
                         w.start(io, version, Some(root), &mut peer)
                     });
                     events.push(Event::Web(event));
-                    self.report(conn, now, &mut peer, events);
+                    self.report(conn, now, false, &mut peer, events);
                     opened = true;
                 }
                 WebEvent::Stream {
