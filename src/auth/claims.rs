@@ -73,6 +73,17 @@ pub enum Denied {
     ScopeExceeded,
 }
 
+impl std::fmt::Display for Denied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::RootMismatch => "its root does not overlap this path",
+            Self::NoAccess => "it grants nothing on this path",
+            Self::BadPath => "a path in it is malformed or too long",
+            Self::ScopeExceeded => "it asks for more than its key's scope",
+        })
+    }
+}
+
 pub(super) fn clean(p: &str) -> Result<String, Denied> {
     path::normalize(p, MAX_PATH).map_err(|_| Denied::BadPath)
 }

@@ -51,7 +51,7 @@ impl std::fmt::Display for AuthError {
             Self::ExpectedToken => f.write_str("a token is required for this path"),
             Self::UnknownKey => f.write_str("no key for this token"),
             Self::Invalid(why) => write!(f, "invalid token: {why}"),
-            Self::Denied(d) => write!(f, "token denied: {d:?}"),
+            Self::Denied(d) => write!(f, "token denied: {d}"),
         }
     }
 }
