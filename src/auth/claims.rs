@@ -21,6 +21,9 @@ pub struct Claims {
     pub get: Vec<String>,
     pub exp: Option<u64>,
     pub iat: Option<u64>,
+    /// Not before: moq-token never writes it and the reference ignores it; a token that has
+    /// one is refused until then (RFC 7519 §4.1.5).
+    pub nbf: Option<u64>,
 }
 
 /// The most a key lets its tokens grant: prefixes under `root`.

@@ -130,6 +130,9 @@ impl Auth {
         if claims.exp.is_some_and(|exp| exp < now) {
             return Err(AuthError::Invalid("expired".into()));
         }
+        if claims.nbf.is_some_and(|nbf| nbf > now) {
+            return Err(AuthError::Invalid("not yet valid".into()));
+        }
         if let Some(scope) = &key.scope {
             claims.within(scope).map_err(AuthError::Denied)?;
         }

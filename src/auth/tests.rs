@@ -176,8 +176,8 @@ fn grants_follow_the_connection_path() {
     );
 }
 
-/// Tokens that must not pass: wrong signature, another algorithm, expired, with an audience,
-/// granting nothing, or without a key to check them.
+/// Tokens that must not pass: wrong signature, another algorithm, expired, not yet valid,
+/// with an audience, granting nothing, or without a key to check them.
 #[test]
 fn bad_tokens_are_refused() {
     let auth = one(&hs256_jwk());
@@ -201,6 +201,9 @@ fn bad_tokens_are_refused() {
         auth.authorize("", Some(&expired), NOW - 1).is_ok(),
         "valid up to exp"
     );
+    let early = hs256(json!({"get": "", "nbf": NOW + 1}));
+    assert!(invalid(auth.authorize("", Some(&early), NOW)));
+    assert!(auth.authorize("", Some(&early), NOW + 1).is_ok(), "valid from nbf");
     let aud = hs256(json!({"get": "", "aud": "someone"}));
     assert!(invalid(auth.authorize("", Some(&aud), NOW)));
     let useless = hs256(json!({"root": "demo"}));
