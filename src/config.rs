@@ -253,6 +253,23 @@ pub struct Cli {
     /// Prefix anyone may publish under without a token; repeat for more.
     #[arg(long = "auth-public-publish", env = "MOQ_AUTH_PUBLIC_PUBLISH")]
     pub auth_public_publish: Vec<String>,
+
+    /// Peer relay to dial: https://host:port/path?jwt=... (WebTransport) or moql://... (raw
+    /// QUIC); repeat or separate with commas.
+    #[arg(
+        long = "cluster-connect",
+        env = "MOQ_CLUSTER_CONNECT",
+        value_delimiter = ','
+    )]
+    pub cluster_connect: Vec<String>,
+
+    /// This relay's hop id, non-zero and below 2^62 [default: random at each start].
+    #[arg(long = "cluster-id", env = "MOQ_CLUSTER_ID")]
+    pub cluster_id: Option<u64>,
+
+    /// File holding the JWT sent to peer relays whose URL has no `jwt`.
+    #[arg(long = "cluster-token", env = "MOQ_CLUSTER_TOKEN")]
+    pub cluster_token: Option<PathBuf>,
 }
 
 /// One value or a list, as the reference accepts for paths.
@@ -293,6 +310,26 @@ pub struct File {
     pub web: FileWeb,
     #[serde(default)]
     pub auth: FileAuth,
+    #[serde(default)]
+    pub cluster: FileCluster,
+}
+
+/// `[cluster]`: the peer relays to dial.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileCluster {
+    #[serde(default)]
+    pub connect: OneOrMany<String>,
+    pub id: Option<u64>,
+    pub token: Option<PathBuf>,
+}
+
+/// The peer relays this relay dials, and its hop id.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ClusterConfig {
+    /// `None`: random at each start.
+    pub id: Option<u64>,
+    pub peers: Vec<crate::cluster::PeerUrl>,
 }
 
 /// `[auth]`: token keys and public prefixes.
@@ -456,6 +493,7 @@ pub struct Config {
     pub web: WebConfig,
     /// Who may publish and subscribe where.
     pub auth: Arc<Auth>,
+    pub cluster: ClusterConfig,
 }
 
 /// A configuration error that names the offending key.
@@ -526,6 +564,11 @@ impl Config {
                 ),
             ],
         )?);
+        let cluster = cluster(
+            pick_list(cli.cluster_connect.clone(), file.cluster.connect),
+            cli.cluster_id.or(file.cluster.id),
+            cli.cluster_token.clone().or(file.cluster.token),
+        )?;
         let bind = pick(cli.server_bind, file.server.bind, "[::]:443".into());
         let bind = resolve("server.bind (--server-bind)", &bind)?;
 
@@ -593,6 +636,7 @@ impl Config {
             limits,
             web,
             auth,
+            cluster,
         })
     }
 
@@ -737,6 +781,33 @@ fn auth(
     publish.extend(both.iter().cloned());
     subscribe.extend(both);
     Ok(Auth::new(keys, publish, subscribe))
+}
+
+/// The peers to dial, each URL checked now (its host is resolved at start).
+fn cluster(
+    connect: Vec<String>,
+    id: Option<u64>,
+    token: Option<PathBuf>,
+) -> Result<ClusterConfig, ConfigError> {
+    if id.is_some_and(|id| id == 0 || id > crate::cluster::MAX_ID) {
+        return Err(bad(
+            "cluster.id (--cluster-id)",
+            "must be non-zero and below 2^62",
+        ));
+    }
+    let token = match token {
+        Some(f) => Some(
+            crate::cluster::read_token(&f)
+                .map_err(|e| bad("cluster.token (--cluster-token)", e))?,
+        ),
+        None => None,
+    };
+    let peers = connect
+        .iter()
+        .map(|raw| crate::cluster::parse_peer(raw, token.as_deref()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad("cluster.connect (--cluster-connect)", e))?;
+    Ok(ClusterConfig { id, peers })
 }
 
 /// Longest public prefix accepted.

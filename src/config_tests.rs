@@ -321,3 +321,56 @@ fn bad_auth_keys_name_their_key() {
     assert!(e.0.contains("auth.public (--auth-public)"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `--cluster-connect` (repeatable, comma-separated, or `[cluster] connect`), `--cluster-id`
+/// and `--cluster-token`: bad values stop start-up naming the key.
+#[test]
+fn cluster_peers_id_and_token() {
+    let dir = std::env::temp_dir().join(format!("moq-cluster-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let token = dir.join("cluster.jwt");
+    std::fs::write(&token, "aa.bb.cc\n").unwrap();
+    let mut args = tls();
+    args.extend([
+        "--cluster-connect",
+        "https://a.example:4443/x,moql://b.example:9000/?jwt=own.to.ken",
+        "--cluster-id",
+        "7",
+        "--cluster-token",
+        token.to_str().unwrap(),
+    ]);
+    let c = Config::merge(cli(&args), File::default()).unwrap();
+    assert_eq!(c.cluster.id, Some(7));
+    let paths: Vec<String> = c.cluster.peers.iter().map(|p| p.path()).collect();
+    assert_eq!(paths, ["/x?jwt=aa.bb.cc", "/?jwt=own.to.ken"]);
+    assert!(c.cluster.peers[0].web && !c.cluster.peers[1].web);
+
+    let f = file("[cluster]\nconnect = \"moql://r.example\"\nid = 9\n").unwrap();
+    let c = Config::merge(cli(&tls()), f).unwrap();
+    assert_eq!((c.cluster.id, c.cluster.peers[0].port), (Some(9), 443));
+
+    for (flag, value, key) in [
+        (
+            "--cluster-connect",
+            "ftp://x/",
+            "cluster.connect (--cluster-connect)",
+        ),
+        ("--cluster-id", "0", "cluster.id (--cluster-id)"),
+        (
+            "--cluster-token",
+            "/nonexistent/t",
+            "cluster.token (--cluster-token)",
+        ),
+    ] {
+        let mut args = tls();
+        args.extend([flag, value]);
+        let e = Config::merge(cli(&args), File::default()).unwrap_err();
+        assert!(e.0.contains(key), "{e}");
+    }
+    std::fs::write(&token, "not a token").unwrap();
+    let mut args = tls();
+    args.extend(["--cluster-token", token.to_str().unwrap()]);
+    let e = Config::merge(cli(&args), File::default()).unwrap_err();
+    assert!(e.0.contains("not a JWT"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

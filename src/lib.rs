@@ -32,6 +32,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod lite;

@@ -109,7 +109,14 @@ impl Server {
                 config: Some(client),
             }),
         };
-        let nodes = NodeFactory::new(engine_config.cores(), config.limits.clone());
+        let dials = Arc::new(peer_dials(config, &limits)?);
+        let names = config.cluster.peers.iter().map(|p| p.display()).collect();
+        let nodes = NodeFactory::cluster(
+            engine_config.cores(),
+            config.limits.clone(),
+            config.cluster.id,
+            names,
+        );
         let factory = nodes.clone();
         let gate: Arc<dyn Gate> = config.auth.clone();
         let host_gate = gate.clone();
@@ -118,7 +125,7 @@ impl Server {
                 &factory,
                 &info,
                 None,
-                Arc::default(),
+                dials.clone(),
                 Some(host_gate.clone()),
             )
         })
@@ -215,6 +222,33 @@ impl Server {
         self.engine.join()?;
         Ok(())
     }
+}
+
+/// What the relay dials for its peer relays: each resolved now, over WebTransport or raw QUIC
+/// as its URL says, its path (and token) in the CONNECT or the lite-05 SETUP.
+fn peer_dials(config: &Config, limits: &TransportLimits) -> anyhow::Result<Vec<Dial>> {
+    let mut dials = Vec::new();
+    for peer in &config.cluster.peers {
+        let addr = peer
+            .resolve()
+            .map_err(|e| anyhow::anyhow!("config cluster.connect (--cluster-connect): {e}"))?;
+        let tls = tls::client_config(&config.client_verify, &peer.alpns())?;
+        let path = peer.path();
+        dials.push(Dial {
+            // Over WebTransport the moq-lite versions with an ALPN of their own.
+            web_protocols: if peer.web {
+                crate::lite::Version::ALPNS[..3]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            quic: Some(crate::quic::client_config(tls, limits)?),
+            ..Dial::new(addr, &peer.host, &path)
+        });
+    }
+    Ok(dials)
 }
 
 fn load_certs(config: &Config) -> anyhow::Result<ServerCerts> {

@@ -203,7 +203,10 @@ fn bad_tokens_are_refused() {
     );
     let early = hs256(json!({"get": "", "nbf": NOW + 1}));
     assert!(invalid(auth.authorize("", Some(&early), NOW)));
-    assert!(auth.authorize("", Some(&early), NOW + 1).is_ok(), "valid from nbf");
+    assert!(
+        auth.authorize("", Some(&early), NOW + 1).is_ok(),
+        "valid from nbf"
+    );
     let aud = hs256(json!({"get": "", "aud": "someone"}));
     assert!(invalid(auth.authorize("", Some(&aud), NOW)));
     let useless = hs256(json!({"root": "demo"}));

@@ -5,7 +5,7 @@ mod node;
 mod registry;
 
 pub use crate::model::{CacheLimits, Frame, Group, GroupCache};
-pub use node::{App, AppCmd, AppEvent, INBOX, Limits, Node};
+pub use node::{App, AppCmd, AppEvent, BACKOFF_MAX, BACKOFF_MIN, INBOX, Limits, Node, STABLE};
 pub use registry::{Census, CoreCounters, CoreMsg, FetchReply, Link, Owner, Registry, RelayStats};
 
 use std::sync::{Arc, Mutex, OnceLock};
@@ -20,10 +20,24 @@ pub struct NodeFactory {
     inboxes: Mutex<Vec<Option<Receiver<CoreMsg>>>>,
     origin: u64,
     limits: Limits,
+    /// The peer relays to dial, by dial number (their URLs without the query, for logs);
+    /// dial `i` belongs to core `i % cores`.
+    peers: Vec<String>,
 }
 
 impl NodeFactory {
     pub fn new(cores: usize, limits: Limits) -> Arc<Self> {
+        Self::cluster(cores, limits, None, Vec::new())
+    }
+
+    /// A relay that dials `peers` (the session host's dials, by number), with hop id
+    /// `origin` (random when `None`).
+    pub fn cluster(
+        cores: usize,
+        limits: Limits,
+        origin: Option<u64>,
+        peers: Vec<String>,
+    ) -> Arc<Self> {
         // Unbounded as channels, bounded by use: data goes through `Registry::send_data`,
         // which stops at `limits.inbox`; control messages are bounded by the session limits.
         let (senders, inboxes): (Vec<_>, Vec<_>) =
@@ -32,8 +46,9 @@ impl NodeFactory {
             registry: OnceLock::new(),
             senders,
             inboxes: Mutex::new(inboxes.into_iter().map(Some).collect()),
-            origin: random_origin(),
+            origin: origin.unwrap_or_else(random_origin),
             limits,
+            peers,
         })
     }
 
@@ -70,7 +85,12 @@ impl NodeFactory {
         let inbox = self.inboxes.lock().expect("inboxes")[core]
             .take()
             .expect("one node per core");
-        Node::new(core, registry, inbox, self.limits.clone(), app)
+        let cores = self.senders.len();
+        let peering = (self.peers.iter().enumerate())
+            .filter(|(i, _)| i % cores == core)
+            .map(|(i, name)| (i, name.clone()))
+            .collect();
+        Node::new(core, registry, inbox, self.limits.clone(), app, peering)
     }
 }
 

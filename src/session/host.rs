@@ -41,6 +41,8 @@ pub struct Dial {
     pub role: Role,
     /// The hop id this session adds; the host's origin when `None`.
     pub origin: Option<u64>,
+    /// The QUIC client configuration (its TLS offers the ALPNs); the engine's when `None`.
+    pub quic: Option<quinn_proto::ClientConfig>,
 }
 
 impl Dial {
@@ -55,6 +57,7 @@ impl Dial {
             web_protocols: Vec::new(),
             role: Role::Both,
             origin: None,
+            quic: None,
         }
     }
 }
@@ -463,7 +466,7 @@ impl Peers for View<'_, '_> {
             .ok_or_else(|| format!("no dial {dial}"))?;
         let ch = self
             .ctx
-            .connect(d.addr, &d.server_name, None)
+            .connect(d.addr, &d.server_name, d.quic.clone())
             .map_err(|e| format!("connect: {e}"))?;
         let c = &mut *self.conns;
         let peer = c.new_peer();

@@ -63,6 +63,7 @@ pub fn config(threads: usize, limits: Limits) -> Config {
         limits,
         web: WebConfig::default(),
         auth: std::sync::Arc::new(moq_relay::auth::Auth::open()),
+        cluster: Default::default(),
     }
 }
 

@@ -18,11 +18,14 @@ use crate::model::{
 mod announce;
 mod app;
 mod fanout;
+mod peering;
 mod session;
 mod tracks;
 mod xcore;
 
 pub use app::{App, AppCmd, AppEvent};
+use peering::PeerDial;
+pub use peering::{BACKOFF_MAX, BACKOFF_MIN, STABLE};
 
 /// Named, configurable bounds on what the relay holds.
 #[derive(Clone, Debug)]
@@ -148,6 +151,10 @@ pub struct Node {
     /// track they wait on.
     fetches: HashMap<u64, (u64, Box<dyn FetchReply>)>,
     next_fetch: u64,
+    /// The peer relays this core dials.
+    peering: Vec<PeerDial>,
+    /// State of the jitter of redials.
+    jitter: u64,
 }
 
 /// Someone who asked for a track's TRACK_INFO.
@@ -168,8 +175,10 @@ impl Node {
         inbox: Receiver<CoreMsg>,
         limits: Limits,
         app: Option<App>,
+        peering: Vec<(usize, String)>,
     ) -> Self {
         let active = registry.snapshot().into_iter().collect();
+        let jitter = (registry.origin ^ (core as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1;
         Self {
             core,
             registry,
@@ -189,6 +198,11 @@ impl Node {
             info_waits: HashMap::new(),
             fetches: HashMap::new(),
             next_fetch: 0,
+            peering: peering
+                .into_iter()
+                .map(|(dial, name)| PeerDial::new(dial, name))
+                .collect(),
+            jitter,
         }
     }
 

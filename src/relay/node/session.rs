@@ -10,10 +10,11 @@ pub(super) const INBOX_BUDGET: usize = 4096;
 
 impl Application for Node {
     /// A client node dials its upstream (the host's first dial) at once.
+    /// A relay dials its peer relays.
     fn on_start(&mut self, peers: &mut dyn Peers) {
-        if self.app.is_some()
-            && let Err(reason) = peers.dial(0)
-        {
+        if self.app.is_none() {
+            self.dial_peers(peers);
+        } else if let Err(reason) = peers.dial(0) {
             self.emit(AppEvent::Closed { reason });
         }
     }
@@ -44,11 +45,16 @@ impl Application for Node {
     ) {
         let refused = self.refused.take();
         self.lost(peers, peer, refused.as_deref().unwrap_or(reason), forgotten);
+        self.peer_lost(peers, peer, reason);
     }
 
     fn on_timer(&mut self, peers: &mut dyn Peers) {
         self.release_idle(peers);
         self.sweep_fetches(peers);
+        self.dial_peers(peers);
+        if let Some(at) = self.next_dial() {
+            peers.wake_at(at);
+        }
     }
 
     /// At most [`INBOX_BUDGET`] messages from other cores per wake: a core flooded with them
@@ -199,7 +205,9 @@ impl Node {
             };
             peers.announce_interest(peer, prefix);
         }
-        if !peers.is_server(peer) {
+        if !peers.is_server(peer) && self.app.is_none() {
+            self.peer_ready(peers, peer);
+        } else if !peers.is_server(peer) {
             let version = peers.version(peer).unwrap_or_default();
             if self.upstream.is_none() {
                 self.upstream = Some(peer);

@@ -131,6 +131,7 @@ fn cores(n: usize, max_inbox: usize) -> Cores {
         inbox,
         Limits::default(),
         Some(App { commands, events }),
+        Vec::new(),
     );
     Cores {
         node,

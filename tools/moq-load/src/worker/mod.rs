@@ -387,6 +387,7 @@ pub fn dials(plan: &Plan) -> Arc<Vec<Dial>> {
                 ConnPlan::Subscriber { .. } => Role::Subscriber,
             },
             origin: Some(plan.origin_of(i)),
+            quic: None,
         })
         .collect();
     Arc::new(dials)

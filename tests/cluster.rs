@@ -1,0 +1,232 @@
+//! Relays that dial relays (`--cluster-connect`), on 127.0.0.1 with real QUIC: announcements and
+//! tracks cross every hop, each frame crosses a hop once however many subscribers are behind
+//! it, and a peer that goes away is dialled again until it is back.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use moq_relay::client::Client;
+use moq_relay::cluster::parse_peer;
+use moq_relay::config::{ClusterConfig, Config};
+use moq_relay::lite::Version;
+use moq_relay::relay::{AppCmd, AppEvent, Limits};
+use moq_relay::server::Server;
+use support::{WAIT, wait};
+
+/// A relay's configuration that dials `peers` (`https://` or `moql://` URLs).
+fn peering(peers: &[String], id: u64) -> Config {
+    let mut config = support::config(2, Limits::default());
+    config.cluster = ClusterConfig {
+        id: Some(id),
+        peers: peers.iter().map(|u| parse_peer(u, None).unwrap()).collect(),
+    };
+    config
+}
+
+fn url(scheme: &str, server: &Server) -> String {
+    format!("{scheme}://127.0.0.1:{}/", server.local_addr().port())
+}
+
+fn has(server: &Server, path: &str) -> bool {
+    server.broadcasts().iter().any(|b| b == path)
+}
+
+fn until_has(server: &Server, path: &str, present: bool) {
+    support::until(
+        Instant::now() + WAIT,
+        Duration::from_millis(20),
+        || format!("broadcasts {:?}", server.broadcasts()),
+        || has(server, path) == present,
+    );
+}
+
+fn payload(group: u64, index: usize) -> Bytes {
+    Bytes::from(format!("group {group} frame {index} ").repeat(1 + index * 100))
+}
+
+fn send_group(p: &Client, group: u64) {
+    for index in 0..3 {
+        p.send(AppCmd::Frame {
+            path: "demo".into(),
+            track: "video".into(),
+            seq: group,
+            timestamp: group,
+            payload: payload(group, index),
+        });
+    }
+    p.send(AppCmd::GroupDone {
+        path: "demo".into(),
+        track: "video".into(),
+        seq: group,
+    });
+}
+
+/// Frames of subscription 1 until `count` came: (group, index, payload).
+fn frames(c: &Client, count: usize) -> Vec<(u64, usize, Vec<u8>)> {
+    let mut got = Vec::new();
+    while got.len() < count {
+        got.push(wait(c, "a frame", |e| match e {
+            AppEvent::Frame {
+                id: 1,
+                seq,
+                index,
+                payload,
+                ..
+            } => Some((seq, index, payload.concat())),
+            AppEvent::Ended { id: 1, code } => panic!("ended with {code}"),
+            _ => None,
+        }));
+    }
+    got.sort_by_key(|f| (f.0, f.1));
+    got
+}
+
+fn subscriber(server: &Server, web: bool) -> Client {
+    let c = if web {
+        support::connect_web(server, &["moq-lite-05"], Version::Lite05)
+    } else {
+        support::connect(server, Version::Lite05)
+    };
+    c.send(AppCmd::Subscribe {
+        id: 1,
+        path: "demo".into(),
+        track: "video".into(),
+    });
+    c
+}
+
+/// A publisher on A, subscribers on C, C dialling B over WebTransport and B dialling A over
+/// raw QUIC: every frame arrives byte-exact, and each crosses each hop once.
+#[test]
+fn chain_carries_each_frame_once_per_hop() {
+    let a = support::start(&peering(&[], 1));
+    let b = support::start(&peering(&[url("moql", &a)], 2));
+    let c = support::start(&peering(&[url("https", &b)], 3));
+    let publisher = support::connect(&a, Version::Lite05);
+    publisher.send(AppCmd::Publish {
+        path: "demo".into(),
+    });
+    send_group(&publisher, 0);
+    until_has(&c, "demo", true);
+
+    let subs: Vec<Client> = (0..3).map(|i| subscriber(&c, i == 1)).collect();
+    for s in &subs {
+        // The newest group, from frame 0, out of the caches on the way.
+        let got = frames(s, 3);
+        assert_eq!(
+            got.iter().map(|f| (f.0, f.1)).collect::<Vec<_>>(),
+            [(0, 0), (0, 1), (0, 2)]
+        );
+    }
+    for g in 1..=5 {
+        send_group(&publisher, g);
+    }
+    for s in &subs {
+        let got = frames(s, 15);
+        for (k, (seq, index, bytes)) in got.iter().enumerate() {
+            assert_eq!((*seq, *index), (1 + k as u64 / 3, k % 3));
+            assert_eq!(bytes[..], payload(*seq, *index)[..]);
+        }
+    }
+    // A wrote each of the 18 frames once (to B), B once (to C), C once per subscriber.
+    support::until(
+        Instant::now() + WAIT,
+        Duration::from_millis(20),
+        || {
+            format!(
+                "delivered A {:?} B {:?} C {:?}",
+                a.stats(),
+                b.stats(),
+                c.stats()
+            )
+        },
+        || c.stats().frames_delivered == 54,
+    );
+    assert_eq!(a.stats().frames_delivered, 18);
+    assert_eq!(b.stats().frames_delivered, 18);
+
+    // A publisher that leaves ends the broadcast everywhere.
+    publisher.close();
+    until_has(&c, "demo", false);
+    for s in subs {
+        s.close();
+    }
+    for r in [c, b, a] {
+        r.stop().unwrap();
+    }
+}
+
+/// B goes away and comes back on the same port: C dials it again (with backoff) and the
+/// broadcast on A is reachable from C once more.
+#[test]
+fn a_lost_peer_is_dialled_again() {
+    let a = support::start(&peering(&[], 1));
+    let b_config = peering(&[url("moql", &a)], 2);
+    let b = support::start(&b_config);
+    let b_addr: SocketAddr = b.local_addr();
+    let c = support::start(&peering(&[url("moql", &b)], 3));
+    let publisher = support::connect(&a, Version::Lite05);
+    publisher.send(AppCmd::Publish {
+        path: "demo".into(),
+    });
+    send_group(&publisher, 0);
+    until_has(&c, "demo", true);
+
+    b.stop().unwrap();
+    until_has(&c, "demo", false);
+    let down = Instant::now();
+    let mut b_config = b_config;
+    b_config.bind = b_addr;
+    let b = support::start(&b_config);
+    until_has(&c, "demo", true);
+    // Redials back off from 1 s to 10 s at most.
+    assert!(down.elapsed() < moq_relay::relay::BACKOFF_MAX + WAIT);
+    let s = subscriber(&c, false);
+    assert_eq!(frames(&s, 3)[2].2, payload(0, 2)[..]);
+    s.close();
+    publisher.close();
+    for r in [c, b, a] {
+        r.stop().unwrap();
+    }
+}
+
+/// Two relays that dial each other carry a broadcast without looping: it stays announced once
+/// on each, and a subscriber gets each frame once.
+#[test]
+fn relays_dialling_each_other_do_not_loop() {
+    let a = support::start(&peering(&[], 1));
+    let b = support::start(&peering(&[url("moql", &a)], 2));
+    // A learns of B only now; both dial each other from here on.
+    let mut a_config = peering(&[url("moql", &b)], 1);
+    let a_addr = a.local_addr();
+    a.stop().unwrap();
+    a_config.bind = a_addr;
+    let a = support::start(&a_config);
+    let publisher = support::connect(&a, Version::Lite05);
+    publisher.send(AppCmd::Publish {
+        path: "demo".into(),
+    });
+    send_group(&publisher, 0);
+    until_has(&b, "demo", true);
+    let s = subscriber(&b, false);
+    assert_eq!(frames(&s, 3).len(), 3);
+    send_group(&publisher, 1);
+    assert_eq!(frames(&s, 3)[0].0, 1);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        s.events
+            .try_iter()
+            .all(|e| !matches!(e, AppEvent::Frame { .. })),
+        "a frame came twice"
+    );
+    assert_eq!(b.broadcasts(), ["demo"]);
+    assert_eq!(a.broadcasts(), ["demo"]);
+    s.close();
+    publisher.close();
+    for r in [b, a] {
+        r.stop().unwrap();
+    }
+}
