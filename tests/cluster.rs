@@ -3,6 +3,8 @@
 //! it, and a peer that goes away is dialled again until it is back.
 
 mod support;
+#[path = "support/tokens.rs"]
+mod tokens;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -227,6 +229,40 @@ fn relays_dialling_each_other_do_not_loop() {
     s.close();
     publisher.close();
     for r in [b, a] {
+        r.stop().unwrap();
+    }
+}
+
+/// A peer relay is admitted like any client: B reaches A, which lets nobody in without a
+/// token, with the token in its peer URL; with a token for another root it is refused, and
+/// keeps redialling without anything else on B noticing.
+#[test]
+fn a_peer_relay_carries_a_token() {
+    let mut a_config = peering(&[], 1);
+    a_config.auth = tokens::keyed(&[], &[]);
+    let a = support::start(&a_config);
+    let jwt = tokens::token(serde_json::json!({"put": [""], "get": [""]}));
+    let b = support::start(&peering(&[format!("{}?jwt={jwt}", url("https", &a))], 2));
+    let wrong = tokens::token(serde_json::json!({"root": "elsewhere", "get": [""]}));
+    let c = support::start(&peering(&[format!("{}?jwt={wrong}", url("moql", &a))], 3));
+    let mut opts = moq_relay::client::ClientOptions::new(a.local_addr(), Version::Lite05);
+    opts.path = format!("?jwt={jwt}");
+    let publisher = support::connect_with(opts, Version::Lite05);
+    publisher.send(AppCmd::Publish {
+        path: "demo".into(),
+    });
+    send_group(&publisher, 0);
+    until_has(&b, "demo", true);
+    let s = subscriber(&b, true);
+    assert_eq!(frames(&s, 3)[1].2, payload(0, 1)[..]);
+    // C is refused (code 6) and redials; its own clients are served meanwhile.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!has(&c, "demo"));
+    let local = support::connect(&c, Version::Lite05);
+    local.close();
+    s.close();
+    publisher.close();
+    for r in [c, b, a] {
         r.stop().unwrap();
     }
 }
