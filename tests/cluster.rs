@@ -266,3 +266,63 @@ fn a_peer_relay_carries_a_token() {
         r.stop().unwrap();
     }
 }
+
+/// Two routes to one broadcast (C dials B and D, both dial A): the shorter or, at equal
+/// length, the same-hash route serves; when its relay dies the other serves at once, and the
+/// subscriber on C keeps getting the publisher's groups.
+#[test]
+fn a_second_route_takes_over_at_once() {
+    let a = support::start(&peering(&[], 1));
+    let b = support::start(&peering(&[url("moql", &a)], 2));
+    let d = support::start(&peering(&[url("https", &a)], 4));
+    let c = support::start(&peering(&[url("moql", &b), url("moql", &d)], 3));
+    let publisher = support::connect(&a, Version::Lite05);
+    publisher.send(AppCmd::Publish {
+        path: "demo".into(),
+    });
+    send_group(&publisher, 0);
+    until_has(&c, "demo", true);
+    // Both routes are known before one is cut.
+    std::thread::sleep(Duration::from_millis(300));
+    let s = subscriber(&c, false);
+    assert_eq!(frames(&s, 3).len(), 3);
+    let via_b = b.stats().frames_delivered > 0;
+    assert_ne!(
+        via_b,
+        d.stats().frames_delivered > 0,
+        "exactly one route serves"
+    );
+    let (serving, other) = if via_b { (b, d) } else { (d, b) };
+    serving.stop().unwrap();
+    let cut = Instant::now();
+    for g in 1..=3 {
+        send_group(&publisher, g);
+    }
+    // The groups after the cut arrive through the other relay.
+    let mut seen = std::collections::BTreeSet::new();
+    while !(1..=3).all(|g| seen.contains(&g)) {
+        let (seq, _, bytes) = wait(&s, "a frame after the cut", |e| match e {
+            AppEvent::Frame {
+                id: 1,
+                seq,
+                index,
+                payload,
+                ..
+            } => Some((seq, index, payload.concat())),
+            _ => None,
+        });
+        assert!(bytes.starts_with(format!("group {seq} ").as_bytes()));
+        seen.insert(seq);
+    }
+    assert!(
+        cut.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        cut.elapsed()
+    );
+    assert!(other.stats().frames_delivered > 0);
+    s.close();
+    publisher.close();
+    for r in [c, other, a] {
+        r.stop().unwrap();
+    }
+}

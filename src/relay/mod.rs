@@ -3,6 +3,7 @@
 
 mod node;
 mod registry;
+mod routes;
 
 pub use crate::model::{CacheLimits, Frame, Group, GroupCache};
 pub use node::{App, AppCmd, AppEvent, BACKOFF_MAX, BACKOFF_MIN, INBOX, Limits, Node, STABLE};

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::Sender;
 
+use super::routes::Sources;
 use crate::model::{Frame, PeerId, TrackInfo, path};
 
 /// Who publishes a broadcast: a session on some core, or the local application of a core.
@@ -182,12 +183,19 @@ pub struct RelayStats {
     pub frames_delivered: u64,
 }
 
+/// Every announced path with its sources, and the attach counter that orders them.
+#[derive(Default)]
+struct Owners {
+    /// Ordered, so that a listing walks one prefix's range a page at a time.
+    paths: BTreeMap<Arc<str>, Sources>,
+    next: u64,
+}
+
 /// Shared by every core of one process.
 pub struct Registry {
     /// One per core, indexed by core.
     pub counters: Vec<CoreCounters>,
-    /// Ordered, so that a listing walks one prefix's range a page at a time.
-    owners: Mutex<BTreeMap<Arc<str>, Owner>>,
+    owners: Mutex<Owners>,
     links: Vec<Link>,
     /// Messages an inbox may hold before [`Registry::send_data`] refuses more.
     max_inbox: usize,
@@ -200,7 +208,7 @@ impl Registry {
         Self {
             max_inbox,
             counters: links.iter().map(|_| CoreCounters::default()).collect(),
-            owners: Mutex::new(BTreeMap::new()),
+            owners: Mutex::new(Owners::default()),
             links,
             origin,
         }
@@ -264,45 +272,52 @@ impl Registry {
         }
     }
 
-    /// Record `owner` as the publisher of `path`; a newer publisher takes over an older one,
-    /// except that a broadcast the local application publishes stays its own.
+    /// Add `owner` as a source of `path` (see [`Sources::best`] for which source serves it).
+    /// Every core hears when the serving source changes, to move its tracks to it.
     pub fn publish(&self, path: &str, owner: Owner) {
-        let path: Arc<str> = path.into();
         let mut owners = self.owners.lock().expect("registry lock");
-        let changed = match owners.get(&path) {
-            Some(old) if old.peer.is_none() && owner.peer.is_some() => return,
-            Some(old) => old.core != owner.core || old.peer != owner.peer || old.hops != owner.hops,
-            None => true,
+        let seq = owners.next;
+        owners.next += 1;
+        let key = match owners.paths.get_key_value(path) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(path),
         };
-        owners.insert(path.clone(), owner.clone());
+        let sources = owners.paths.entry(key.clone()).or_default();
+        let before = sources.best(&key).cloned();
+        sources.attach(seq, owner);
+        let after = sources.best(&key).cloned();
         drop(owners);
-        // Every core learns of a takeover too, to move its tracks to the new publisher.
-        if changed {
-            self.announce_all(&path, Some(&owner), true);
+        if after != before {
+            self.announce_all(&key, after.as_ref(), true);
         }
     }
 
-    /// Remove `path` if `core`/`peer` still owns it.
+    /// Remove `core`/`peer` as a source of `path`: the next best serves it, or, with none
+    /// left, it ends.
     pub fn unpublish(&self, path: &str, core: usize, peer: Option<PeerId>) {
         let mut owners = self.owners.lock().expect("registry lock");
-        let Some((key, owner)) = owners.get_key_value(path) else {
+        let Some((key, _)) = owners.paths.get_key_value(path) else {
             return;
         };
-        if owner.core != core || owner.peer != peer {
+        let key = key.clone();
+        let sources = owners.paths.get_mut(&key).expect("just found");
+        let before = sources.best(&key).cloned();
+        if !sources.detach(core, peer) {
             return;
         }
-        let key = key.clone();
-        owners.remove(&key);
+        let after = sources.best(&key).cloned();
+        if sources.is_empty() {
+            owners.paths.remove(&key);
+        }
         drop(owners);
-        self.announce_all(&key, None, false);
+        if after != before {
+            self.announce_all(&key, after.as_ref(), after.is_some());
+        }
     }
 
     pub fn lookup(&self, path: &str) -> Option<Owner> {
-        self.owners
-            .lock()
-            .expect("registry lock")
-            .get(path)
-            .cloned()
+        let owners = self.owners.lock().expect("registry lock");
+        owners.paths.get(path)?.best(path).cloned()
     }
 
     /// Ask the core that publishes `path` for the newest complete group of `track`, or the
@@ -351,6 +366,7 @@ impl Registry {
         let owners = self.owners.lock().expect("registry lock");
         let mut out = Vec::new();
         let mut keys = owners
+            .paths
             .range::<str, _>((start, Bound::Unbounded))
             .map(|(k, _)| k)
             .take_while(|k| k.starts_with(prefix));
@@ -370,11 +386,9 @@ impl Registry {
 
     /// Every active broadcast with its owner (for a core that starts late).
     pub fn snapshot(&self) -> Vec<(Arc<str>, Owner)> {
-        self.owners
-            .lock()
-            .expect("registry lock")
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+        let owners = self.owners.lock().expect("registry lock");
+        (owners.paths.iter())
+            .filter_map(|(k, s)| Some((k.clone(), s.best(k)?.clone())))
             .collect()
     }
 }
