@@ -270,6 +270,11 @@ pub struct Cli {
     /// File holding the JWT sent to peer relays whose URL has no `jwt`.
     #[arg(long = "cluster-token", env = "MOQ_CLUSTER_TOKEN")]
     pub cluster_token: Option<PathBuf>,
+
+    /// How long a broadcast whose last source vanished stays announced, e.g. 5s, 500ms, 0
+    /// [default: 5s].
+    #[arg(long = "cluster-linger", env = "MOQ_CLUSTER_LINGER")]
+    pub cluster_linger: Option<String>,
 }
 
 /// One value or a list, as the reference accepts for paths.
@@ -322,6 +327,7 @@ pub struct FileCluster {
     pub connect: OneOrMany<String>,
     pub id: Option<u64>,
     pub token: Option<PathBuf>,
+    pub linger: Option<String>,
 }
 
 /// The peer relays this relay dials, and its hop id.
@@ -550,7 +556,11 @@ impl Config {
 
     pub fn merge(cli: Cli, file: File) -> Result<Self, ConfigError> {
         let admission = admission(&cli, &file.server)?;
-        let limits = relay_limits(&cli, &file.relay)?;
+        let mut limits = relay_limits(&cli, &file.relay)?;
+        if let Some(l) = cli.cluster_linger.clone().or(file.cluster.linger.clone()) {
+            limits.broadcast_linger =
+                duration(&l).map_err(|e| bad("cluster.linger (--cluster-linger)", e))?;
+        }
         let http_limits = limits::http(&cli, &file.web)?;
         let auth = Arc::new(auth(
             cli.auth_key.clone().or(file.auth.key.clone()),
@@ -808,6 +818,27 @@ fn cluster(
         .collect::<Result<_, _>>()
         .map_err(|e| bad("cluster.connect (--cluster-connect)", e))?;
     Ok(ClusterConfig { id, peers })
+}
+
+/// `5s`, `250ms`, `1m`, `1h`, or `0`, as the reference's humantime values.
+fn duration(text: &str) -> Result<std::time::Duration, String> {
+    let t = text.trim();
+    if t == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    let at = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(at);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration such as 5s or 500ms"))?;
+    let ms = match unit.trim() {
+        "ms" => n,
+        "s" => n.saturating_mul(1000),
+        "m" => n.saturating_mul(60_000),
+        "h" => n.saturating_mul(3_600_000),
+        _ => return Err(format!("`{text}` is not a duration such as 5s or 500ms")),
+    };
+    Ok(std::time::Duration::from_millis(ms))
 }
 
 /// Longest public prefix accepted.

@@ -345,9 +345,19 @@ fn cluster_peers_id_and_token() {
     assert_eq!(paths, ["/x?jwt=aa.bb.cc", "/?jwt=own.to.ken"]);
     assert!(c.cluster.peers[0].web && !c.cluster.peers[1].web);
 
-    let f = file("[cluster]\nconnect = \"moql://r.example\"\nid = 9\n").unwrap();
-    let c = Config::merge(cli(&tls()), f).unwrap();
+    assert_eq!(c.limits.broadcast_linger, std::time::Duration::from_secs(5));
+
+    let f = file("[cluster]\nconnect = \"moql://r.example\"\nid = 9\nlinger = \"250ms\"\n");
+    let c = Config::merge(cli(&tls()), f.unwrap()).unwrap();
     assert_eq!((c.cluster.id, c.cluster.peers[0].port), (Some(9), 443));
+    assert_eq!(
+        c.limits.broadcast_linger,
+        std::time::Duration::from_millis(250)
+    );
+    let mut args = tls();
+    args.extend(["--cluster-linger", "0"]);
+    let c = Config::merge(cli(&args), File::default()).unwrap();
+    assert!(c.limits.broadcast_linger.is_zero());
 
     for (flag, value, key) in [
         (

@@ -196,13 +196,10 @@ impl Server {
         self.nodes.registry().expect("cores started").stats()
     }
 
-    /// Every active broadcast the relay knows, by absolute path.
+    /// Every broadcast the relay announces (lingering ones too), by absolute path.
     pub fn broadcasts(&self) -> Vec<String> {
         self.nodes.registry().map_or_else(Vec::new, |r| {
-            r.snapshot()
-                .into_iter()
-                .map(|(p, _)| p.to_string())
-                .collect()
+            r.paths().iter().map(|p| p.to_string()).collect()
         })
     }
 

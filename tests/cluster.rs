@@ -150,9 +150,18 @@ fn chain_carries_each_frame_once_per_hop() {
     assert_eq!(a.stats().frames_delivered, 18);
     assert_eq!(b.stats().frames_delivered, 18);
 
-    // A publisher that leaves ends the broadcast everywhere.
-    publisher.close();
+    // A publisher that ends its broadcast ends it everywhere at once.
+    publisher.send(AppCmd::Unpublish {
+        path: "demo".into(),
+    });
+    let left = Instant::now();
     until_has(&c, "demo", false);
+    assert!(
+        left.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        left.elapsed()
+    );
+    publisher.close();
     for s in subs {
         s.close();
     }
@@ -323,6 +332,51 @@ fn a_second_route_takes_over_at_once() {
     s.close();
     publisher.close();
     for r in [c, other, a] {
+        r.stop().unwrap();
+    }
+}
+
+/// A publisher that vanishes (its session ends without ending the broadcast) leaves the
+/// broadcast announced for the linger: a new publisher within it takes the subscribers over
+/// without their subscriptions ending; without one, it ends after the linger.
+#[test]
+fn a_vanished_publisher_lingers() {
+    let mut a_config = peering(&[], 1);
+    a_config.limits.broadcast_linger = Duration::from_millis(1500);
+    let a = support::start(&a_config);
+    let c = support::start(&peering(&[url("moql", &a)], 3));
+    let first = support::connect(&a, Version::Lite05);
+    first.send(AppCmd::Publish {
+        path: "demo".into(),
+    });
+    send_group(&first, 0);
+    until_has(&c, "demo", true);
+    let s = subscriber(&c, false);
+    assert_eq!(frames(&s, 3).len(), 3);
+
+    first.close();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(has(&c, "demo"), "still announced while it lingers");
+    let second = support::connect(&a, Version::Lite05);
+    second.send(AppCmd::Publish {
+        path: "demo".into(),
+    });
+    send_group(&second, 7);
+    // The same subscription, now fed by the new publisher.
+    let got = frames(&s, 3);
+    assert_eq!(got[0].0, 7);
+
+    let vanished = Instant::now();
+    second.close();
+    until_has(&a, "demo", false);
+    let gone = vanished.elapsed();
+    assert!(gone >= Duration::from_millis(1400), "ended after {gone:?}");
+    wait(&s, "the end of the subscription", |e| {
+        matches!(e, AppEvent::Ended { id: 1, .. }).then_some(())
+    });
+    until_has(&c, "demo", false);
+    s.close();
+    for r in [c, a] {
         r.stop().unwrap();
     }
 }

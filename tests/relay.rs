@@ -151,7 +151,11 @@ fn publish_subscribe_via(publisher: Via, subscriber: Via) {
         );
     }
 
-    // The publisher leaves: the subscription ends and the broadcast is announced as ended.
+    // The publisher ends the broadcast and leaves: the subscription ends and the broadcast is
+    // announced as ended at once (a publisher that only vanishes lingers; tests/cluster.rs).
+    publisher.send(AppCmd::Unpublish {
+        path: "demo".into(),
+    });
     publisher.close();
     let mut ended = false;
     let mut unannounced = false;

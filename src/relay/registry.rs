@@ -295,24 +295,54 @@ impl Registry {
     /// Remove `core`/`peer` as a source of `path`: the next best serves it, or, with none
     /// left, it ends.
     pub fn unpublish(&self, path: &str, core: usize, peer: Option<PeerId>) {
+        self.detach(path, core, peer, false);
+    }
+
+    /// The source of `core`/`peer` was lost without unannouncing (its session died). When it
+    /// was the last, the path stays announced with no source, lingering: the linger's id
+    /// then, which the caller passes to [`Registry::expire`] once the linger is over.
+    pub fn lose(&self, path: &str, core: usize, peer: Option<PeerId>) -> Option<u64> {
+        self.detach(path, core, peer, true)
+    }
+
+    /// End a path whose linger `linger` is over, if it is still that linger (no source came
+    /// meanwhile, and none that came has gone since).
+    pub fn expire(&self, path: &str, linger: u64) {
         let mut owners = self.owners.lock().expect("registry lock");
-        let Some((key, _)) = owners.paths.get_key_value(path) else {
+        let Some((key, sources)) = owners.paths.get_key_value(path) else {
             return;
         };
+        if sources.lingering != Some(linger) {
+            return;
+        }
         let key = key.clone();
+        owners.paths.remove(&key);
+        drop(owners);
+        self.announce_all(&key, None, false);
+    }
+
+    fn detach(&self, path: &str, core: usize, peer: Option<PeerId>, linger: bool) -> Option<u64> {
+        let mut owners = self.owners.lock().expect("registry lock");
+        let (key, _) = owners.paths.get_key_value(path)?;
+        let key = key.clone();
+        let episode = owners.next;
+        owners.next += 1;
         let sources = owners.paths.get_mut(&key).expect("just found");
         let before = sources.best(&key).cloned();
         if !sources.detach(core, peer) {
-            return;
+            return None;
         }
         let after = sources.best(&key).cloned();
-        if sources.is_empty() {
+        let lingering = (sources.is_empty() && linger).then_some(episode);
+        sources.lingering = lingering;
+        if sources.is_empty() && !linger {
             owners.paths.remove(&key);
         }
         drop(owners);
-        if after != before {
+        if after != before && lingering.is_none() {
             self.announce_all(&key, after.as_ref(), after.is_some());
         }
+        lingering
     }
 
     pub fn lookup(&self, path: &str) -> Option<Owner> {
@@ -384,6 +414,12 @@ impl Registry {
         (out, None)
     }
 
+    /// Every announced broadcast, lingering ones too.
+    pub fn paths(&self) -> Vec<Arc<str>> {
+        let owners = self.owners.lock().expect("registry lock");
+        owners.paths.keys().cloned().collect()
+    }
+
     /// Every active broadcast with its owner (for a core that starts late).
     pub fn snapshot(&self) -> Vec<(Arc<str>, Owner)> {
         let owners = self.owners.lock().expect("registry lock");
@@ -447,5 +483,32 @@ mod tests {
             assert_eq!(list("room/b", page).0, ["room/b/c"]);
             assert!(list("nothing", page).0.is_empty());
         }
+    }
+
+    /// A lost last source leaves the path lingering; only the end of the newest linger ends
+    /// it, and a new source ends the linger.
+    #[test]
+    fn lingers_end_only_with_the_newest_linger() {
+        let r = registry(&[]);
+        let src = |peer| Owner {
+            core: 0,
+            peer: Some(PeerId(peer)),
+            hops: vec![9],
+        };
+        r.publish("p", src(1));
+        let first = r.lose("p", 0, Some(PeerId(1))).expect("lingers");
+        assert_eq!(r.paths().len(), 1);
+        assert!(r.lookup("p").is_none());
+        r.publish("p", src(2));
+        assert_eq!(r.lookup("p").unwrap().peer, Some(PeerId(2)));
+        let second = r.lose("p", 0, Some(PeerId(2))).expect("lingers again");
+        r.expire("p", first);
+        assert_eq!(r.paths().len(), 1, "an older linger ends nothing");
+        r.expire("p", second);
+        assert!(r.paths().is_empty());
+        // A clean end does not linger.
+        r.publish("q", src(3));
+        r.unpublish("q", 0, Some(PeerId(3)));
+        assert!(r.paths().is_empty());
     }
 }

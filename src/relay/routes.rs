@@ -11,11 +11,15 @@ use crate::model::PeerId;
 #[derive(Clone, Debug, Default)]
 pub struct Sources {
     list: Vec<(u64, Owner)>,
+    /// Set while the path lingers with no source: which loss started it, so that the end of
+    /// an older linger does not end a newer one.
+    pub lingering: Option<u64>,
 }
 
 impl Sources {
     /// Add a source, or update the hops of one already there (the same core and session).
     pub fn attach(&mut self, seq: u64, owner: Owner) {
+        self.lingering = None;
         match self
             .list
             .iter_mut()

@@ -55,6 +55,7 @@ impl Node {
             _ => match self.active.remove(&path_) {
                 Some(o) => {
                     self.infos.remove(&path_);
+                    self.end_lingering(peers, &path_);
                     o
                 }
                 None => return,
@@ -71,6 +72,50 @@ impl Node {
             if advertise(self.core, client, peer, &owner) && may_subscribe(peers, peer, &path_) {
                 peers.announce(peer, &path_, &owner.hops, active);
             }
+        }
+    }
+
+    /// The track's source is gone but its broadcast lingers: groups in flight will never
+    /// finish (they are aborted), and its subscribers wait for a new source.
+    pub(super) fn linger_track(&mut self, peers: &mut dyn Peers, id: u64) {
+        let Some(t) = self.tracks.get(&id) else {
+            return;
+        };
+        let unfinished: Vec<u64> = (t.cache.groups.iter())
+            .filter(|g| !g.done)
+            .map(|g| g.seq)
+            .collect();
+        for seq in unfinished {
+            self.group_abort(peers, id, seq, ErrorCode::DROPPED);
+        }
+        if let Some(t) = self.tracks.get_mut(&id) {
+            t.source = Source::Lingering;
+        }
+    }
+
+    /// End the broadcasts whose linger is over and that found no new source.
+    pub(super) fn expire_lingering(&mut self, peers: &mut dyn Peers) {
+        let now = peers.now();
+        let (due, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.lingering)
+            .into_iter()
+            .partition(|(until, _, _)| *until <= now);
+        self.lingering = rest;
+        for (_, p, id) in due {
+            self.registry.expire(&p, id);
+        }
+        if let Some(next) = self.lingering.iter().map(|(until, _, _)| *until).min() {
+            peers.wake_at(next);
+        }
+    }
+
+    /// The broadcast ended: its tracks still waiting for a source end too.
+    fn end_lingering(&mut self, peers: &mut dyn Peers, p: &str) {
+        let ids: Vec<u64> = (self.tracks.iter())
+            .filter(|(_, t)| *t.path == *p && matches!(t.source, Source::Lingering))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.end_track(peers, id, ErrorCode::DROPPED);
         }
     }
 

@@ -36,6 +36,9 @@ pub struct Limits {
     /// re-subscribe (or an HTTP fetch) finds it warm.
     pub track_linger: std::time::Duration,
     pub cache: CacheLimits,
+    /// How long a broadcast whose last source vanished (its session died without ending it)
+    /// stays announced, its subscribers waiting for another source; zero ends it at once.
+    pub broadcast_linger: std::time::Duration,
     /// Messages a core's inbox may hold before frames for it are dropped; a replica that
     /// misses a frame loses the whole group instead (aborted there with `LAGGED`). Fixed at
     /// [`INBOX`] outside tests.
@@ -52,6 +55,7 @@ impl Default for Limits {
             session: SessionLimits::default(),
             track_linger: std::time::Duration::from_secs(5),
             cache: CacheLimits::default(),
+            broadcast_linger: std::time::Duration::from_secs(5),
             inbox: INBOX,
         }
     }
@@ -80,6 +84,8 @@ enum Source {
     Core { core: usize },
     /// Written by the local application.
     App,
+    /// None: the broadcast lost its last source and lingers; another may come.
+    Lingering,
 }
 
 struct TrackState {
@@ -153,6 +159,8 @@ pub struct Node {
     next_fetch: u64,
     /// The peer relays this core dials.
     peering: Vec<PeerDial>,
+    /// Broadcasts this core saw lose their last source, and when their linger ends.
+    lingering: Vec<(std::time::Instant, Arc<str>, u64)>,
     /// State of the jitter of redials.
     jitter: u64,
 }
@@ -203,6 +211,7 @@ impl Node {
                 .map(|(dial, name)| PeerDial::new(dial, name))
                 .collect(),
             jitter,
+            lingering: Vec::new(),
         }
     }
 

@@ -49,6 +49,7 @@ impl Application for Node {
     }
 
     fn on_timer(&mut self, peers: &mut dyn Peers) {
+        self.expire_lingering(peers);
         self.release_idle(peers);
         self.sweep_fetches(peers);
         self.dial_peers(peers);
@@ -240,8 +241,16 @@ impl Node {
             waiters.retain(|w| !matches!(w, InfoWaiter::Stream(p, _) if *p == peer));
             !waiters.is_empty()
         });
+        // What it announced and never ended lingers, on a relay, for another source.
+        let linger = self.limits.broadcast_linger;
+        let mut lingering = Vec::new();
         for event in forgotten {
             match event {
+                PeerEvent::Announced { path, .. } if self.app.is_none() && !linger.is_zero() => {
+                    if let Some(id) = self.registry.lose(&path, self.core, Some(peer)) {
+                        lingering.push((path, id));
+                    }
+                }
                 PeerEvent::Announced { path, .. } => {
                     self.registry.unpublish(&path, self.core, Some(peer))
                 }
@@ -270,11 +279,23 @@ impl Node {
                 .tracks
                 .get(&id)
                 .and_then(|t| self.registry.lookup(&t.path));
+            let waits = self
+                .tracks
+                .get(&id)
+                .is_some_and(|t| lingering.iter().any(|(p, _)| *p == t.path));
             if taken.is_some() {
                 self.resplice(peers, id);
+            } else if waits {
+                self.linger_track(peers, id);
             } else {
                 self.end_track(peers, id, ErrorCode::DROPPED);
             }
+        }
+        if !lingering.is_empty() {
+            let until = peers.now() + linger;
+            self.lingering
+                .extend(lingering.into_iter().map(|(p, id)| (until, p, id)));
+            peers.wake_at(until);
         }
     }
 }

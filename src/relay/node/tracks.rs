@@ -19,6 +19,7 @@ impl Node {
             // The owning core resplices its own track.
             Source::Core { core } => owner.core == core,
             Source::App => true,
+            Source::Lingering => false,
         };
         let live = match t.source {
             Source::Session { peer, .. } => self.sessions.contains_key(&peer),
@@ -284,7 +285,7 @@ impl Node {
                     replica: track,
                 },
             ),
-            Source::App => {}
+            Source::App | Source::Lingering => {}
         }
     }
 
