@@ -46,6 +46,9 @@ use worker::{Cmd, Worker, WorkerReport};
 pub struct LoadConfig {
     pub scenario: Scenario,
     pub target: Target,
+    /// Where the publishers connect instead of `target` (another relay of a cluster), with
+    /// the same transport and version.
+    pub publish_target: Option<Target>,
     /// Client threads, one per core; 0 means every core.
     pub threads: usize,
     pub pacing: Pacing,
@@ -64,6 +67,7 @@ impl LoadConfig {
         Self {
             scenario,
             target,
+            publish_target: None,
             threads: 0,
             pacing: Pacing::Timed,
             connect_timeout: Duration::from_secs(5),
@@ -146,14 +150,21 @@ impl Load {
         .expect("literal address");
         let origin = random_origin();
         let run_id = format!("{:06x}", origin & 0xff_ffff);
-        let plan = Arc::new(Plan::new(
+        if let Some(p) = &config.publish_target
+            && (p.alpns != config.target.alpns || p.transport != config.target.transport)
+        {
+            return Err("--publish-url must use the transport and version of --url".into());
+        }
+        let mut plan = Plan::new(
             config.scenario,
             config.target,
             config.pacing,
             threads,
             origin,
             &run_id,
-        ));
+        );
+        plan.publish_target = config.publish_target;
+        let plan = Arc::new(plan);
         let (report_tx, reports) = crossbeam_channel::unbounded();
         let (commands, receivers): (Vec<_>, Vec<_>) =
             (0..threads).map(|_| crossbeam_channel::unbounded()).unzip();

@@ -34,6 +34,11 @@ struct Args {
     #[arg(long)]
     url: String,
 
+    /// Publishers connect here instead of --url (another relay of a cluster, to load a chain);
+    /// the same transport and version.
+    #[arg(long)]
+    publish_url: Option<String>,
+
     /// quic or webtransport [default: quic for moql://, webtransport for https:// and http://].
     /// Raw QUIC to an https:// URL speaks moq-lite-05 with the path in SETUP.
     #[arg(long)]
@@ -198,7 +203,19 @@ fn config(args: &Args) -> Result<LoadConfig, String> {
         tls_fingerprints: args.tls_fingerprint.clone(),
         timeout: args.connect_timeout,
     })?;
+    let publish_target = match &args.publish_url {
+        Some(url) => Some(Target::resolve(&TargetOptions {
+            url: url.clone(),
+            version: args.version.clone(),
+            transport,
+            tls_disable_verify: args.tls_disable_verify,
+            tls_fingerprints: args.tls_fingerprint.clone(),
+            timeout: args.connect_timeout,
+        })?),
+        None => None,
+    };
     let mut config = LoadConfig::new(scenario, target);
+    config.publish_target = publish_target;
     config.threads = args.threads;
     config.io = io;
     config.pin = args.pin;

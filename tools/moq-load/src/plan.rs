@@ -81,6 +81,8 @@ pub struct WorkerStats {
 pub struct Plan {
     pub scenario: Scenario,
     pub target: Target,
+    /// Where publishers connect, when not `target`.
+    pub publish_target: Option<Target>,
     pub pacing: Pacing,
     pub threads: usize,
     pub clock: Clock,
@@ -169,6 +171,7 @@ impl Plan {
         Self {
             scenario,
             target,
+            publish_target: None,
             pacing,
             threads,
             clock: Clock::new(),

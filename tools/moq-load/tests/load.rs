@@ -301,3 +301,25 @@ fn a_token_in_the_url_is_sent() {
     }
     server.stop().unwrap();
 }
+
+/// A chain of two relays (B dials A): publishers on A, subscribers on B, every frame through.
+#[test]
+fn publishers_and_subscribers_on_two_relays_of_a_chain() {
+    let a = relay(1);
+    let mut b_config = support::config(1, moq_relay::relay::Limits::default());
+    let up = format!("moql://127.0.0.1:{}/", a.local_addr().port());
+    b_config.cluster.peers = vec![moq_relay::cluster::parse_peer(&up, None).unwrap()];
+    let b = support::start(&b_config);
+    let url =
+        |s: &moq_relay::server::Server| format!("moql://127.0.0.1:{}/", s.local_addr().port());
+    let mut config = LoadConfig::new(small(2, 1, 1.0), target(&url(&b), Some("lite-05")));
+    config.publish_target = Some(target(&url(&a), Some("lite-05")));
+    config.threads = 1;
+    config.scenario.ramp_up = Duration::from_secs(1);
+    let report = run(config, None, |_, _| {}).unwrap();
+    assert_complete(&report, 2);
+    assert_eq!(a.stats().frames_delivered, report.frames_published);
+    for r in [b, a] {
+        r.stop().unwrap();
+    }
+}

@@ -373,21 +373,26 @@ pub fn host(worker: Worker, dials: Arc<Vec<Dial>>) -> Host<Worker> {
 /// What each connection of `plan` dials: the target, with the connection's own hop id and the
 /// role of its half of the run.
 pub fn dials(plan: &Plan) -> Arc<Vec<Dial>> {
-    let t = &plan.target;
     let dials = (0..plan.conns.len())
-        .map(|i| Dial {
-            addr: t.addr,
-            server_name: t.server_name.clone(),
-            url: t.request_path.clone(),
-            setup_path: t.setup_path.clone(),
-            setup_versions: t.setup_versions.clone(),
-            web_protocols: t.web_protocols.clone(),
-            role: match plan.conns[i] {
-                ConnPlan::Publisher { .. } => Role::Publisher,
-                ConnPlan::Subscriber { .. } => Role::Subscriber,
-            },
-            origin: Some(plan.origin_of(i)),
-            quic: None,
+        .map(|i| {
+            let t = match (&plan.conns[i], &plan.publish_target) {
+                (ConnPlan::Publisher { .. }, Some(p)) => p,
+                _ => &plan.target,
+            };
+            Dial {
+                addr: t.addr,
+                server_name: t.server_name.clone(),
+                url: t.request_path.clone(),
+                setup_path: t.setup_path.clone(),
+                setup_versions: t.setup_versions.clone(),
+                web_protocols: t.web_protocols.clone(),
+                role: match plan.conns[i] {
+                    ConnPlan::Publisher { .. } => Role::Publisher,
+                    ConnPlan::Subscriber { .. } => Role::Subscriber,
+                },
+                origin: Some(plan.origin_of(i)),
+                quic: None,
+            }
         })
         .collect();
     Arc::new(dials)
