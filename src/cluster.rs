@@ -75,10 +75,6 @@ pub fn parse_peer(raw: &str, token: Option<&str>) -> Result<PeerUrl, String> {
     let full = if raw.contains("://") {
         raw.to_owned()
     } else {
-        tracing::warn!(
-            peer = raw,
-            "a cluster peer without a scheme is taken as https://"
-        );
         format!("https://{raw}/")
     };
     let (scheme, rest) = full.split_once("://").expect("has a scheme");

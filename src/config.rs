@@ -99,6 +99,23 @@ pub struct Cli {
     )]
     pub tls_generate: Vec<String>,
 
+    /// PEM root certificates for client certificates: a peer (another relay) presenting one
+    /// that chains to them gets full access under its URL path, without a token.
+    #[arg(
+        long = "server-tls-root",
+        env = "MOQ_SERVER_TLS_ROOT",
+        value_delimiter = ','
+    )]
+    pub server_tls_root: Vec<PathBuf>,
+
+    /// PEM certificate chain presented to peer relays that ask for one (mutual TLS).
+    #[arg(long = "client-tls-cert", env = "MOQ_CLIENT_TLS_CERT")]
+    pub client_tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --client-tls-cert.
+    #[arg(long = "client-tls-key", env = "MOQ_CLIENT_TLS_KEY")]
+    pub client_tls_key: Option<PathBuf>,
+
     /// UDP address outgoing (relay-to-relay) connections bind to [default: [::]:0].
     #[arg(long = "client-bind", env = "MOQ_CLIENT_BIND")]
     pub client_bind: Option<String>,
@@ -317,6 +334,10 @@ pub struct File {
     pub auth: FileAuth,
     #[serde(default)]
     pub cluster: FileCluster,
+    /// The reference's statistics and iroh transport: accepted so that its configs start,
+    /// with a warning that they are ignored.
+    pub stats: Option<toml::Value>,
+    pub iroh: Option<toml::Value>,
 }
 
 /// `[cluster]`: the peer relays to dial.
@@ -328,6 +349,10 @@ pub struct FileCluster {
     pub id: Option<u64>,
     pub token: Option<PathBuf>,
     pub linger: Option<String>,
+    /// This relay's own URL, which gossip would advertise; without `mesh` it does nothing
+    /// (as in the reference).
+    pub node: Option<String>,
+    pub mesh: Option<bool>,
 }
 
 /// The peer relays this relay dials, and its hop id.
@@ -338,15 +363,39 @@ pub struct ClusterConfig {
     pub peers: Vec<crate::cluster::PeerUrl>,
 }
 
+/// `[auth] public`: prefixes for both directions, or a table of one-direction lists.
+#[derive(Deserialize, Debug)]
+#[serde(untagged)]
+pub enum Public {
+    Both(OneOrMany<String>),
+    Split(PublicSplit),
+}
+
+impl Default for Public {
+    fn default() -> Self {
+        Self::Both(OneOrMany::default())
+    }
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PublicSplit {
+    #[serde(default)]
+    pub subscribe: OneOrMany<String>,
+    #[serde(default)]
+    pub publish: OneOrMany<String>,
+}
+
 /// `[auth]`: token keys and public prefixes.
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
 pub struct FileAuth {
     pub key: Option<PathBuf>,
     pub key_dir: Option<PathBuf>,
-    /// Both directions; one prefix or a list.
+    /// Both directions: one prefix or a list; or, as the reference also writes it, a table
+    /// `{ subscribe = [...], publish = [...] }`.
     #[serde(default)]
-    pub public: OneOrMany<String>,
+    pub public: Public,
     #[serde(default)]
     pub public_subscribe: OneOrMany<String>,
     #[serde(default)]
@@ -403,6 +452,9 @@ pub struct FileServerTls {
     pub key: OneOrMany<PathBuf>,
     #[serde(default)]
     pub generate: OneOrMany<String>,
+    /// Roots for client certificates (mutual TLS between relays).
+    #[serde(default)]
+    pub root: OneOrMany<PathBuf>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -421,6 +473,11 @@ pub struct FileClientTls {
     #[serde(default)]
     pub fingerprint: OneOrMany<String>,
     pub disable_verify: Option<bool>,
+    /// Our client certificate for mutual TLS: a chain and its key (one file each).
+    #[serde(default)]
+    pub cert: OneOrMany<PathBuf>,
+    #[serde(default)]
+    pub key: OneOrMany<PathBuf>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -463,6 +520,8 @@ pub struct FileWebHttps {
 pub struct ServerTls {
     pub pairs: Vec<(PathBuf, PathBuf)>,
     pub generate: Vec<String>,
+    /// Roots that client certificates must chain to; none: no client certificates asked for.
+    pub client_roots: Vec<PathBuf>,
 }
 
 /// The HTTP endpoints over TCP; each listener is off when `None`.
@@ -494,12 +553,16 @@ pub struct Config {
     pub tls: ServerTls,
     pub client_bind: SocketAddr,
     pub client_verify: ClientVerify,
+    /// Our certificate and key for mutual TLS with peer relays.
+    pub client_identity: Option<(PathBuf, PathBuf)>,
     pub log_level: String,
     pub limits: Limits,
     pub web: WebConfig,
     /// Who may publish and subscribe where.
     pub auth: Arc<Auth>,
     pub cluster: ClusterConfig,
+    /// What start-up should log once logging is up (keys accepted but ignored, and such).
+    pub warnings: Vec<String>,
 }
 
 /// A configuration error that names the offending key.
@@ -562,20 +625,27 @@ impl Config {
                 duration(&l).map_err(|e| bad("cluster.linger (--cluster-linger)", e))?;
         }
         let http_limits = limits::http(&cli, &file.web)?;
+        let (both, mut publish, mut subscribe) = match file.auth.public {
+            Public::Both(b) => (b.into_vec(), Vec::new(), Vec::new()),
+            Public::Split(s) => (Vec::new(), s.publish.into_vec(), s.subscribe.into_vec()),
+        };
+        publish.extend(file.auth.public_publish.into_vec());
+        subscribe.extend(file.auth.public_subscribe.into_vec());
+        let or_file = |cli: &Vec<String>, file: Vec<String>| {
+            if cli.is_empty() { file } else { cli.clone() }
+        };
         let auth = Arc::new(auth(
             cli.auth_key.clone().or(file.auth.key.clone()),
             cli.auth_key_dir.clone().or(file.auth.key_dir.clone()),
             [
-                pick_list(cli.auth_public.clone(), file.auth.public),
-                pick_list(cli.auth_public_publish.clone(), file.auth.public_publish),
-                pick_list(
-                    cli.auth_public_subscribe.clone(),
-                    file.auth.public_subscribe,
-                ),
+                or_file(&cli.auth_public, both),
+                or_file(&cli.auth_public_publish, publish),
+                or_file(&cli.auth_public_subscribe, subscribe),
             ],
         )?);
+        let connect = pick_list(cli.cluster_connect.clone(), file.cluster.connect);
         let cluster = cluster(
-            pick_list(cli.cluster_connect.clone(), file.cluster.connect),
+            connect.clone(),
             cli.cluster_id.or(file.cluster.id),
             cli.cluster_token.clone().or(file.cluster.token),
         )?;
@@ -592,11 +662,51 @@ impl Config {
         let io = pick(cli.io, file.server.io, "auto".into());
         let io: IoMode = io.parse().map_err(|e| bad("server.io (--io)", e))?;
 
-        let tls = server_tls(
+        let mut tls = server_tls(
             pick_list(cli.tls_cert, file.server.tls.cert),
             pick_list(cli.tls_key, file.server.tls.key),
             pick_list(cli.tls_generate, file.server.tls.generate),
         )?;
+        tls.client_roots = pick_list(cli.server_tls_root, file.server.tls.root);
+        let client_identity = match (
+            cli.client_tls_cert
+                .or(file.client.tls.cert.into_vec().into_iter().next()),
+            cli.client_tls_key
+                .or(file.client.tls.key.into_vec().into_iter().next()),
+        ) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => {
+                return Err(bad(
+                    "client.tls.cert/key (--client-tls-cert/--client-tls-key)",
+                    "give both or neither",
+                ));
+            }
+        };
+        let mut warnings = Vec::new();
+        for (table, present) in [
+            ("stats", file.stats.is_some()),
+            ("iroh", file.iroh.is_some()),
+        ] {
+            if present {
+                warnings.push(format!(
+                    "config [{table}] is not supported by this relay and is ignored"
+                ));
+            }
+        }
+        for raw in &connect {
+            if !raw.contains("://") {
+                warnings.push(format!(
+                    "config cluster.connect `{raw}` has no scheme: taken as https://"
+                ));
+            }
+        }
+        if file.cluster.mesh == Some(true) {
+            return Err(bad(
+                "cluster.mesh",
+                "gossip discovery is not supported yet; list the peers in cluster.connect",
+            ));
+        }
 
         let client_bind = pick(cli.client_bind, file.client.bind, "[::]:0".into());
         let client_bind = resolve("client.bind (--client-bind)", &client_bind)?;
@@ -642,11 +752,13 @@ impl Config {
             tls,
             client_bind,
             client_verify,
+            client_identity,
             log_level,
             limits,
             web,
             auth,
             cluster,
+            warnings,
         })
     }
 
@@ -727,6 +839,7 @@ fn server_tls(
     Ok(ServerTls {
         pairs: certs.into_iter().zip(keys).collect(),
         generate,
+        client_roots: Vec::new(),
     })
 }
 

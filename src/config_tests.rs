@@ -384,3 +384,63 @@ fn cluster_peers_id_and_token() {
     assert!(e.0.contains("not a JWT"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A file written as the reference relay's demo cluster configs are (a leaf with mutual TLS,
+/// a public table, a node name, and the `[stats]` and `[iroh]` tables this relay does not
+/// have) starts here: the unknown tables are warned about, the rest is taken.
+#[test]
+fn reference_cluster_configs_are_accepted() {
+    let f = file(
+        r#"
+        [log]
+        level = "debug"
+
+        [server]
+        listen = "[::]:4444"
+        tls.cert = ["leaf.crt"]
+        tls.key = ["leaf.key"]
+        tls.root = ["ca.pem"]
+
+        [client]
+        tls.cert = "leaf.crt"
+        tls.key = "leaf.key"
+
+        [web.http]
+        listen = "[::]:4444"
+
+        [auth.public]
+        subscribe = ["anon", "demo"]
+        publish = ["anon", "demo/viewer"]
+
+        [cluster]
+        connect = ["https://localhost:4443/"]
+        node = "local/leaf"
+
+        [stats]
+        enabled = true
+
+        [iroh]
+        enabled = false
+        "#,
+    )
+    .unwrap();
+    let bare = Cli::try_parse_from(["moq-relay"]).unwrap();
+    let c = Config::merge(bare, f).unwrap();
+    assert_eq!(c.bind.port(), 4444);
+    assert_eq!(c.tls.client_roots, [PathBuf::from("ca.pem")]);
+    assert_eq!(
+        c.client_identity,
+        Some((PathBuf::from("leaf.crt"), PathBuf::from("leaf.key")))
+    );
+    assert_eq!(c.cluster.peers[0].display(), "https://localhost:4443/");
+    let a = c.auth.admit("", None).unwrap();
+    assert_eq!((a.publish.len(), a.subscribe.len()), (2, 2));
+    assert!(a.may_publish("demo/viewer/x") && !a.may_publish("demo/x"));
+    assert!(c.warnings.iter().any(|w| w.contains("[stats]")));
+    assert!(c.warnings.iter().any(|w| w.contains("[iroh]")));
+    // Gossip is not here yet: asking for it is an error, not a silent no.
+    let f = file("[auth]\npublic = \"\"\n[server.tls]\ngenerate = \"x\"\n[cluster]\nmesh = true\n");
+    let bare = Cli::try_parse_from(["moq-relay"]).unwrap();
+    let e = Config::merge(bare, f.unwrap()).unwrap_err();
+    assert!(e.0.contains("cluster.mesh"), "{e}");
+}

@@ -15,6 +15,9 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&config.log_level);
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
 
     // Block the stop signals before any core thread exists, so that only `wait_for_stop` sees them.
     let signals = block_stop_signals();

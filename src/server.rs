@@ -90,7 +90,10 @@ impl Server {
             listeners.push(l);
         }
         let limits = TransportLimits::default();
-        let server = crate::quic::server_config(certs.server_config(ALPNS), &limits)?;
+        let quic_tls = certs
+            .server_config_with_clients(ALPNS, &config.tls.client_roots)
+            .context("server.tls.root (--server-tls-root)")?;
+        let server = crate::quic::server_config(quic_tls, &limits)?;
         let client_tls = tls::client_config(&config.client_verify, ALPNS)?;
         let client = crate::quic::client_config(client_tls, &limits)?;
         let engine_config = EngineConfig {
@@ -229,7 +232,12 @@ fn peer_dials(config: &Config, limits: &TransportLimits) -> anyhow::Result<Vec<D
         let addr = peer
             .resolve()
             .map_err(|e| anyhow::anyhow!("config cluster.connect (--cluster-connect): {e}"))?;
-        let tls = tls::client_config(&config.client_verify, &peer.alpns())?;
+        let tls = tls::client_config_with(
+            &config.client_verify,
+            &peer.alpns(),
+            config.client_identity.as_ref(),
+        )
+        .context("client.tls.cert/key (--client-tls-cert/--client-tls-key)")?;
         let path = peer.path();
         dials.push(Dial {
             // Over WebTransport the moq-lite versions with an ALPN of their own.

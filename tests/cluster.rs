@@ -380,3 +380,55 @@ fn a_vanished_publisher_lingers() {
         r.stop().unwrap();
     }
 }
+
+/// Mutual TLS between relays (`--server-tls-root` on A, `--client-tls-cert/key` on B): B's
+/// certificate chains to A's root, so B gets full access without a token, where A lets
+/// nobody else in; a relay without the certificate is refused.
+#[test]
+fn a_peer_relay_with_a_client_certificate_needs_no_token() {
+    let dir = std::env::temp_dir().join(format!("moq-mtls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut leaf = rcgen::CertificateParams::new(vec!["relay-b".to_string()]).unwrap();
+    leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
+    let write = |name: &str, pem: String| {
+        let p = dir.join(name);
+        std::fs::write(&p, pem).unwrap();
+        p
+    };
+    let ca_pem = write("ca.pem", ca_cert.pem());
+    let cert = write("b.crt", leaf_cert.pem());
+    let key = write("b.key", leaf_key.serialize_pem());
+
+    let mut a_config = peering(&[], 1);
+    a_config.auth = tokens::keyed(&[], &[]);
+    a_config.tls.client_roots = vec![ca_pem];
+    let a = support::start(&a_config);
+    let mut b_config = peering(&[url("moql", &a)], 2);
+    b_config.client_identity = Some((cert, key));
+    let b = support::start(&b_config);
+    let c = support::start(&peering(&[url("https", &a)], 3));
+
+    let mut opts = moq_relay::client::ClientOptions::new(b.local_addr(), Version::Lite05);
+    opts.path = String::new();
+    let publisher = support::connect_with(opts, Version::Lite05);
+    publisher.send(AppCmd::Publish {
+        path: "demo".into(),
+    });
+    send_group(&publisher, 0);
+    // B's broadcast reaches A over B's certificate; C (no certificate, no token) gets nothing.
+    until_has(&a, "demo", true);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!has(&c, "demo"));
+    publisher.close();
+    for r in [c, b, a] {
+        r.stop().unwrap();
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

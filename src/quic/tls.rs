@@ -151,18 +151,56 @@ impl ServerCerts {
 
     /// A TLS 1.3-only server config offering `alpns` in this (the server's) preference order.
     pub fn server_config(&self, alpns: &[&[u8]]) -> Arc<rustls::ServerConfig> {
+        self.server_config_with_clients(alpns, &[])
+            .expect("no client roots to load")
+    }
+
+    /// [`Self::server_config`], also asking clients for a certificate: one that chains to a
+    /// root in `client_roots` (PEM files) is verified and kept as the connection's peer
+    /// identity; clients without one still connect. No roots: no certificate is asked for.
+    pub fn server_config_with_clients(
+        &self,
+        alpns: &[&[u8]],
+        client_roots: &[PathBuf],
+    ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
         let resolver = SniResolver {
             keys: self.keys.clone(),
         };
-        let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+        let builder = rustls::ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
-            .expect("ring supports TLS 1.3")
-            .with_no_client_auth()
-            .with_cert_resolver(Arc::new(resolver));
+            .expect("ring supports TLS 1.3");
+        let builder = if client_roots.is_empty() {
+            builder.with_no_client_auth()
+        } else {
+            let roots = Arc::new(root_store(client_roots)?);
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider())
+                    .allow_unauthenticated()
+                    .build()
+                    .map_err(|e| err(format!("server tls root: {e}")))?;
+            builder.with_client_cert_verifier(verifier)
+        };
+        let mut tls = builder.with_cert_resolver(Arc::new(resolver));
         tls.alpn_protocols = alpns.iter().map(|a| a.to_vec()).collect();
         tls.max_early_data_size = 0;
-        Arc::new(tls)
+        Ok(Arc::new(tls))
     }
+}
+
+/// The certificates of PEM files, as roots.
+fn root_store(files: &[PathBuf]) -> Result<rustls::RootCertStore, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for file in files {
+        for cert in load_certs(file)? {
+            roots
+                .add(cert)
+                .map_err(|e| err(format!("tls root {}: {e}", file.display())))?;
+        }
+    }
+    if roots.is_empty() {
+        return Err(err("tls root: no root certificates found"));
+    }
+    Ok(roots)
 }
 
 fn leaf(key: &CertifiedKey) -> &CertificateDer<'_> {
@@ -230,13 +268,22 @@ pub fn client_config(
     verify: &ClientVerify,
     alpns: &[&[u8]],
 ) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    client_config_with(verify, alpns, None)
+}
+
+/// [`client_config`], presenting `identity` (a PEM chain and its key) when the server asks
+/// for a client certificate.
+pub fn client_config_with(
+    verify: &ClientVerify,
+    alpns: &[&[u8]],
+    identity: Option<&(PathBuf, PathBuf)>,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let provider = provider();
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .expect("ring supports TLS 1.3");
-    let mut tls = match verify {
+    let builder = match verify {
         ClientVerify::Roots(files) => {
-            let mut roots = rustls::RootCertStore::empty();
             let files: Vec<PathBuf> = if files.is_empty() {
                 SYSTEM_ROOTS
                     .iter()
@@ -247,17 +294,7 @@ pub fn client_config(
             } else {
                 files.clone()
             };
-            for file in &files {
-                for cert in load_certs(file)? {
-                    roots
-                        .add(cert)
-                        .map_err(|e| err(format!("tls root {}: {e}", file.display())))?;
-                }
-            }
-            if roots.is_empty() {
-                return Err(err("tls root: no root certificates found"));
-            }
-            builder.with_root_certificates(roots).with_no_client_auth()
+            builder.with_root_certificates(root_store(&files)?)
         }
         ClientVerify::Fingerprints(list) => {
             let pins = list
@@ -274,15 +311,24 @@ pub fn client_config(
                     pins: Some(pins),
                     algs: provider.signature_verification_algorithms,
                 }))
-                .with_no_client_auth()
         }
         ClientVerify::Disabled => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(Pinned {
                 pins: None,
                 algs: provider.signature_verification_algorithms,
-            }))
-            .with_no_client_auth(),
+            })),
+    };
+    let mut tls = match identity {
+        None => builder.with_no_client_auth(),
+        Some((chain, key)) => {
+            let certs = load_certs(chain)?;
+            let key = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| err(format!("client tls key {}: {e}", key.display())))?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| err(format!("client tls cert {}: {e}", chain.display())))?
+        }
     };
     tls.alpn_protocols = alpns.iter().map(|a| a.to_vec()).collect();
     Ok(Arc::new(tls))

@@ -136,6 +136,13 @@ impl<A: Application> Host<A> {
             .map(|a| String::from_utf8_lossy(&a).into_owned())
             .unwrap_or_default();
         let server = ctx.peek(ch).is_some_and(|c| c.side().is_server());
+        // rustls asks for a client certificate only with client roots configured, and one
+        // that does not chain to them fails the handshake: a certificate here is verified.
+        let verified = server
+            && ctx
+                .peek(ch)
+                .and_then(|q| q.crypto_session().peer_identity())
+                .is_some();
         let version = Version::from_alpn(&alpn);
         let h3 = alpn.as_bytes() == web::ALPN;
         if version.is_none() && alpn != Version::LEGACY_ALPN && !h3 {
@@ -164,11 +171,12 @@ impl<A: Application> Host<A> {
         let dial = conn.dial.map(|n| &c.cfg.dials[n]);
         let web = h3.then(|| web_session(&c.cfg.limits, dial));
         let gate = c.cfg.gate.clone().filter(|_| server);
-        conn.session = Some(Session::new(
-            wire_config(&c.cfg, server, h3, dial),
-            web,
-            gate,
-        ));
+        let mut session = Session::new(wire_config(&c.cfg, server, h3, dial), web, gate);
+        if verified {
+            tracing::info!(core = ctx.core, %peer, "peer with a verified client certificate");
+            session.trust();
+        }
+        conn.session = Some(session);
         tracing::debug!(core = ctx.core, %peer, alpn = %alpn, server, "session connected");
         self.app.on_session(&mut View { ctx, conns: c }, peer);
         self.drive(ctx, ch, |s, conn, now, ev| s.start(conn, now, version, ev));

@@ -47,6 +47,9 @@ pub struct Session {
     /// What the peer may do, once decided: at the CONNECT on WebTransport, at setup on raw
     /// QUIC (narrowed to the role its lite-05 SETUP declares).
     access: Option<Access>,
+    /// The peer presented a client certificate that chains to our client roots (a peer
+    /// relay): everything under its path, without a token.
+    trusted: bool,
     /// Reused for what the machine reports, so that reading a stream allocates nothing.
     spare: Vec<PeerEvent>,
     /// See [`crate::model::SessionLimits::max_queued`].
@@ -87,6 +90,7 @@ impl Session {
             peer_accepted: [0; 2],
             gate,
             access: None,
+            trusted: false,
             spare: Vec::new(),
             max_queued,
             over_since: None,
@@ -107,8 +111,18 @@ impl Session {
         self.access.as_ref()
     }
 
+    /// The peer's TLS identity was verified against our client roots.
+    pub fn trust(&mut self) {
+        self.trusted = true;
+    }
+
     fn admit(&self, root: &str, token: Option<&str>) -> Result<Access, Refusal> {
         match &self.gate {
+            Some(_) if self.trusted => Ok(Access::new(
+                vec![root.to_owned()],
+                vec![root.to_owned()],
+                None,
+            )),
             Some(gate) => gate.admit(root, token),
             None => Ok(Access::all()),
         }

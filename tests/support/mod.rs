@@ -56,14 +56,17 @@ pub fn config(threads: usize, limits: Limits) -> Config {
         tls: ServerTls {
             pairs: Vec::new(),
             generate: vec!["localhost".into()],
+            client_roots: Vec::new(),
         },
         client_bind: "127.0.0.1:0".parse().unwrap(),
         client_verify: ClientVerify::Disabled,
+        client_identity: None,
         log_level: "info".into(),
         limits,
         web: WebConfig::default(),
         auth: std::sync::Arc::new(moq_relay::auth::Auth::open()),
         cluster: Default::default(),
+        warnings: Vec::new(),
     }
 }
 
