@@ -86,6 +86,16 @@ fn frames(c: &Client, count: usize) -> Vec<(u64, usize, Vec<u8>)> {
     got
 }
 
+/// A lite-05 publisher of `demo` on `server`, group 0 written.
+fn publishing(server: &Server) -> Client {
+    let publisher = support::connect(server, Version::Lite05);
+    publisher.send(AppCmd::Publish {
+        path: "demo".into(),
+    });
+    send_group(&publisher, 0);
+    publisher
+}
+
 fn subscriber(server: &Server, web: bool) -> Client {
     let c = if web {
         support::connect_web(server, &["moq-lite-05"], Version::Lite05)
@@ -107,11 +117,7 @@ fn chain_carries_each_frame_once_per_hop() {
     let a = support::start(&peering(&[], 1));
     let b = support::start(&peering(&[url("moql", &a)], 2));
     let c = support::start(&peering(&[url("https", &b)], 3));
-    let publisher = support::connect(&a, Version::Lite05);
-    publisher.send(AppCmd::Publish {
-        path: "demo".into(),
-    });
-    send_group(&publisher, 0);
+    let publisher = publishing(&a);
     until_has(&c, "demo", true);
 
     let subs: Vec<Client> = (0..3).map(|i| subscriber(&c, i == 1)).collect();
@@ -179,11 +185,7 @@ fn a_lost_peer_is_dialled_again() {
     let b = support::start(&b_config);
     let b_addr: SocketAddr = b.local_addr();
     let c = support::start(&peering(&[url("moql", &b)], 3));
-    let publisher = support::connect(&a, Version::Lite05);
-    publisher.send(AppCmd::Publish {
-        path: "demo".into(),
-    });
-    send_group(&publisher, 0);
+    let publisher = publishing(&a);
     until_has(&c, "demo", true);
 
     b.stop().unwrap();
@@ -216,11 +218,7 @@ fn relays_dialling_each_other_do_not_loop() {
     a.stop().unwrap();
     a_config.bind = a_addr;
     let a = support::start(&a_config);
-    let publisher = support::connect(&a, Version::Lite05);
-    publisher.send(AppCmd::Publish {
-        path: "demo".into(),
-    });
-    send_group(&publisher, 0);
+    let publisher = publishing(&a);
     until_has(&b, "demo", true);
     let s = subscriber(&b, false);
     assert_eq!(frames(&s, 3).len(), 3);
@@ -285,11 +283,7 @@ fn a_second_route_takes_over_at_once() {
     let b = support::start(&peering(&[url("moql", &a)], 2));
     let d = support::start(&peering(&[url("https", &a)], 4));
     let c = support::start(&peering(&[url("moql", &b), url("moql", &d)], 3));
-    let publisher = support::connect(&a, Version::Lite05);
-    publisher.send(AppCmd::Publish {
-        path: "demo".into(),
-    });
-    send_group(&publisher, 0);
+    let publisher = publishing(&a);
     until_has(&c, "demo", true);
     // Both routes are known before one is cut.
     std::thread::sleep(Duration::from_millis(300));
