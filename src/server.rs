@@ -224,9 +224,19 @@ impl Server {
     }
 }
 
+/// The QUIC idle timeout of relay-to-relay links.
+pub const PEER_IDLE: Duration = Duration::from_secs(10);
+
 /// What the relay dials for its peer relays: each resolved now, over WebTransport or raw QUIC
 /// as its URL says, its path (and token) in the CONNECT or the lite-05 SETUP.
 fn peer_dials(config: &Config, limits: &TransportLimits) -> anyhow::Result<Vec<Dial>> {
+    // A peer relay that dies without a word is noticed within PEER_IDLE (QUIC takes the
+    // smaller of the two sides' idle timeouts), and kept alive well inside it.
+    let limits = &TransportLimits {
+        idle_timeout: PEER_IDLE,
+        keep_alive: Some(PEER_IDLE / 4),
+        ..limits.clone()
+    };
     let mut dials = Vec::new();
     for peer in &config.cluster.peers {
         let addr = peer

@@ -508,3 +508,43 @@ fn endpoints_check_the_token() {
     publisher.close();
     server.stop().unwrap();
 }
+
+/// `/announced` and `/fetch` on a relay serve what it learned from a peer relay it dials: the
+/// fetch subscribes upstream for the group.
+#[test]
+fn endpoints_serve_broadcasts_of_peer_relays() {
+    use bytes::Bytes;
+    let origin = support::relay(1);
+    let mut edge_config = support::config(1, moq_relay::relay::Limits::default());
+    edge_config.web.http = Some("127.0.0.1:0".parse().unwrap());
+    let up = format!("moql://127.0.0.1:{}/", origin.local_addr().port());
+    edge_config.cluster.peers = vec![moq_relay::cluster::parse_peer(&up, None).unwrap()];
+    let edge = support::start(&edge_config);
+    let http = edge.http_addr().unwrap();
+    let publisher = connect(&origin, ClientVerify::Disabled).unwrap();
+    publisher.send(AppCmd::Publish {
+        path: "far/cam".into(),
+    });
+    publisher.send(AppCmd::Frame {
+        path: "far/cam".into(),
+        track: "video".into(),
+        seq: 3,
+        timestamp: 3,
+        payload: Bytes::from_static(b"from the origin"),
+    });
+    publisher.send(AppCmd::GroupDone {
+        path: "far/cam".into(),
+        track: "video".into(),
+        seq: 3,
+    });
+    wait_body(http, "/announced/far", "cam");
+    let r = get(http, "/fetch/far/cam/video");
+    assert_eq!(
+        (r.status, r.body.as_slice()),
+        (200, &b"from the origin"[..])
+    );
+    publisher.close();
+    for r in [edge, origin] {
+        r.stop().unwrap();
+    }
+}
