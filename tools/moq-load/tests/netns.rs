@@ -50,6 +50,8 @@ impl Drop for Hosts {
 
 impl Hosts {
     fn add(&mut self, name: &str) {
+        // A run that was killed may have left one of the same name.
+        let _ = Command::new("ip").args(["netns", "del", name]).output();
         ip(&["netns", "add", name]);
         self.names.push(name.into());
         ip(&["-n", name, "link", "set", "lo", "up"]);
