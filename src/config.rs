@@ -288,6 +288,15 @@ pub struct Cli {
     #[arg(long = "cluster-token", env = "MOQ_CLUSTER_TOKEN")]
     pub cluster_token: Option<PathBuf>,
 
+    /// This relay's own URL, which gossip would advertise; without --cluster-mesh it does
+    /// nothing, as in the reference.
+    #[arg(long = "cluster-node", env = "MOQ_CLUSTER_NODE")]
+    pub cluster_node: Option<String>,
+
+    /// Gossip discovery of peers: not supported yet (true stops start-up).
+    #[arg(long = "cluster-mesh", env = "MOQ_CLUSTER_MESH", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub cluster_mesh: Option<bool>,
+
     /// How long a broadcast whose last source vanished stays announced, e.g. 5s, 500ms, 0
     /// [default: 5s].
     #[arg(long = "cluster-linger", env = "MOQ_CLUSTER_LINGER")]
@@ -361,6 +370,8 @@ pub struct ClusterConfig {
     /// `None`: random at each start.
     pub id: Option<u64>,
     pub peers: Vec<crate::cluster::PeerUrl>,
+    /// Our own URL for gossip (`[cluster] node`); kept, unused until gossip exists.
+    pub node: Option<String>,
 }
 
 /// `[auth] public`: prefixes for both directions, or a table of one-direction lists.
@@ -643,12 +654,14 @@ impl Config {
                 or_file(&cli.auth_public_subscribe, subscribe),
             ],
         )?);
+        let node = cli.cluster_node.clone().or(file.cluster.node.clone());
         let connect = pick_list(cli.cluster_connect.clone(), file.cluster.connect);
-        let cluster = cluster(
+        let mut cluster = cluster(
             connect.clone(),
             cli.cluster_id.or(file.cluster.id),
             cli.cluster_token.clone().or(file.cluster.token),
         )?;
+        cluster.node = node;
         let bind = pick(cli.server_bind, file.server.bind, "[::]:443".into());
         let bind = resolve("server.bind (--server-bind)", &bind)?;
 
@@ -701,9 +714,9 @@ impl Config {
                 ));
             }
         }
-        if file.cluster.mesh == Some(true) {
+        if cli.cluster_mesh.or(file.cluster.mesh) == Some(true) {
             return Err(bad(
-                "cluster.mesh",
+                "cluster.mesh (--cluster-mesh)",
                 "gossip discovery is not supported yet; list the peers in cluster.connect",
             ));
         }
@@ -930,7 +943,11 @@ fn cluster(
         .map(|raw| crate::cluster::parse_peer(raw, token.as_deref()))
         .collect::<Result<_, _>>()
         .map_err(|e| bad("cluster.connect (--cluster-connect)", e))?;
-    Ok(ClusterConfig { id, peers })
+    Ok(ClusterConfig {
+        id,
+        peers,
+        node: None,
+    })
 }
 
 /// `5s`, `250ms`, `1m`, `1h`, or `0`, as the reference's humantime values.

@@ -443,4 +443,15 @@ fn reference_cluster_configs_are_accepted() {
     let bare = Cli::try_parse_from(["moq-relay"]).unwrap();
     let e = Config::merge(bare, f.unwrap()).unwrap_err();
     assert!(e.0.contains("cluster.mesh"), "{e}");
+    let mut args = tls();
+    args.extend([
+        "--cluster-node",
+        "https://me.example/",
+        "--cluster-mesh=false",
+    ]);
+    assert!(Config::merge(cli(&args), File::default()).is_ok());
+    let mut args = tls();
+    args.push("--cluster-mesh");
+    let e = Config::merge(cli(&args), File::default()).unwrap_err();
+    assert!(e.0.contains("--cluster-mesh"), "{e}");
 }

@@ -24,6 +24,7 @@ fn peering(peers: &[String], id: u64) -> Config {
     config.cluster = ClusterConfig {
         id: Some(id),
         peers: peers.iter().map(|u| parse_peer(u, None).unwrap()).collect(),
+        node: None,
     };
     config
 }
