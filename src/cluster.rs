@@ -4,14 +4,9 @@
 //! keep them from looping.
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::time::Duration;
 
 use crate::lite::Version;
 use crate::model::path;
-
-/// How long a broadcast that lost its last source abruptly stays announced (the reference's
-/// `--cluster-linger` default).
-pub const DEFAULT_LINGER: Duration = Duration::from_secs(5);
 
 /// Hop ids on the wire are varints; the reference keeps them below 2^62 and draws random ones
 /// below 2^53.

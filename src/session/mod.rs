@@ -69,6 +69,11 @@ fn dir_index(dir: Dir) -> usize {
     }
 }
 
+/// A refused peer, at info: its address, the path, the status and reason (never the token).
+fn log_refusal(addr: std::net::SocketAddr, root: &str, r: &Refusal) {
+    tracing::info!(peer = %addr, root, status = r.status, reason = %r.reason, "session refused");
+}
+
 /// Wall time in ms, which stamps frames of versions without timestamps.
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -156,13 +161,7 @@ impl Session {
                 true
             }
             Err(r) => {
-                tracing::info!(
-                    peer = %conn.remote_address(),
-                    root = self.wire.root(),
-                    status = r.status,
-                    reason = %r.reason,
-                    "session refused"
-                );
+                log_refusal(conn.remote_address(), self.wire.root(), &r);
                 let code = ErrorCode::UNAUTHORIZED.to_close_code();
                 conn.close(
                     now,
@@ -380,13 +379,7 @@ impl Session {
                             }
                         }
                         Err(r) => {
-                            tracing::info!(
-                                peer = %addr,
-                                root = %root,
-                                status = r.status,
-                                reason = %r.reason,
-                                "webtransport session refused"
-                            );
+                            log_refusal(addr, &root, &r);
                             web.reject_connect(&mut io, r.status);
                         }
                     }

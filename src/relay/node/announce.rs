@@ -78,16 +78,7 @@ impl Node {
     /// The track's source is gone but its broadcast lingers: groups in flight will never
     /// finish (they are aborted), and its subscribers wait for a new source.
     pub(super) fn linger_track(&mut self, peers: &mut dyn Peers, id: u64) {
-        let Some(t) = self.tracks.get(&id) else {
-            return;
-        };
-        let unfinished: Vec<u64> = (t.cache.groups.iter())
-            .filter(|g| !g.done)
-            .map(|g| g.seq)
-            .collect();
-        for seq in unfinished {
-            self.group_abort(peers, id, seq, ErrorCode::DROPPED);
-        }
+        self.abort_unfinished(peers, id);
         if let Some(t) = self.tracks.get_mut(&id) {
             t.source = Source::Lingering;
         }

@@ -30,16 +30,7 @@ impl Node {
         }
         let (p, name) = (t.path.clone(), t.name.clone());
         tracing::debug!(core = self.core, broadcast = %p, track = %name, "resplicing to the new publisher");
-        let unfinished: Vec<u64> = t
-            .cache
-            .groups
-            .iter()
-            .filter(|g| !g.done)
-            .map(|g| g.seq)
-            .collect();
-        for seq in unfinished {
-            self.group_abort(peers, track, seq, ErrorCode::DROPPED);
-        }
+        self.abort_unfinished(peers, track);
         let Some(t) = self.tracks.get_mut(&track) else {
             return;
         };
@@ -76,6 +67,21 @@ impl Node {
                 }
             }
             None => self.end_track(peers, track, ErrorCode::DROPPED),
+        }
+    }
+
+    /// The track's groups in flight will never finish from its old source: abort them for
+    /// its subscribers.
+    pub(super) fn abort_unfinished(&mut self, peers: &mut dyn Peers, track: u64) {
+        let Some(t) = self.tracks.get(&track) else {
+            return;
+        };
+        let unfinished: Vec<u64> = (t.cache.groups.iter())
+            .filter(|g| !g.done)
+            .map(|g| g.seq)
+            .collect();
+        for seq in unfinished {
+            self.group_abort(peers, track, seq, ErrorCode::DROPPED);
         }
     }
 
