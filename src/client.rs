@@ -95,7 +95,7 @@ impl Client {
             role: opts.role,
             ..Dial::new(opts.addr, &opts.server_name, &opts.path)
         };
-        let dials = Arc::new(vec![dial]);
+        let dials = Arc::new(crate::session::DialBook::from(vec![dial]));
         let engine = Engine::start(config, move |info| {
             let app = App {
                 commands: cmd_rx.clone(),

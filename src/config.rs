@@ -288,14 +288,15 @@ pub struct Cli {
     #[arg(long = "cluster-token", env = "MOQ_CLUSTER_TOKEN")]
     pub cluster_token: Option<PathBuf>,
 
-    /// This relay's own URL, which gossip would advertise; without --cluster-mesh it does
-    /// nothing, as in the reference.
+    /// This relay's own URL as peers dial it (https:// or moql://), which gossip advertises;
+    /// without --cluster-mesh it does nothing, as in the reference.
     #[arg(long = "cluster-node", env = "MOQ_CLUSTER_NODE")]
     pub cluster_node: Option<String>,
 
-    /// Gossip discovery of peers: not supported yet (true stops start-up).
+    /// Gossip: advertise --cluster-node under .internal/origins/ and dial the relays found
+    /// there (true or false; a URL is the old spelling of --cluster-node).
     #[arg(long = "cluster-mesh", env = "MOQ_CLUSTER_MESH", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
-    pub cluster_mesh: Option<bool>,
+    pub cluster_mesh: Option<String>,
 
     /// How long a broadcast whose last source vanished stays announced, e.g. 5s, 500ms, 0
     /// [default: 5s].
@@ -358,10 +359,19 @@ pub struct FileCluster {
     pub id: Option<u64>,
     pub token: Option<PathBuf>,
     pub linger: Option<String>,
-    /// This relay's own URL, which gossip would advertise; without `mesh` it does nothing
-    /// (as in the reference).
+    /// This relay's own URL, which gossip advertises; without `mesh` it does nothing (as in
+    /// the reference).
     pub node: Option<String>,
-    pub mesh: Option<bool>,
+    /// `true`/`false`, or (the old spelling) the node's URL.
+    pub mesh: Option<BoolOrString>,
+}
+
+/// A TOML value that is a boolean or a string.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(untagged)]
+pub enum BoolOrString {
+    Bool(bool),
+    Str(String),
 }
 
 /// The peer relays this relay dials, and its hop id.
@@ -370,8 +380,12 @@ pub struct ClusterConfig {
     /// `None`: random at each start.
     pub id: Option<u64>,
     pub peers: Vec<crate::cluster::PeerUrl>,
-    /// Our own URL for gossip (`[cluster] node`); kept, unused until gossip exists.
+    /// Our own URL for gossip (`[cluster] node`).
     pub node: Option<String>,
+    /// Gossip on: `node` is advertised, and peers found are dialled.
+    pub mesh: bool,
+    /// The cluster token, sent to peers whose URL has no `jwt` (gossip ones too).
+    pub token: Option<String>,
 }
 
 /// `[auth] public`: prefixes for both directions, or a table of one-direction lists.
@@ -654,14 +668,20 @@ impl Config {
                 ),
             ],
         )?);
+        let mut warnings = Vec::new();
+        let mesh = cli.cluster_mesh.clone().map(|m| match m.parse::<bool>() {
+            Ok(b) => BoolOrString::Bool(b),
+            Err(_) => BoolOrString::Str(m),
+        });
         let node = cli.cluster_node.clone().or(file.cluster.node.clone());
+        let (node, mesh) = mesh_config(node, mesh.or(file.cluster.mesh), &mut warnings)?;
         let connect = pick_list(cli.cluster_connect.clone(), file.cluster.connect);
         let mut cluster = cluster(
             connect.clone(),
             cli.cluster_id.or(file.cluster.id),
             cli.cluster_token.clone().or(file.cluster.token),
         )?;
-        cluster.node = node;
+        (cluster.node, cluster.mesh) = (node, mesh);
         let bind = pick(cli.server_bind, file.server.bind, "[::]:443".into());
         let bind = resolve("server.bind (--server-bind)", &bind)?;
 
@@ -696,7 +716,6 @@ impl Config {
                 ));
             }
         };
-        let mut warnings = Vec::new();
         for (table, present) in [
             ("stats", file.stats.is_some()),
             ("iroh", file.iroh.is_some()),
@@ -713,12 +732,6 @@ impl Config {
                     "config cluster.connect `{raw}` has no scheme: taken as https://"
                 ));
             }
-        }
-        if cli.cluster_mesh.or(file.cluster.mesh) == Some(true) {
-            return Err(bad(
-                "cluster.mesh (--cluster-mesh)",
-                "gossip discovery is not supported yet; list the peers in cluster.connect",
-            ));
         }
 
         let client_bind = pick(cli.client_bind, file.client.bind, "[::]:0".into());
@@ -870,7 +883,7 @@ fn client_verify(roots: Vec<PathBuf>, fingerprints: Vec<String>, disable: bool) 
 
 #[path = "config_access.rs"]
 mod access;
-use access::{auth, cluster, duration};
+use access::{auth, cluster, duration, mesh_config};
 
 #[path = "config_limits.rs"]
 mod limits;

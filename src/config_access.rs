@@ -4,8 +4,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::{ClusterConfig, ConfigError, bad};
+use super::{BoolOrString, ClusterConfig, ConfigError, bad};
 use crate::auth::{Auth, Key, Keys};
+use crate::model::path;
 
 /// The access rules: a key or a key directory for tokens, public prefixes (`[both, publish,
 /// subscribe]`) for connections without one. With neither, start-up stops: a relay open to
@@ -85,8 +86,54 @@ pub(super) fn cluster(
     Ok(ClusterConfig {
         id,
         peers,
-        node: None,
+        token,
+        ..ClusterConfig::default()
     })
+}
+
+/// `[cluster] node` and `mesh`: gossip needs a node URL that peers can dial; the old spelling
+/// `mesh = "<url>"` names the node.
+pub(super) fn mesh_config(
+    node: Option<String>,
+    mesh: Option<BoolOrString>,
+    warnings: &mut Vec<String>,
+) -> Result<(Option<String>, bool), ConfigError> {
+    let (node, mesh) = match mesh {
+        None | Some(BoolOrString::Bool(false)) => (node, false),
+        Some(BoolOrString::Bool(true)) => (node, true),
+        Some(BoolOrString::Str(url)) => {
+            if node.as_ref().is_some_and(|n| *n != url) {
+                return Err(bad(
+                    "cluster.mesh (--cluster-mesh)",
+                    format!("`{url}` is not cluster.node (--cluster-node)"),
+                ));
+            }
+            warnings.push(format!(
+                "config cluster.mesh `{url}`: a URL there is the old spelling; use cluster.node and cluster.mesh = true"
+            ));
+            (Some(url), true)
+        }
+    };
+    if let Some(n) = &node {
+        let peer = crate::cluster::parse_peer(n, None)
+            .map_err(|e| bad("cluster.node (--cluster-node)", e))?;
+        if peer.query.as_deref().is_some_and(|q| q.contains("jwt=")) {
+            return Err(bad(
+                "cluster.node (--cluster-node)",
+                "a token in the advertised URL would be public; use cluster.token",
+            ));
+        }
+        let at = crate::relay::advertisement(n);
+        path::normalize(&at, crate::model::SessionLimits::default().max_path)
+            .map_err(|e| bad("cluster.node (--cluster-node)", e))?;
+    }
+    if mesh && node.is_none() {
+        return Err(bad(
+            "cluster.mesh (--cluster-mesh)",
+            "gossip needs this relay's URL in cluster.node (--cluster-node)",
+        ));
+    }
+    Ok((node, mesh))
 }
 
 /// `5s`, `250ms`, `1m`, `1h`, or `0`, as the reference's humantime values.

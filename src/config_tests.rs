@@ -438,20 +438,56 @@ fn reference_cluster_configs_are_accepted() {
     assert!(a.may_publish("demo/viewer/x") && !a.may_publish("demo/x"));
     assert!(c.warnings.iter().any(|w| w.contains("[stats]")));
     assert!(c.warnings.iter().any(|w| w.contains("[iroh]")));
-    // Gossip is not here yet: asking for it is an error, not a silent no.
+    // Gossip needs the node's URL; the old spelling names it in `mesh`.
     let f = file("[auth]\npublic = \"\"\n[server.tls]\ngenerate = \"x\"\n[cluster]\nmesh = true\n");
     let bare = Cli::try_parse_from(["moq-relay"]).unwrap();
     let e = Config::merge(bare, f.unwrap()).unwrap_err();
-    assert!(e.0.contains("cluster.mesh"), "{e}");
+    assert!(
+        e.0.contains("cluster.mesh") && e.0.contains("cluster.node"),
+        "{e}"
+    );
+    let f = file(
+        "[auth]\npublic = \"\"\n[server.tls]\ngenerate = \"x\"\n[cluster]\nmesh = \"https://me.example:4443/\"\n",
+    );
+    let bare = Cli::try_parse_from(["moq-relay"]).unwrap();
+    let c = Config::merge(bare, f.unwrap()).unwrap();
+    assert_eq!(c.cluster.node.as_deref(), Some("https://me.example:4443/"));
+    assert!(c.cluster.mesh);
+    assert!(c.warnings.iter().any(|w| w.contains("old spelling")));
     let mut args = tls();
     args.extend([
         "--cluster-node",
         "https://me.example/",
         "--cluster-mesh=false",
     ]);
-    assert!(Config::merge(cli(&args), File::default()).is_ok());
+    let c = Config::merge(cli(&args), File::default()).unwrap();
+    assert!(!c.cluster.mesh && c.cluster.node.is_some());
     let mut args = tls();
-    args.push("--cluster-mesh");
-    let e = Config::merge(cli(&args), File::default()).unwrap_err();
-    assert!(e.0.contains("--cluster-mesh"), "{e}");
+    args.extend(["--cluster-node", "https://me.example/", "--cluster-mesh"]);
+    assert!(
+        Config::merge(cli(&args), File::default())
+            .unwrap()
+            .cluster
+            .mesh
+    );
+    for (flags, key) in [
+        (&["--cluster-mesh"][..], "--cluster-node"),
+        (
+            &["--cluster-node", "ftp://me/", "--cluster-mesh"],
+            "--cluster-node",
+        ),
+        (
+            &["--cluster-node", "https://me/?jwt=a.b.c"],
+            "--cluster-node",
+        ),
+        (
+            &["--cluster-node", "https://a/", "--cluster-mesh=https://b/"],
+            "--cluster-mesh",
+        ),
+    ] {
+        let mut args = tls();
+        args.extend(flags);
+        let e = Config::merge(cli(&args), File::default()).unwrap_err();
+        assert!(e.0.contains(key), "{flags:?}: {e}");
+    }
 }

@@ -8,13 +8,14 @@ use std::time::Duration;
 use anyhow::Context as _;
 use bytes::Bytes;
 
+use crate::cluster::PeerDialer;
 use crate::config::Config;
 use crate::http::{HttpServer, Listener};
 use crate::model::{Access, Gate, Refusal, path};
 use crate::quic::tls::{self, ServerCerts};
 use crate::quic::{ClientRole, CoreInfo, Engine, EngineConfig, ServerRole, TransportLimits};
-use crate::relay::{App, Census, Node, NodeFactory, RelayStats, Wake};
-use crate::session::{Dial, Host, HostConfig};
+use crate::relay::{App, Census, Mesh, Node, NodeFactory, RelayStats, Wake};
+use crate::session::{DialBook, Host, HostConfig};
 
 /// ALPNs the relay offers, in its own preference order (rustls picks the first the client
 /// also offers).
@@ -32,7 +33,7 @@ pub(crate) fn relay_host(
     nodes: &NodeFactory,
     info: &CoreInfo,
     app: Option<App>,
-    dials: Arc<Vec<Dial>>,
+    dials: Arc<DialBook>,
     gate: Option<Arc<dyn Gate>>,
 ) -> Host<Node> {
     let wakes: Vec<Wake> = info
@@ -112,14 +113,7 @@ impl Server {
                 config: Some(client),
             }),
         };
-        let dials = Arc::new(peer_dials(config, &limits)?);
-        let names = config.cluster.peers.iter().map(|p| p.display()).collect();
-        let nodes = NodeFactory::cluster(
-            engine_config.cores(),
-            config.limits.clone(),
-            config.cluster.id,
-            names,
-        );
+        let (dials, nodes) = cluster(config, &limits, engine_config.cores())?;
         let factory = nodes.clone();
         let gate: Arc<dyn Gate> = config.auth.clone();
         let host_gate = gate.clone();
@@ -141,6 +135,21 @@ impl Server {
         );
         for fp in &fingerprints {
             tracing::info!(sha256 = %fp, "certificate fingerprint");
+        }
+        if let (true, Some(node)) = (config.cluster.mesh, &config.cluster.node) {
+            // An empty broadcast of the application of core 0, announced like any other.
+            let at = crate::relay::advertisement(node);
+            let at = path::normalize(&at, usize::MAX).expect("checked with the config");
+            let own = crate::relay::Owner {
+                core: 0,
+                peer: None,
+                hops: Vec::new(),
+            };
+            nodes
+                .registry()
+                .expect("cores started")
+                .publish(&at, own, 0);
+            tracing::info!(%node, path = %at, "advertising this relay to the cluster");
         }
         let mut server = Self {
             engine,
@@ -224,46 +233,40 @@ impl Server {
     }
 }
 
-/// The QUIC idle timeout of relay-to-relay links.
-pub const PEER_IDLE: Duration = Duration::from_secs(10);
-
-/// What the relay dials for its peer relays: each resolved now, over WebTransport or raw QUIC
-/// as its URL says, its path (and token) in the CONNECT or the lite-05 SETUP.
-fn peer_dials(config: &Config, limits: &TransportLimits) -> anyhow::Result<Vec<Dial>> {
-    // A peer relay that dies without a word is noticed within PEER_IDLE (QUIC takes the
-    // smaller of the two sides' idle timeouts), and kept alive well inside it.
-    let limits = &TransportLimits {
-        idle_timeout: PEER_IDLE,
-        keep_alive: Some(PEER_IDLE / 4),
-        ..limits.clone()
-    };
-    let mut dials = Vec::new();
-    for peer in &config.cluster.peers {
-        let addr = peer
-            .resolve()
+/// The peer relays to dial and the node factory that dials them: the `--cluster-connect`
+/// peers, resolved now, and, with `--cluster-mesh`, those gossip finds later.
+fn cluster(
+    config: &Config,
+    limits: &TransportLimits,
+    cores: usize,
+) -> anyhow::Result<(Arc<DialBook>, Arc<NodeFactory>)> {
+    let cluster = &config.cluster;
+    let dialer = PeerDialer::new(
+        config.client_verify.clone(),
+        config.client_identity.clone(),
+        limits,
+        cluster.token.clone(),
+    );
+    let mut peers = Vec::new();
+    for peer in &cluster.peers {
+        let link = dialer
+            .add_static(peer)
             .map_err(|e| anyhow::anyhow!("config cluster.connect (--cluster-connect): {e}"))?;
-        let tls = tls::client_config_with(
-            &config.client_verify,
-            &peer.alpns(),
-            config.client_identity.as_ref(),
-        )
-        .context("client.tls.cert/key (--client-tls-cert/--client-tls-key)")?;
-        let path = peer.path();
-        dials.push(Dial {
-            // Over WebTransport the moq-lite versions with an ALPN of their own.
-            web_protocols: if peer.web {
-                crate::lite::Version::ALPNS[..3]
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect()
-            } else {
-                Vec::new()
-            },
-            quic: Some(crate::quic::client_config(tls, limits)?),
-            ..Dial::new(addr, &peer.host, &path)
-        });
+        peers.push((link, peer.display()));
     }
-    Ok(dials)
+    let mesh = match (cluster.mesh, &cluster.node) {
+        (true, Some(node)) => Some(Arc::new(Mesh {
+            key: crate::cluster::parse_peer(node, None)
+                .map_err(|e| anyhow::anyhow!("config cluster.node (--cluster-node): {e}"))?
+                .key(),
+            discover: !cluster.peers.is_empty(),
+            dialer: Arc::new(dialer.clone()),
+        })),
+        _ => None,
+    };
+    let limits = config.limits.clone();
+    let nodes = NodeFactory::cluster(cores, limits, cluster.id, peers, mesh);
+    Ok((dialer.book(), nodes))
 }
 
 fn load_certs(config: &Config) -> anyhow::Result<ServerCerts> {

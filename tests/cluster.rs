@@ -24,7 +24,7 @@ fn peering(peers: &[String], id: u64) -> Config {
     config.cluster = ClusterConfig {
         id: Some(id),
         peers: peers.iter().map(|u| parse_peer(u, None).unwrap()).collect(),
-        node: None,
+        ..ClusterConfig::default()
     };
     config
 }
@@ -443,4 +443,139 @@ fn a_peer_relay_with_a_client_certificate_needs_no_token() {
         r.stop().unwrap();
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A relay with gossip on, advertising `moql://127.0.0.1:<its port>/`, dialling `peers`: on a
+/// port probed free first, since its URL must be known before it starts.
+fn meshed(peers: &[String], id: u64) -> (Server, String) {
+    for _ in 0..20 {
+        let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = probe.local_addr().unwrap();
+        drop(probe);
+        let mut config = peering(peers, id);
+        config.bind = addr;
+        let node = format!("moql://127.0.0.1:{}/", addr.port());
+        config.cluster.node = Some(node.clone());
+        config.cluster.mesh = true;
+        if let Ok(server) = Server::start(&config) {
+            return (server, node);
+        }
+    }
+    panic!("no free port for a meshed relay");
+}
+
+/// Where a relay whose URL is `node` is advertised (a path has no `//` and no trailing `/`).
+fn advertised_at(node: &str) -> String {
+    let at = format!(".internal/origins/{}", node.replace("//", "/"));
+    at.trim_end_matches('/').to_owned()
+}
+
+fn sessions(server: &Server) -> usize {
+    server.census().iter().map(|c| c.sessions).sum()
+}
+
+/// Gossip: A and B each dial only the rendezvous R, find each other under `.internal/origins/`
+/// and the one with the smaller URL dials the other, once. With R gone, a broadcast published
+/// on A still reaches B over that link; the advertisements themselves have no tracks.
+#[test]
+fn gossip_links_relays_that_only_know_a_rendezvous() {
+    let (r, r_url) = meshed(&[], 1);
+    let (a, a_url) = meshed(std::slice::from_ref(&r_url), 2);
+    let (b, b_url) = meshed(std::slice::from_ref(&r_url), 3);
+    for node in [&r_url, &a_url, &b_url] {
+        for s in [&r, &a, &b] {
+            until_has(s, &advertised_at(node), true);
+        }
+    }
+    // R has two sessions (A and B); A and B have R and each other, one session each way.
+    support::until(
+        Instant::now() + WAIT,
+        Duration::from_millis(20),
+        || {
+            format!(
+                "sessions: R {}, A {}, B {}",
+                sessions(&r),
+                sessions(&a),
+                sessions(&b)
+            )
+        },
+        || sessions(&a) == 2 && sessions(&b) == 2,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!((sessions(&r), sessions(&a), sessions(&b)), (2, 2, 2));
+
+    // An advertisement has no tracks: a subscription to one is refused, not kept.
+    let probe = support::connect(&a, Version::Lite05);
+    probe.send(AppCmd::Subscribe {
+        id: 1,
+        path: advertised_at(&b_url),
+        track: "video".into(),
+    });
+    let code = wait(&probe, "the refusal", |e| match e {
+        AppEvent::Ended { id: 1, code } => Some(code),
+        _ => None,
+    });
+    assert_ne!(code, 0);
+    probe.close();
+
+    r.stop().unwrap();
+    let publisher = publishing(&a);
+    until_has(&b, "demo", true);
+    let s = subscriber(&b, false);
+    assert_eq!(frames(&s, 3).len(), 3);
+    s.close();
+    publisher.close();
+    for r in [b, a] {
+        r.stop().unwrap();
+    }
+}
+
+/// A peer relay that goes silent (no close, no packet: the link is cut) is noticed within the
+/// relay-to-relay idle timeout, and the subscriber on C moves to the other route: C dials B
+/// over that link and D at `?cost=5`, so B's route serves until it goes quiet.
+#[test]
+fn a_silent_peer_is_routed_around_within_the_idle_timeout() {
+    let a = support::start(&peering(&[], 1));
+    let b = support::start(&peering(&[url("moql", &a)], 2));
+    let d = support::start(&peering(&[url("moql", &a)], 4));
+    let link = support::link::DelayLink::start(
+        "127.0.0.1:0".parse().unwrap(),
+        b.local_addr(),
+        Duration::from_millis(5),
+        Duration::ZERO,
+    );
+    let via_link = format!("moql://{}/", link.addr());
+    let priced = format!("{}?cost=5", url("moql", &d));
+    let c = support::start(&peering(&[via_link, priced], 3));
+    let publisher = publishing(&a);
+    until_has(&c, "demo", true);
+    std::thread::sleep(Duration::from_millis(300));
+    let s = subscriber(&c, false);
+    assert_eq!(frames(&s, 3).len(), 3);
+    assert!(b.stats().frames_delivered > 0, "the cheaper link serves");
+    assert_eq!(d.stats().frames_delivered, 0);
+
+    link.cut();
+    let cut = Instant::now();
+    let mut group = 1;
+    let resumed = loop {
+        send_group(&publisher, group);
+        group += 1;
+        match s.events.recv_timeout(Duration::from_millis(250)) {
+            Ok(AppEvent::Frame { seq, .. }) if seq >= 1 => break cut.elapsed(),
+            Ok(AppEvent::Ended { code, .. }) => panic!("the subscription ended ({code})"),
+            _ => {}
+        }
+        assert!(
+            cut.elapsed() < moq_relay::cluster::PEER_IDLE + Duration::from_secs(3),
+            "not resumed"
+        );
+    };
+    assert!(d.stats().frames_delivered > 0, "the other route serves");
+    eprintln!("resumed {resumed:?} after the link went silent");
+    s.close();
+    publisher.close();
+    for r in [c, d, b, a] {
+        r.stop().unwrap();
+    }
 }

@@ -6,7 +6,10 @@ mod registry;
 mod routes;
 
 pub use crate::model::{CacheLimits, Frame, Group, GroupCache};
-pub use node::{App, AppCmd, AppEvent, BACKOFF_MAX, BACKOFF_MIN, INBOX, Limits, Node, STABLE};
+pub use node::{
+    App, AppCmd, AppEvent, BACKOFF_MAX, BACKOFF_MIN, Dialer, INBOX, Limits, MESH_PREFIX, Mesh,
+    Node, PeerLink, STABLE, STALE_AFTER, advertised_url, advertisement,
+};
 pub use registry::{Census, CoreCounters, CoreMsg, FetchReply, Link, Owner, Registry, RelayStats};
 
 use std::sync::{Arc, Mutex, OnceLock};
@@ -21,23 +24,25 @@ pub struct NodeFactory {
     inboxes: Mutex<Vec<Option<Receiver<CoreMsg>>>>,
     origin: u64,
     limits: Limits,
-    /// The peer relays to dial, by dial number (their URLs without the query, for logs);
-    /// dial `i` belongs to core `i % cores`.
-    peers: Vec<String>,
+    /// The peer relays to dial, with their URLs without the query (for logs); dial `n`
+    /// belongs to core `n % cores`.
+    peers: Vec<(PeerLink, String)>,
+    mesh: Option<Arc<Mesh>>,
 }
 
 impl NodeFactory {
     pub fn new(cores: usize, limits: Limits) -> Arc<Self> {
-        Self::cluster(cores, limits, None, Vec::new())
+        Self::cluster(cores, limits, None, Vec::new(), None)
     }
 
-    /// A relay that dials `peers` (the session host's dials, by number), with hop id
-    /// `origin` (random when `None`).
+    /// A relay that dials `peers` (the session host's dials, by number) and those `mesh`
+    /// finds, with hop id `origin` (random when `None`).
     pub fn cluster(
         cores: usize,
         limits: Limits,
         origin: Option<u64>,
-        peers: Vec<String>,
+        peers: Vec<(PeerLink, String)>,
+        mesh: Option<Arc<Mesh>>,
     ) -> Arc<Self> {
         // Unbounded as channels, bounded by use: data goes through `Registry::send_data`,
         // which stops at `limits.inbox`; control messages are bounded by the session limits.
@@ -50,6 +55,7 @@ impl NodeFactory {
             origin: origin.unwrap_or_else(random_origin),
             limits,
             peers,
+            mesh,
         })
     }
 
@@ -87,11 +93,12 @@ impl NodeFactory {
             .take()
             .expect("one node per core");
         let cores = self.senders.len();
-        let peering = (self.peers.iter().enumerate())
-            .filter(|(i, _)| i % cores == core)
-            .map(|(i, name)| (i, name.clone()))
+        let peering = (self.peers.iter())
+            .filter(|(link, _)| link.dial % cores == core)
+            .cloned()
             .collect();
-        Node::new(core, registry, inbox, self.limits.clone(), app, peering)
+        let (limits, mesh) = (self.limits.clone(), self.mesh.clone());
+        Node::new(core, registry, inbox, limits, app, peering, mesh)
     }
 }
 

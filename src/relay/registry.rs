@@ -272,9 +272,10 @@ impl Registry {
         }
     }
 
-    /// Add `owner` as a source of `path` (see [`Sources::best`] for which source serves it).
-    /// Every core hears when the serving source changes, to move its tracks to it.
-    pub fn publish(&self, path: &str, owner: Owner) {
+    /// Add `owner` as a source of `path` at the price `cost` (see [`Sources::best`] for which
+    /// source serves it). Every core hears when the serving source changes, to move its
+    /// tracks to it.
+    pub fn publish(&self, path: &str, owner: Owner, cost: u64) {
         let mut owners = self.owners.lock().expect("registry lock");
         let seq = owners.next;
         owners.next += 1;
@@ -284,7 +285,7 @@ impl Registry {
         };
         let sources = owners.paths.entry(key.clone()).or_default();
         let before = sources.best(&key).cloned();
-        sources.attach(seq, owner);
+        sources.attach(seq, owner, cost);
         let after = sources.best(&key).cloned();
         drop(owners);
         if after != before {
@@ -449,7 +450,7 @@ mod tests {
                 peer: None,
                 hops: vec![],
             };
-            r.publish(p, owner);
+            r.publish(p, owner, 0);
         }
         r
     }
@@ -495,11 +496,11 @@ mod tests {
             peer: Some(PeerId(peer)),
             hops: vec![9],
         };
-        r.publish("p", src(1));
+        r.publish("p", src(1), 0);
         let first = r.lose("p", 0, Some(PeerId(1))).expect("lingers");
         assert_eq!(r.paths().len(), 1);
         assert!(r.lookup("p").is_none());
-        r.publish("p", src(2));
+        r.publish("p", src(2), 0);
         assert_eq!(r.lookup("p").unwrap().peer, Some(PeerId(2)));
         let second = r.lose("p", 0, Some(PeerId(2))).expect("lingers again");
         r.expire("p", first);
@@ -507,7 +508,7 @@ mod tests {
         r.expire("p", second);
         assert!(r.paths().is_empty());
         // A clean end does not linger.
-        r.publish("q", src(3));
+        r.publish("q", src(3), 0);
         r.unpublish("q", 0, Some(PeerId(3)));
         assert!(r.paths().is_empty());
     }

@@ -62,6 +62,46 @@ impl Dial {
     }
 }
 
+/// What [`Peers::dial`] dials, by number. Fixed at start for most hosts; a relay adds the peer
+/// relays that gossip finds while it runs. A number names one peer for good (slots are never
+/// removed), and a slot may wait for its host name to resolve.
+#[derive(Debug, Default)]
+pub struct DialBook {
+    slots: std::sync::RwLock<Vec<Result<Arc<Dial>, String>>>,
+}
+
+impl From<Vec<Dial>> for DialBook {
+    fn from(dials: Vec<Dial>) -> Self {
+        Self {
+            slots: std::sync::RwLock::new(dials.into_iter().map(|d| Ok(Arc::new(d))).collect()),
+        }
+    }
+}
+
+impl DialBook {
+    /// A new slot: the dial, or why it cannot be dialled yet. Its number.
+    pub fn push(&self, slot: Result<Dial, String>) -> usize {
+        let mut slots = self.slots.write().expect("dial book");
+        slots.push(slot.map(Arc::new));
+        slots.len() - 1
+    }
+
+    /// Fill (or refill) slot `n`.
+    pub fn set(&self, n: usize, slot: Result<Dial, String>) {
+        if let Some(s) = self.slots.write().expect("dial book").get_mut(n) {
+            *s = slot.map(Arc::new);
+        }
+    }
+
+    /// Dial `n`, or why it cannot be dialled now.
+    pub fn get(&self, n: usize) -> Result<Arc<Dial>, String> {
+        match self.slots.read().expect("dial book").get(n) {
+            Some(slot) => slot.clone(),
+            None => Err(format!("no dial {n}")),
+        }
+    }
+}
+
 /// How the host of one core runs its sessions.
 #[derive(Clone, Debug)]
 pub struct HostConfig {
@@ -70,7 +110,7 @@ pub struct HostConfig {
     pub origin: u64,
     pub limits: wire::Limits,
     /// What [`Peers::dial`] dials, by number.
-    pub dials: Arc<Vec<Dial>>,
+    pub dials: Arc<DialBook>,
     /// Who admits the peers that dial us, and to what; `None` admits anyone to everything.
     /// Sessions we dial are trusted with everything.
     pub gate: Option<Arc<dyn Gate>>,
@@ -168,7 +208,8 @@ impl<A: Application> Host<A> {
         let Some((_, conn)) = c.by_peer.get_mut(&peer) else {
             return;
         };
-        let dial = conn.dial.map(|n| &c.cfg.dials[n]);
+        let dial = conn.dial.and_then(|n| c.cfg.dials.get(n).ok());
+        let dial = dial.as_deref();
         let web = h3.then(|| web_session(&c.cfg.limits, dial));
         let gate = c.cfg.gate.clone().filter(|_| server);
         let mut session = Session::new(wire_config(&c.cfg, server, h3, dial), web, gate);
@@ -466,12 +507,7 @@ impl Peers for View<'_, '_> {
     }
 
     fn dial(&mut self, dial: usize) -> Result<PeerId, String> {
-        let d = self
-            .conns
-            .cfg
-            .dials
-            .get(dial)
-            .ok_or_else(|| format!("no dial {dial}"))?;
+        let d = self.conns.cfg.dials.get(dial)?;
         let ch = self
             .ctx
             .connect(d.addr, &d.server_name, d.quic.clone())

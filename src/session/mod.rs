@@ -10,7 +10,7 @@
 
 mod host;
 
-pub use host::{Dial, Host, HostConfig};
+pub use host::{Dial, DialBook, Host, HostConfig};
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};

@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod link;
+
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::time::{Duration, Instant};
 

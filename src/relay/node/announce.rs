@@ -73,6 +73,7 @@ impl Node {
                 peers.announce(peer, &path_, &owner.hops, active);
             }
         }
+        self.gossip(peers, &path_, active);
     }
 
     /// The track's source is gone but its broadcast lingers: groups in flight will never

@@ -126,6 +126,7 @@ impl Node {
                             peer: None,
                             hops: Vec::new(),
                         },
+                        0,
                     );
                 }
             }

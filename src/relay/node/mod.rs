@@ -25,7 +25,10 @@ mod xcore;
 
 pub use app::{App, AppCmd, AppEvent};
 use peering::PeerDial;
-pub use peering::{BACKOFF_MAX, BACKOFF_MIN, STABLE};
+pub use peering::{
+    BACKOFF_MAX, BACKOFF_MIN, Dialer, MESH_PREFIX, Mesh, PeerLink, STABLE, STALE_AFTER,
+    advertised_url, advertisement,
+};
 
 /// Named, configurable bounds on what the relay holds.
 #[derive(Clone, Debug)]
@@ -159,6 +162,8 @@ pub struct Node {
     next_fetch: u64,
     /// The peer relays this core dials.
     peering: Vec<PeerDial>,
+    /// Gossip discovery of more of them, when on.
+    mesh: Option<Arc<Mesh>>,
     /// Broadcasts this core saw lose their last source, and when their linger ends.
     lingering: Vec<(std::time::Instant, Arc<str>, u64)>,
     /// State of the jitter of redials.
@@ -183,7 +188,8 @@ impl Node {
         inbox: Receiver<CoreMsg>,
         limits: Limits,
         app: Option<App>,
-        peering: Vec<(usize, String)>,
+        peering: Vec<(PeerLink, String)>,
+        mesh: Option<Arc<Mesh>>,
     ) -> Self {
         let active = registry.snapshot().into_iter().collect();
         let jitter = (registry.origin ^ (core as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1;
@@ -208,8 +214,9 @@ impl Node {
             next_fetch: 0,
             peering: peering
                 .into_iter()
-                .map(|(dial, name)| PeerDial::new(dial, name))
+                .map(|(link, name)| PeerDial::new(link, name))
                 .collect(),
+            mesh,
             jitter,
             lingering: Vec::new(),
         }

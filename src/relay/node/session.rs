@@ -52,6 +52,7 @@ impl Application for Node {
         self.expire_lingering(peers);
         self.release_idle(peers);
         self.sweep_fetches(peers);
+        self.release_stale(peers);
         self.dial_peers(peers);
         if let Some(at) = self.next_dial() {
             peers.wake_at(at);
@@ -117,7 +118,7 @@ impl Node {
                         peer: Some(peer),
                         hops,
                     };
-                    self.registry.publish(&path, owner);
+                    self.registry.publish(&path, owner, self.cost_of(peer));
                 } else {
                     self.registry.unpublish(&path, self.core, Some(peer));
                 }

@@ -2,27 +2,33 @@
 //! cores, and how much of it one wake takes.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::*;
 use crate::model::{Application, Delivery, Group, InfoAsk, SessionCounts};
 use crate::relay::Link;
 
-/// The sessions of a core that has none: only the clock and the timer are used.
+/// The sessions of a core that has none: only the clock, the timer and dials (which are
+/// recorded, each a new peer that never sets up) are used.
+#[derive(Default)]
 struct NoPeers {
-    now: Instant,
+    now: Option<Instant>,
+    dialled: Vec<(usize, PeerId)>,
+    closed: Vec<PeerId>,
 }
 
 impl Peers for NoPeers {
     fn now(&self) -> Instant {
-        self.now
+        self.now.expect("a clock")
     }
     fn wake_at(&mut self, _at: Instant) {}
-    fn dial(&mut self, _: usize) -> Result<PeerId, String> {
-        unreachable!("no dials")
+    fn dial(&mut self, dial: usize) -> Result<PeerId, String> {
+        let peer = PeerId(1000 + self.dialled.len() as u64);
+        self.dialled.push((dial, peer));
+        Ok(peer)
     }
-    fn close(&mut self, _: PeerId, _: ErrorCode, _: &str) {
-        unreachable!("no sessions")
+    fn close(&mut self, peer: PeerId, _: ErrorCode, _: &str) {
+        self.closed.push(peer);
     }
     fn is_server(&self, _: PeerId) -> bool {
         unreachable!("no sessions")
@@ -132,6 +138,7 @@ fn cores(n: usize, max_inbox: usize) -> Cores {
         Limits::default(),
         Some(App { commands, events }),
         Vec::new(),
+        None,
     );
     Cores {
         node,
@@ -140,7 +147,8 @@ fn cores(n: usize, max_inbox: usize) -> Cores {
         inboxes,
         registry,
         peers: NoPeers {
-            now: Instant::now(),
+            now: Some(Instant::now()),
+            ..NoPeers::default()
         },
     }
 }
@@ -315,4 +323,97 @@ fn fetched_groups_share_the_received_bytes() {
     assert_eq!(out.concat(), [&a[..], &b[..], &c[..]].concat());
     let same = |x: &Bytes, y: &Bytes| x.as_ptr() == y.as_ptr() && x.len() == y.len();
     assert!(same(&out[0], &a) && same(&out[1], &b) && same(&out[2], &c));
+}
+
+/// Dial numbers by URL, in the order first seen; the URL is the key.
+#[derive(Default)]
+struct Book(std::sync::Mutex<Vec<String>>);
+
+impl Dialer for Book {
+    fn register(&self, url: &str) -> Result<PeerLink, String> {
+        let mut urls = self.0.lock().unwrap();
+        let dial = match urls.iter().position(|u| u == url) {
+            Some(i) => i,
+            None => {
+                urls.push(url.to_owned());
+                urls.len() - 1
+            }
+        };
+        Ok(PeerLink {
+            dial,
+            key: url.to_owned(),
+            cost: 0,
+        })
+    }
+    fn ready(&self, _: usize) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// Gossip on a relay whose URL is `moql://b`: an advertised relay that sorts after it is
+/// dialled once, one that sorts before is left to dial us; one whose advertisement is gone is
+/// released after [`STALE_AFTER`], unless it comes back first.
+#[test]
+fn gossip_dials_the_larger_url_and_releases_a_stale_one() {
+    let (tx, inbox) = crossbeam_channel::unbounded();
+    let links = vec![Link {
+        tx,
+        wake: Arc::new(|| {}),
+    }];
+    let registry = Arc::new(Registry::new(links, 1, INBOX));
+    let mesh = Arc::new(Mesh {
+        key: "moql://b".into(),
+        discover: true,
+        dialer: Arc::new(Book::default()),
+    });
+    let mut node = Node::new(
+        0,
+        registry.clone(),
+        inbox,
+        Limits::default(),
+        None,
+        Vec::new(),
+        Some(mesh),
+    );
+    let start = Instant::now();
+    let mut peers = NoPeers {
+        now: Some(start),
+        ..NoPeers::default()
+    };
+    let other = |peer| Owner {
+        core: 0,
+        peer: Some(PeerId(peer)),
+        hops: vec![peer],
+    };
+    let advertise = |node: &mut Node, peers: &mut NoPeers, url: &str, peer, on: bool| {
+        let at = path::normalize(&advertisement(url), 1024).unwrap();
+        if on {
+            registry.publish(&at, other(peer), 0);
+        } else {
+            registry.unpublish(&at, 0, Some(PeerId(peer)));
+        }
+        node.on_wake(peers);
+    };
+    advertise(&mut node, &mut peers, "moql://a", 1, true);
+    advertise(&mut node, &mut peers, "moql://b", 2, true);
+    assert!(peers.dialled.is_empty(), "a and ourselves are not dialled");
+    advertise(&mut node, &mut peers, "moql://c", 3, true);
+    assert_eq!(peers.dialled.len(), 1);
+    let (_, c) = peers.dialled[0];
+    // Gone, back within the window: kept, not dialled twice.
+    advertise(&mut node, &mut peers, "moql://c", 3, false);
+    peers.now = Some(start + STALE_AFTER / 2);
+    advertise(&mut node, &mut peers, "moql://c", 3, true);
+    peers.now = Some(start + STALE_AFTER * 2);
+    node.on_timer(&mut peers);
+    assert!(peers.closed.is_empty() && peers.dialled.len() == 1);
+    // Gone for good: released after the window, its session closed.
+    advertise(&mut node, &mut peers, "moql://c", 3, false);
+    peers.now = Some(start + STALE_AFTER * 3 - Duration::from_secs(1));
+    node.on_timer(&mut peers);
+    assert!(peers.closed.is_empty());
+    peers.now = Some(start + STALE_AFTER * 3);
+    node.on_timer(&mut peers);
+    assert_eq!(peers.closed, [c]);
+    assert!(node.peering.is_empty());
 }

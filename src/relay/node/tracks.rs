@@ -116,8 +116,11 @@ impl Node {
         } else if let Some(peer) = owner.peer {
             let up = self.subscribe_upstream(peers, peer, path_, name, id)?;
             Source::Session { peer, up }
-        } else {
+        } else if self.app.is_some() {
             Source::App
+        } else {
+            // The relay's own broadcasts (its gossip advertisement) have no tracks.
+            return None;
         };
         self.insert_track(id, path_, name, source);
         Some(id)

@@ -4,10 +4,11 @@
 //! is printed. Needs root and `ip`/`tc` (iproute2, which `.ci/run` installs): without them the
 //! test says SKIPPED, except under `CI=true`, where it fails.
 //!
-//! A kernel without netem (`CONFIG_NET_SCH_NETEM` unset, as on the project's VMs) still gets
-//! the loss: a classic-BPF classifier on each link end picks 1 % of packets at random and
-//! redirects them to an interface that is down, where they are dropped. There is no added
-//! delay then, and the test says so.
+//! A kernel without netem (`CONFIG_NET_SCH_NETEM` unset, as on the project's VMs) gets the
+//! same impairment another way: the loss from a classic-BPF classifier on each link end that
+//! picks 1 % of packets at random and redirects them to an interface that is down, where they
+//! are dropped; the delay from a user-space UDP link in the dialling relay's namespace
+//! (`tests/support/link.rs`) that holds each datagram 20 to 30 ms each way.
 
 #[path = "../../../tests/support/mod.rs"]
 mod support;
@@ -21,6 +22,7 @@ use moq_load::{LoadConfig, Scenario, Target, TargetOptions, run};
 use moq_relay::cluster::parse_peer;
 use moq_relay::relay::Limits;
 use moq_relay::server::Server;
+use support::link::DelayLink;
 
 /// Delay, jitter and loss on each direction of each relay-to-relay link.
 const NETEM: &[&str] = &["delay", "25ms", "5ms", "loss", "1%"];
@@ -221,9 +223,26 @@ fn three_relays_on_three_hosts_lose_nothing() {
         true,
     );
 
+    // Without netem, each dialling relay reaches its peer through a delay link of its own.
+    let delayed = |ns: &str, peer: &str| -> (String, Option<DelayLink>) {
+        if has_netem() {
+            return (format!("moql://{peer}/"), None);
+        }
+        let link = inside(ns, || {
+            DelayLink::start(
+                "127.0.0.1:0".parse().unwrap(),
+                peer.parse().unwrap(),
+                Duration::from_millis(20),
+                Duration::from_millis(10),
+            )
+        });
+        (format!("moql://{}/", link.addr()), Some(link))
+    };
+    let (to_a, link_b) = delayed(&nb, &format!("10.{net}.1.2:4443"));
+    let (to_b, link_c) = delayed(&nc, &format!("10.{net}.2.2:4443"));
     let a = relay(&na, None, 1);
-    let b = relay(&nb, Some(&format!("moql://10.{net}.1.2:4443/")), 2);
-    let c = relay(&nc, Some(&format!("moql://10.{net}.2.2:4443/")), 3);
+    let b = relay(&nb, Some(&to_a), 2);
+    let c = relay(&nc, Some(&to_b), 3);
 
     let scenario = Scenario {
         preset: None,
@@ -249,12 +268,12 @@ fn three_relays_on_three_hosts_lose_nothing() {
     assert!(report.frames_published > 0, "{summary}");
     assert_eq!(d.lost, 0, "{summary}");
     assert_eq!(d.delivered, report.frames_published * 4, "{summary}");
+    // Two links of 20 to 30 ms one way: at least 40 ms from A to C.
+    assert!(report.latency_us.p50 >= 40_000, "{summary}");
     let impaired = if has_netem() {
-        // Two links of 25 +- 5 ms one way: at least 40 ms from A to C.
-        assert!(report.latency_us.p50 >= 40_000, "{summary}");
         format!("netem {}", NETEM.join(" "))
     } else {
-        "1 % loss each way on each link (no netem in this kernel: no added delay)".into()
+        "20-30 ms (user-space link) and 1 % loss (cBPF) each way on each link".into()
     };
     println!(
         "latency through A-B-C with {impaired}: p50 {} ms, p99 {} ms, max {} ms",
@@ -265,5 +284,6 @@ fn three_relays_on_three_hosts_lose_nothing() {
     for r in [c, b, a] {
         r.stop().unwrap();
     }
+    drop((link_b, link_c));
     drop(hosts);
 }

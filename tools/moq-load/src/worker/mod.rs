@@ -22,7 +22,7 @@ use super::plan::{ConnPlan, Pacing, Plan};
 use super::procfs;
 use moq_relay::lite::Role;
 use moq_relay::model::{Application, Notice, PeerEvent, PeerId, Peers, SessionLimits, TrackInfo};
-use moq_relay::session::{Dial, Host, HostConfig};
+use moq_relay::session::{Dial, DialBook, Host, HostConfig};
 
 use publish::PubTrack;
 use subscribe::SubRecord;
@@ -356,7 +356,7 @@ impl Application for Worker {
 
 /// The session host of one load core: the worker, over one dial per connection of the plan
 /// (dial `i` is connection `i`, whichever core dials it).
-pub fn host(worker: Worker, dials: Arc<Vec<Dial>>) -> Host<Worker> {
+pub fn host(worker: Worker, dials: Arc<DialBook>) -> Host<Worker> {
     let cfg = HostConfig {
         core: worker.core,
         origin: worker.plan.origin,
@@ -372,7 +372,7 @@ pub fn host(worker: Worker, dials: Arc<Vec<Dial>>) -> Host<Worker> {
 
 /// What each connection of `plan` dials: the target, with the connection's own hop id and the
 /// role of its half of the run.
-pub fn dials(plan: &Plan) -> Arc<Vec<Dial>> {
+pub fn dials(plan: &Plan) -> Arc<DialBook> {
     let dials = (0..plan.conns.len())
         .map(|i| {
             let t = match (&plan.conns[i], &plan.publish_target) {
@@ -394,6 +394,6 @@ pub fn dials(plan: &Plan) -> Arc<Vec<Dial>> {
                 quic: None,
             }
         })
-        .collect();
-    Arc::new(dials)
+        .collect::<Vec<_>>();
+    Arc::new(DialBook::from(dials))
 }
