@@ -258,6 +258,48 @@ fn relays_dialling_each_other_do_not_loop() {
     }
 }
 
+/// A triangle (B and C dial A, C dials B): the broadcast is known once on every relay, the
+/// subscriber on C is served by the direct route and stays on it, and gets each frame once.
+#[test]
+fn a_triangle_serves_by_one_stable_route() {
+    let a = support::start(&peering(&[], 1));
+    let b = support::start(&peering(&[url("moql", &a)], 2));
+    let c = support::start(&peering(&[url("moql", &a), url("https", &b)], 3));
+    let publisher = publishing(&a);
+    until_has(&b, "demo", true);
+    until_has(&c, "demo", true);
+    // Both of C's routes are known before it subscribes.
+    std::thread::sleep(Duration::from_millis(300));
+    let s = subscriber(&c, false);
+    assert_eq!(frames(&s, 3).len(), 3);
+    for g in 1..=5 {
+        send_group(&publisher, g);
+        let got = frames(&s, 3);
+        assert_eq!(
+            got.iter().map(|f| (f.0, f.1)).collect::<Vec<_>>(),
+            [(g, 0), (g, 1), (g, 2)]
+        );
+        assert_eq!(got[2].2, payload(g, 2)[..]);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        s.events
+            .try_iter()
+            .all(|e| !matches!(e, AppEvent::Frame { .. })),
+        "a frame came twice"
+    );
+    // The two-hop route through B never served.
+    assert_eq!(b.stats().frames_delivered, 0);
+    for r in [&a, &b, &c] {
+        assert_eq!(r.broadcasts(), ["demo"]);
+    }
+    s.close();
+    publisher.close();
+    for r in [c, b, a] {
+        r.stop().unwrap();
+    }
+}
+
 /// A peer relay is admitted like any client: B reaches A, which lets nobody in without a
 /// token, with the token in its peer URL; with a token for another root it is refused, and
 /// keeps redialling without anything else on B noticing.
