@@ -35,6 +35,7 @@ pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod http;
+pub mod ietf;
 pub mod lite;
 pub mod model;
 pub mod net;
