@@ -37,7 +37,7 @@ pub const fn varint_len(form: Varint, v: u64) -> Option<usize> {
             0x1000_0000..=0x7_ffff_ffff => 5,
             0x8_0000_0000..=0x3ff_ffff_ffff => 6,
             0x400_0000_0000..=0x1_ffff_ffff_ffff if seven => 7,
-            0..=0xff_ffff_ffff_ffff => 8,
+            0x400_0000_0000..=0xff_ffff_ffff_ffff => 8,
             _ => 9,
         }),
     }

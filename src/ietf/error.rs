@@ -27,6 +27,9 @@ pub enum DecodeError {
     KeyValueFormatting,
     /// A parameter that appears twice where it may not.
     DuplicateParameter(u64),
+    /// A message parameter of a type the draft (17+) gives no encoding for: it cannot be
+    /// skipped.
+    UnknownParameter(u64),
     /// A message type this stream does not carry in this draft.
     UnexpectedMessage(u64),
     /// A stream type this draft does not have.
@@ -41,11 +44,8 @@ impl DecodeError {
     /// The session close code when this breaks the session.
     pub const fn close_code(self) -> u64 {
         match self {
-            Self::KeyValueFormatting | Self::DuplicateParameter(_) => {
+            Self::KeyValueFormatting | Self::DuplicateParameter(_) | Self::UnknownParameter(_) => {
                 TerminationCode::KEY_VALUE_FORMATTING_ERROR
-            }
-            Self::TooLarge | Self::FrameTooLarge | Self::TooLong => {
-                TerminationCode::PROTOCOL_VIOLATION
             }
             _ => TerminationCode::PROTOCOL_VIOLATION,
         }
@@ -77,6 +77,7 @@ impl fmt::Display for DecodeError {
             Self::TooLong => write!(f, "field too long"),
             Self::KeyValueFormatting => write!(f, "malformed key-value pair"),
             Self::DuplicateParameter(t) => write!(f, "duplicate parameter {t:#x}"),
+            Self::UnknownParameter(t) => write!(f, "unknown message parameter {t:#x}"),
             Self::UnexpectedMessage(t) => write!(f, "unexpected message type {t:#x}"),
             Self::UnexpectedStream(t) => write!(f, "unexpected stream type {t:#x}"),
             Self::FrameTooLarge => write!(f, "object too large"),
