@@ -174,6 +174,11 @@ impl SubgroupReader {
         }
     }
 
+    /// Bytes received and not yet handed out.
+    pub fn queued(&self) -> usize {
+        self.queued
+    }
+
     /// Parse from a contiguous copy of the first bytes; `None` while they are not all there.
     fn parse<T>(
         &mut self,

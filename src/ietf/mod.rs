@@ -11,6 +11,7 @@ pub mod data;
 mod error;
 pub mod message;
 pub mod params;
+pub mod session;
 #[cfg(test)]
 mod tests;
 mod version;

@@ -1,0 +1,404 @@
+//! The peer's requests: SUBSCRIBE, SUBSCRIBE_NAMESPACE and PUBLISH_NAMESPACE, each on a bidi
+//! stream of its own; what a relay does not serve (FETCH, TRACK_STATUS, PUBLISH,
+//! SUBSCRIBE_TRACKS) is refused NOT_SUPPORTED.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use super::super::message::{Message, Namespace};
+use super::super::params::{Filter, Params};
+use super::super::{DecodeError, RequestCode, ResetCode, TerminationCode, Version};
+use super::{PeerEnd, Session, State, Step, groups, short};
+use crate::model::{ErrorCode, PeerEvent, TrackInfo, path};
+use crate::stream::{Dir, StreamId, Streams};
+
+/// A peer's SUBSCRIBE_NAMESPACE we keep answering.
+pub(super) struct Interest {
+    pub(super) stream: StreamId,
+    prefix: String,
+    active: HashSet<Arc<str>>,
+}
+
+/// EXCESSIVE_LOAD (17+), for requests past a session's limits.
+const EXCESSIVE_LOAD: u64 = 0x9;
+
+/// `path` relative to `prefix` as a namespace tuple.
+fn suffix(path_: &str, prefix: &str) -> Namespace {
+    path::strip_prefix(path_, prefix)
+        .unwrap_or_default()
+        .split('/')
+        .filter(|f| !f.is_empty())
+        .map(|f| f.as_bytes().to_vec())
+        .collect()
+}
+
+fn ok() -> Message {
+    Message::RequestOk {
+        request_id: 0,
+        params: Params::default(),
+        props: Vec::new(),
+    }
+}
+
+impl Session {
+    /// A peer request stream's first message decides what it is.
+    pub(super) fn request(
+        &mut self,
+        io: &mut dyn Streams,
+        id: StreamId,
+        buf: Vec<u8>,
+        end: PeerEnd,
+        events: &mut Vec<PeerEvent>,
+    ) -> Result<Step, DecodeError> {
+        let Some((msg, used)) = Message::decode(&buf, self.version, self.cfg.limits.max_message)?
+        else {
+            return short(end, State::Request(buf));
+        };
+        let rest = buf[used..].to_vec();
+        let limits = self.cfg.limits;
+        match msg {
+            Message::Subscribe(s) => {
+                if self.downs.len() >= limits.max_subscriptions {
+                    return Ok(Step::Refuse(EXCESSIVE_LOAD));
+                }
+                let path = self.path_of(&s.namespace)?;
+                let track = String::from_utf8(s.name).map_err(|_| DecodeError::InvalidUtf8)?;
+                let sub = self.next_down;
+                self.next_down += 1;
+                let priority = 255 - s.params.subscriber_priority.unwrap_or(128);
+                self.downs.insert(sub, groups::Down::new(id, priority));
+                let start = match s.params.filter {
+                    Some(Filter::AbsoluteStart(l) | Filter::AbsoluteRange(l, _)) => Some(l.group),
+                    _ => None,
+                };
+                events.push(PeerEvent::Subscribe {
+                    id: sub,
+                    path,
+                    track,
+                    start,
+                });
+                self.subscribed(io, id, rest, sub, end, events)
+            }
+            Message::SubscribeNamespace { prefix, .. } => {
+                if self.interests.len() >= limits.max_announces {
+                    return Ok(Step::Refuse(EXCESSIVE_LOAD));
+                }
+                let prefix = self.path_of(&prefix)?;
+                events.push(PeerEvent::AnnounceInterest {
+                    request: id.into(),
+                    prefix,
+                    exclude_hop: 0,
+                });
+                self.interest_updates(io, id, rest, end)
+            }
+            Message::PublishNamespace { namespace, .. } => {
+                let path: Arc<str> = self.path_of(&namespace)?.into();
+                if !self.published.contains_key(&path)
+                    && self.published.len() >= limits.max_broadcasts
+                {
+                    return Ok(Step::Refuse(EXCESSIVE_LOAD));
+                }
+                self.write(io, id, &ok(), false);
+                self.source(&path, true, events);
+                self.published_updates(io, id, rest, path, end, events)
+            }
+            Message::TrackStatus(_)
+            | Message::Fetch { .. }
+            | Message::Publish { .. }
+            | Message::SubscribeTracks { .. } => Ok(Step::Refuse(RequestCode::NOT_SUPPORTED)),
+            _ => Ok(Step::Close(
+                TerminationCode::PROTOCOL_VIOLATION,
+                "not a request",
+            )),
+        }
+    }
+
+    /// One more source of `path` from the peer, or one fewer: the layer above hears of the
+    /// first and the last.
+    pub(super) fn source(&mut self, path: &Arc<str>, active: bool, events: &mut Vec<PeerEvent>) {
+        let count = self.published.entry(path.clone()).or_insert(0);
+        let announce = if active {
+            *count += 1;
+            *count == 1
+        } else {
+            *count = count.saturating_sub(1);
+            *count == 0
+        };
+        if *count == 0 {
+            self.published.remove(path);
+        }
+        if announce {
+            events.push(PeerEvent::Announced {
+                path: path.clone(),
+                active,
+                hops: Vec::new(),
+            });
+        }
+    }
+
+    /// Answer REQUEST_UPDATEs on a request stream; anything else breaks the protocol.
+    fn updates(
+        &self,
+        io: &mut dyn Streams,
+        id: StreamId,
+        buf: &[u8],
+    ) -> Result<usize, DecodeError> {
+        let mut at = 0;
+        while let Some((msg, used)) =
+            Message::decode(&buf[at..], self.version, self.cfg.limits.max_message)?
+        {
+            at += used;
+            match msg {
+                Message::RequestUpdate { .. } => self.write(io, id, &ok(), false),
+                other => return Err(DecodeError::UnexpectedMessage(other.code(self.version))),
+            }
+        }
+        Ok(at)
+    }
+
+    /// A peer's subscription stream after SUBSCRIBE: updates, and a reset that cancels it (a
+    /// FIN only says no more updates come).
+    pub(super) fn subscribed(
+        &mut self,
+        io: &mut dyn Streams,
+        id: StreamId,
+        buf: Vec<u8>,
+        sub: u64,
+        end: PeerEnd,
+        events: &mut Vec<PeerEvent>,
+    ) -> Result<Step, DecodeError> {
+        let used = self.updates(io, id, &buf)?;
+        match end {
+            PeerEnd::Open => Ok(Step::Keep(State::Subscribed {
+                buf: buf[used..].to_vec(),
+                id: sub,
+            })),
+            PeerEnd::Fin => Ok(Step::Done),
+            PeerEnd::Reset => {
+                self.cancel_down(io, sub, events);
+                Ok(Step::Done)
+            }
+        }
+    }
+
+    /// The peer gave up subscription `sub`: its groups and stream are reset.
+    pub(super) fn cancel_down(
+        &mut self,
+        io: &mut dyn Streams,
+        sub: u64,
+        events: &mut Vec<PeerEvent>,
+    ) {
+        if let Some(down) = self.downs.remove(&sub) {
+            for g in &down.groups {
+                io.reset(g.stream, self.stream_code(ResetCode::CANCELLED));
+            }
+            io.reset(down.stream, self.stream_code(ResetCode::CANCELLED));
+            events.push(PeerEvent::Unsubscribe { id: sub });
+        }
+    }
+
+    /// A peer's SUBSCRIBE_NAMESPACE stream: updates, and its end (a reset; on 17-18 a FIN too).
+    pub(super) fn interest_updates(
+        &mut self,
+        io: &mut dyn Streams,
+        id: StreamId,
+        buf: Vec<u8>,
+        end: PeerEnd,
+    ) -> Result<Step, DecodeError> {
+        let used = self.updates(io, id, &buf)?;
+        match end {
+            PeerEnd::Open => Ok(Step::Keep(State::Interest(buf[used..].to_vec()))),
+            PeerEnd::Fin if self.version >= Version::Draft19 => Ok(Step::Done),
+            PeerEnd::Fin | PeerEnd::Reset => {
+                self.interests.retain(|i| i.stream != id);
+                io.write(id, Vec::new(), true);
+                Ok(Step::Done)
+            }
+        }
+    }
+
+    /// A peer's PUBLISH_NAMESPACE stream: updates, and its end withdraws the namespace.
+    pub(super) fn published_updates(
+        &mut self,
+        io: &mut dyn Streams,
+        id: StreamId,
+        buf: Vec<u8>,
+        path: Arc<str>,
+        end: PeerEnd,
+        events: &mut Vec<PeerEvent>,
+    ) -> Result<Step, DecodeError> {
+        let used = self.updates(io, id, &buf)?;
+        if end == PeerEnd::Open {
+            return Ok(Step::Keep(State::Published {
+                buf: buf[used..].to_vec(),
+                path,
+            }));
+        }
+        self.source(&path, false, events);
+        io.write(id, Vec::new(), true);
+        Ok(Step::Done)
+    }
+
+    /// Answer SUBSCRIBE_NAMESPACE `request` with the broadcasts active now under `prefix`
+    /// (REQUEST_OK, then a NAMESPACE each); later changes go out through [`Self::announce`].
+    pub fn announce_start<'a>(
+        &mut self,
+        io: &mut dyn Streams,
+        request: StreamId,
+        prefix: &str,
+        _exclude_hop: u64,
+        active: impl IntoIterator<Item = (&'a Arc<str>, &'a [u64])>,
+    ) {
+        let mut buf = Vec::new();
+        let mut set = HashSet::new();
+        let res = (|| {
+            ok().encode(self.version, &mut buf)?;
+            for (p, _) in active {
+                if path::has_prefix(p, prefix) && set.insert(p.clone()) {
+                    Message::Namespace(suffix(p, prefix)).encode(self.version, &mut buf)?;
+                }
+            }
+            Ok::<_, super::super::EncodeError>(())
+        })();
+        if res.is_err() {
+            self.refuse(io, request, ErrorCode::ENCODE);
+            return;
+        }
+        self.interests.push(Interest {
+            stream: request,
+            prefix: prefix.to_owned(),
+            active: set,
+        });
+        io.set_priority(request, super::CONTROL_PRIORITY);
+        io.write(request, vec![buf.into()], false);
+    }
+
+    /// A broadcast became active or ended: NAMESPACE or NAMESPACE_DONE on each of the peer's
+    /// SUBSCRIBE_NAMESPACE streams that covers it, once per change.
+    pub fn announce(
+        &mut self,
+        io: &mut dyn Streams,
+        path_: &Arc<str>,
+        _hops: &[u64],
+        active: bool,
+    ) {
+        let version = self.version;
+        for i in &mut self.interests {
+            if !path::has_prefix(path_, &i.prefix) {
+                continue;
+            }
+            let changed = if active {
+                i.active.insert(path_.clone())
+            } else {
+                i.active.remove(path_)
+            };
+            if !changed {
+                continue;
+            }
+            let ns = suffix(path_, &i.prefix);
+            let msg = if active {
+                Message::Namespace(ns)
+            } else {
+                Message::NamespaceDone(ns)
+            };
+            let mut buf = Vec::new();
+            if msg.encode(version, &mut buf).is_ok() {
+                io.write(i.stream, vec![buf.into()], false);
+            }
+        }
+    }
+
+    /// The layer above takes subscription `id`: SUBSCRIBE_OK, with the subscription's id as
+    /// its track alias.
+    pub fn accept_subscribe(&mut self, io: &mut dyn Streams, id: u64) -> bool {
+        let Some(down) = self.downs.get_mut(&id) else {
+            return false;
+        };
+        if down.accepted {
+            return true;
+        }
+        down.accepted = true;
+        let stream = down.stream;
+        let msg = Message::SubscribeOk {
+            request_id: 0,
+            alias: id,
+            params: Params::default(),
+            props: Vec::new(),
+        };
+        self.write(io, stream, &msg, false);
+        true
+    }
+
+    pub fn refuse_subscribe(&mut self, io: &mut dyn Streams, id: u64, code: ErrorCode) {
+        if let Some(down) = self.downs.remove(&id) {
+            self.ins.remove(&down.stream);
+            self.error(io, down.stream, RequestCode::from_model(code));
+        }
+    }
+
+    /// REQUEST_ERROR and the end of our half of request stream `id`; its peer half is stopped.
+    fn error(&self, io: &mut dyn Streams, id: StreamId, code: u64) {
+        let msg = Message::RequestError {
+            request_id: 0,
+            code,
+            retry: 0,
+            reason: String::new(),
+        };
+        self.write(io, id, &msg, true);
+        io.stop(id, self.stream_code(ResetCode::CANCELLED));
+    }
+
+    /// Refuse a request of the peer (`request`, a stream): a group stream is stopped, a
+    /// request answered REQUEST_ERROR.
+    pub fn refuse(&mut self, io: &mut dyn Streams, request: StreamId, code: ErrorCode) {
+        let mut gone = Vec::new();
+        let code = if request.dir() == Dir::Uni {
+            ResetCode::CANCELLED
+        } else {
+            RequestCode::from_model(code)
+        };
+        self.refuse_stream(io, request, code, &mut gone);
+    }
+
+    /// Forget what stream `id` stood for (refused, or gone).
+    pub(super) fn forget_stream(&mut self, id: StreamId, events: &mut Vec<PeerEvent>) {
+        match self.ins.remove(&id) {
+            Some(State::Group(g)) => self.drop_group(&g),
+            Some(State::Published { path, .. }) => self.source(&path, false, events),
+            _ => {}
+        }
+        if let Some((g, _)) = self.parked.remove(&id) {
+            self.drop_group(&g);
+        }
+        let subs: Vec<u64> = self
+            .downs
+            .iter()
+            .filter(|(_, d)| d.stream == id)
+            .map(|(s, _)| *s)
+            .collect();
+        for sub in subs {
+            self.downs.remove(&sub);
+            events.push(PeerEvent::Unsubscribe { id: sub });
+        }
+        self.interests.retain(|i| i.stream != id);
+    }
+
+    /// This session's peers ask no TRACK_INFO (moq-transport has none).
+    pub fn answer_info(
+        &mut self,
+        _io: &mut dyn Streams,
+        _request: StreamId,
+        _info: Result<TrackInfo, ErrorCode>,
+    ) {
+    }
+
+    /// Fetches are refused before they reach the layer above.
+    pub fn answer_fetch(
+        &mut self,
+        io: &mut dyn Streams,
+        request: StreamId,
+        _frames: Option<&[Arc<crate::model::Frame>]>,
+    ) {
+        self.error(io, request, RequestCode::NOT_SUPPORTED);
+    }
+}

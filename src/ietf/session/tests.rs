@@ -1,0 +1,538 @@
+//! The machine against the `Recorder`, byte for byte, and as a client/server pair in memory.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::super::coding::tests::hex;
+use super::super::message::{Message, Subscribe};
+use super::super::params::{Kvp, Params, token_value};
+use super::super::{TerminationCode, Version};
+use super::{Config, Session};
+use crate::model::{ErrorCode, Frame, Group, PeerEvent, SessionLimits};
+use crate::stream::testing::{Call, Recorder};
+use crate::stream::{Dir, End, Side, StreamId, Streams};
+
+const VERSIONS: [Version; 3] = [Version::Draft17, Version::Draft18, Version::Draft19];
+
+fn config(server: bool) -> Config {
+    Config {
+        server,
+        setup_path: None,
+        webtransport: false,
+        limits: SessionLimits::default(),
+    }
+}
+
+fn bidi(side: Side, index: u64) -> StreamId {
+    StreamId::new(side, Dir::Bi, index)
+}
+
+fn uni(side: Side, index: u64) -> StreamId {
+    StreamId::new(side, Dir::Uni, index)
+}
+
+fn enc(m: &Message, v: Version) -> Vec<u8> {
+    let mut b = Vec::new();
+    m.encode(v, &mut b).unwrap();
+    b
+}
+
+/// One end of an in-memory connection.
+struct Peer {
+    wire: Session,
+    io: Recorder,
+    events: Vec<PeerEvent>,
+    /// Peer streams not yet accepted, as quinn holds them.
+    held: BTreeMap<StreamId, (Vec<u8>, bool)>,
+    accepted: HashSet<StreamId>,
+    publishes: Vec<(Arc<str>, Vec<u64>)>,
+}
+
+impl Peer {
+    fn new(server: bool) -> Self {
+        let side = if server { Side::Server } else { Side::Client };
+        Self {
+            wire: Session::new(config(server)),
+            io: Recorder::new(side),
+            events: Vec::new(),
+            held: BTreeMap::new(),
+            accepted: HashSet::new(),
+            publishes: Vec::new(),
+        }
+    }
+
+    fn start(&mut self, v: Version) {
+        self.wire.start(&mut self.io, v, None, &mut self.events);
+    }
+
+    fn receive(&mut self, id: StreamId, bytes: Vec<u8>, end: End) {
+        if self.io.is_ours(id) || self.accepted.contains(&id) {
+            let chunks = vec![Bytes::from(bytes)];
+            self.wire
+                .on_stream(&mut self.io, id, chunks, end, 1234, &mut self.events);
+            return;
+        }
+        let held = self.held.entry(id).or_default();
+        held.0.extend_from_slice(&bytes);
+        held.1 |= end == End::Fin;
+    }
+
+    fn accept(&mut self) -> bool {
+        let mut any = false;
+        while let Some(id) = self
+            .held
+            .keys()
+            .copied()
+            .find(|id| self.wire.accepts(id.dir()))
+        {
+            let (bytes, fin) = self.held.remove(&id).expect("found");
+            self.accepted.insert(id);
+            self.wire.open_peer(id);
+            self.receive(id, bytes, if fin { End::Fin } else { End::Open });
+            any = true;
+        }
+        any
+    }
+
+    /// Play the relay: ask for announcements when ready, answer interest with what this end
+    /// publishes, take every subscription.
+    fn answer(&mut self) -> Vec<PeerEvent> {
+        let mut rest = Vec::new();
+        for event in std::mem::take(&mut self.events) {
+            match event {
+                PeerEvent::Ready => {
+                    let root = self.wire.root().to_owned();
+                    assert!(self.wire.announce_interest(&mut self.io, &root).is_some());
+                    rest.push(event);
+                }
+                PeerEvent::AnnounceInterest {
+                    request, prefix, ..
+                } => {
+                    let active = self.publishes.iter().map(|(p, h)| (p, h.as_slice()));
+                    self.wire
+                        .announce_start(&mut self.io, request.into(), &prefix, 0, active);
+                }
+                PeerEvent::Subscribe { id, .. } => {
+                    assert!(self.wire.accept_subscribe(&mut self.io, id));
+                    rest.push(event);
+                }
+                other => rest.push(other),
+            }
+        }
+        rest
+    }
+}
+
+struct Pair {
+    client: Peer,
+    server: Peer,
+    client_heard: Vec<PeerEvent>,
+    server_heard: Vec<PeerEvent>,
+    /// Carry each batch of writes newest stream first.
+    reverse: bool,
+}
+
+fn stream_of(call: &Call) -> Option<StreamId> {
+    match call {
+        Call::Open(id)
+        | Call::Write { id, .. }
+        | Call::Reset { id, .. }
+        | Call::Stop { id, .. }
+        | Call::Priority { id, .. } => Some(*id),
+        Call::Close { .. } => None,
+    }
+}
+
+impl Pair {
+    fn new(v: Version, reverse: bool) -> Self {
+        let mut pair = Self {
+            client: Peer::new(false),
+            server: Peer::new(true),
+            client_heard: Vec::new(),
+            server_heard: Vec::new(),
+            reverse,
+        };
+        pair.server.publishes.push(("live/cam".into(), vec![]));
+        pair.client.start(v);
+        pair.server.start(v);
+        pair
+    }
+
+    fn run(&mut self) {
+        for _ in 0..100 {
+            let mut moved = false;
+            for to_server in [true, false] {
+                let (from, to) = if to_server {
+                    (&mut self.client, &mut self.server)
+                } else {
+                    (&mut self.server, &mut self.client)
+                };
+                let mut calls = from.io.take();
+                if self.reverse {
+                    calls.sort_by_key(|c| std::cmp::Reverse(stream_of(c)));
+                }
+                for call in calls {
+                    moved = true;
+                    match call {
+                        Call::Write { id, bytes, fin } => {
+                            to.receive(id, bytes, if fin { End::Fin } else { End::Open })
+                        }
+                        Call::Reset { id, code } => to.receive(id, Vec::new(), End::Reset(code)),
+                        Call::Stop { id, .. } => {
+                            let mut ev = Vec::new();
+                            to.wire.stopped(&mut to.io, id, &mut ev);
+                            to.events.extend(ev);
+                        }
+                        Call::Close { .. } => panic!("session closed: {call:?}"),
+                        _ => {}
+                    }
+                }
+                moved |= to.accept();
+            }
+            let heard = self.client.answer();
+            moved |= !heard.is_empty();
+            self.client_heard.extend(heard);
+            let heard = self.server.answer();
+            moved |= !heard.is_empty();
+            self.server_heard.extend(heard);
+            if !moved {
+                return;
+            }
+        }
+        panic!("the pair never settled");
+    }
+}
+
+fn group(seq: u64, payloads: &[&'static [u8]], done: bool) -> Group {
+    Group {
+        seq,
+        frames: payloads
+            .iter()
+            .map(|p| Arc::new(Frame::from_bytes(7, Bytes::from_static(p))))
+            .collect(),
+        done,
+        done_at: None,
+    }
+}
+
+#[test]
+fn each_end_sends_its_setup_on_a_uni_stream_of_its_own() {
+    for v in VERSIONS {
+        let mut c = Peer::new(false);
+        c.wire.cfg.setup_path = Some("demo?jwt=abc".into());
+        c.start(v);
+        // PATH "/demo?jwt=abc" (13 bytes), MOQT_IMPLEMENTATION "moq-relay" (delta 6).
+        let want = hex("af00 001a 01 0d 2f64656d6f3f6a77743d616263 06 09 6d6f712d72656c6179");
+        assert_eq!(c.io.written(uni(Side::Client, 0)), want, "{v:?}");
+        assert!(!c.wire.is_ready(), "a client waits for the server's SETUP");
+        assert!(c.wire.accepts(Dir::Uni) && !c.wire.accepts(Dir::Bi));
+
+        // The server takes its root and token from PATH.
+        let mut s = Peer::new(true);
+        s.start(v);
+        assert_eq!(
+            s.io.written(uni(Side::Server, 0)),
+            hex("af00 000b 07 09 6d6f712d72656c6179")
+        );
+        s.receive(uni(Side::Client, 0), want, End::Open);
+        s.accept();
+        assert!(s.wire.is_ready());
+        assert_eq!(s.wire.root(), "demo");
+        assert_eq!(s.wire.token(), Some("abc"));
+        assert_eq!(s.events, [PeerEvent::Ready]);
+    }
+}
+
+#[test]
+fn a_token_in_authorization_token_is_taken() {
+    let v = Version::Draft18;
+    let mut s = Peer::new(true);
+    s.start(v);
+    let setup = Message::Setup(vec![(0x03, Kvp::Bytes(token_value("x.y.z", v)))]);
+    s.receive(uni(Side::Client, 0), enc(&setup, v), End::Open);
+    s.accept();
+    assert_eq!(s.wire.token(), Some("x.y.z"));
+}
+
+#[test]
+fn the_control_stream_is_guarded() {
+    let v = Version::Draft18;
+    // A second SETUP, or the control stream's end: the session goes.
+    let setup = enc(&Message::Setup(vec![]), v);
+    for (bytes, fin) in [
+        ([setup.clone(), setup.clone()].concat(), false),
+        (setup, true),
+    ] {
+        let mut s = Peer::new(true);
+        s.start(v);
+        s.io.take();
+        s.receive(
+            uni(Side::Client, 0),
+            bytes,
+            if fin { End::Fin } else { End::Open },
+        );
+        s.accept();
+        assert!(
+            s.io.calls().iter().any(|c| matches!(
+                c,
+                Call::Close {
+                    code: TerminationCode::PROTOCOL_VIOLATION,
+                    ..
+                }
+            )),
+            "{:?}",
+            s.io.calls()
+        );
+    }
+}
+
+#[test]
+fn pair_announces_subscribes_and_delivers_on_17_to_19() {
+    for v in VERSIONS {
+        for reverse in [false, true] {
+            let name = format!("{v:?} reverse={reverse}");
+            let mut pair = Pair::new(v, reverse);
+            pair.run();
+            assert!(
+                pair.client.wire.is_ready() && pair.server.wire.is_ready(),
+                "{name}"
+            );
+            assert!(
+                pair.client_heard.contains(&PeerEvent::Announced {
+                    path: "live/cam".into(),
+                    active: true,
+                    hops: vec![]
+                }),
+                "{name}: {:?}",
+                pair.client_heard
+            );
+            let c = &mut pair.client;
+            let up = c.wire.subscribe(&mut c.io, "live/cam", "video").unwrap();
+            pair.run();
+            let sub = pair
+                .server_heard
+                .iter()
+                .find_map(|e| match e {
+                    PeerEvent::Subscribe {
+                        id, path, track, ..
+                    } if path == "live/cam" && track == "video" => Some(*id),
+                    _ => None,
+                })
+                .unwrap_or_else(|| panic!("{name}: {:?}", pair.server_heard));
+            let s = &mut pair.server;
+            let d = s
+                .wire
+                .deliver(&mut s.io, sub, &group(4, &[b"one", b"", b"three"], true));
+            assert_eq!(d.frames, 3);
+            pair.run();
+            let frames: Vec<Vec<u8>> = pair
+                .client_heard
+                .iter()
+                .filter_map(|e| match e {
+                    PeerEvent::Frame {
+                        up: u,
+                        seq: 4,
+                        frame,
+                    } if *u == up => Some(frame.chunks.concat()),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(
+                frames,
+                [b"one".to_vec(), vec![], b"three".to_vec()],
+                "{name}"
+            );
+            assert!(
+                pair.client_heard
+                    .contains(&PeerEvent::GroupDone { up, seq: 4 }),
+                "{name}"
+            );
+            // The publisher ends the track: the subscriber hears a clean end.
+            let s = &mut pair.server;
+            s.wire
+                .end_subscription(&mut s.io, sub, ErrorCode::CANCEL, Some(4));
+            pair.run();
+            assert!(
+                pair.client_heard.contains(&PeerEvent::UpstreamEnded {
+                    up,
+                    code: ErrorCode::CANCEL
+                }),
+                "{name}"
+            );
+            assert_eq!(pair.client.wire.upstream_subscriptions(), 0);
+            assert_eq!(pair.server.wire.subscriptions(), 0);
+        }
+    }
+}
+
+#[test]
+fn the_subscriber_leaving_ends_the_subscription() {
+    let v = Version::Draft18;
+    let mut pair = Pair::new(v, false);
+    pair.run();
+    let c = &mut pair.client;
+    let up = c.wire.subscribe(&mut c.io, "live/cam", "video").unwrap();
+    pair.run();
+    assert_eq!(pair.server.wire.subscriptions(), 1);
+    let c = &mut pair.client;
+    c.wire.unsubscribe(&mut c.io, up);
+    pair.run();
+    assert!(
+        pair.server_heard
+            .iter()
+            .any(|e| matches!(e, PeerEvent::Unsubscribe { .. })),
+        "{:?}",
+        pair.server_heard
+    );
+    assert_eq!(pair.server.wire.subscriptions(), 0);
+}
+
+/// Objects may beat SUBSCRIBE_OK: the stream waits for its alias, then goes up whole.
+#[test]
+fn a_group_before_its_subscribe_ok_waits_for_it() {
+    let v = Version::Draft19;
+    let mut c = Peer::new(false);
+    c.start(v);
+    c.receive(
+        uni(Side::Server, 0),
+        enc(&Message::Setup(vec![]), v),
+        End::Open,
+    );
+    c.accept();
+    c.events.clear();
+    let up = c.wire.subscribe(&mut c.io, "live/cam", "video").unwrap();
+    let mut data = Vec::new();
+    super::super::data::SubgroupHeader::ours(v, 9, 2, 128)
+        .encode(v, &mut data)
+        .unwrap();
+    super::super::data::encode_object(v, 2, &mut data).unwrap();
+    data.extend_from_slice(b"hi");
+    c.receive(uni(Side::Server, 1), data, End::Fin);
+    c.accept();
+    assert!(c.events.is_empty(), "{:?}", c.events);
+    assert_eq!(c.wire.streams_read(), 3);
+    let ok = Message::SubscribeOk {
+        request_id: 0,
+        alias: 9,
+        params: Params::default(),
+        props: Vec::new(),
+    };
+    c.receive(bidi(Side::Client, 0), enc(&ok, v), End::Open);
+    let frames: Vec<_> = c
+        .events
+        .iter()
+        .filter(|e| matches!(e, PeerEvent::Frame { .. } | PeerEvent::GroupDone { .. }))
+        .collect();
+    assert_eq!(frames.len(), 2, "{:?}", c.events);
+    assert!(c.events.contains(&PeerEvent::GroupDone { up, seq: 2 }));
+    // An alias nobody waits for is refused at once.
+    let mut data = Vec::new();
+    super::super::data::SubgroupHeader::ours(v, 33, 2, 128)
+        .encode(v, &mut data)
+        .unwrap();
+    c.receive(uni(Side::Server, 2), data, End::Open);
+    c.accept();
+    assert!(
+        c.io.calls()
+            .iter()
+            .any(|call| matches!(call, Call::Stop { id, .. } if *id == uni(Side::Server, 2)))
+    );
+}
+
+#[test]
+fn a_publisher_announces_with_publish_namespace_and_withdraws_by_ending_it() {
+    let v = Version::Draft18;
+    let mut s = Peer::new(true);
+    s.start(v);
+    s.receive(
+        uni(Side::Client, 0),
+        enc(&Message::Setup(vec![]), v),
+        End::Open,
+    );
+    s.accept();
+    s.io.take();
+    s.events.clear();
+    let pn = Message::PublishNamespace {
+        request_id: 0,
+        namespace: vec![b"demo".to_vec(), b"clock".to_vec()],
+        params: Params::default(),
+    };
+    let id = bidi(Side::Client, 0);
+    s.receive(id, enc(&pn, v), End::Open);
+    s.accept();
+    assert_eq!(
+        s.events,
+        [PeerEvent::Announced {
+            path: "demo/clock".into(),
+            active: true,
+            hops: vec![]
+        }]
+    );
+    assert_eq!(s.io.written(id), hex("07 0001 00"));
+    s.events.clear();
+    s.receive(id, Vec::new(), End::Fin);
+    assert_eq!(
+        s.events,
+        [PeerEvent::Announced {
+            path: "demo/clock".into(),
+            active: false,
+            hops: vec![]
+        }]
+    );
+}
+
+#[test]
+fn what_a_relay_does_not_serve_is_refused_not_supported() {
+    let v = Version::Draft18;
+    let mut s = Peer::new(true);
+    s.start(v);
+    s.receive(
+        uni(Side::Client, 0),
+        enc(&Message::Setup(vec![]), v),
+        End::Open,
+    );
+    s.accept();
+    s.io.take();
+    let ts = Message::TrackStatus(Subscribe {
+        request_id: 0,
+        namespace: vec![b"demo".to_vec()],
+        name: b"v".to_vec(),
+        params: Params::default(),
+    });
+    let id = bidi(Side::Client, 0);
+    s.receive(id, enc(&ts, v), End::Open);
+    s.accept();
+    // REQUEST_ERROR NOT_SUPPORTED (0x3), no retry, no reason, then FIN.
+    assert!(s.io.calls().contains(&Call::Write {
+        id,
+        bytes: hex("05 0003 03 00 00"),
+        fin: true
+    }));
+    // A response where a request belongs breaks the protocol.
+    s.receive(bidi(Side::Client, 1), hex("07 0001 00"), End::Open);
+    s.accept();
+    assert!(s.io.calls().iter().any(|c| matches!(c, Call::Close { .. })));
+}
+
+#[test]
+fn lost_reports_what_the_session_held() {
+    let mut pair = Pair::new(Version::Draft17, false);
+    pair.run();
+    let c = &mut pair.client;
+    c.wire.subscribe(&mut c.io, "live/cam", "video").unwrap();
+    pair.run();
+    let gone = pair.server.wire.lost();
+    assert!(
+        gone.iter()
+            .any(|e| matches!(e, PeerEvent::Unsubscribe { .. }))
+    );
+    let gone = pair.client.wire.lost();
+    assert!(gone.contains(&PeerEvent::Announced {
+        path: "live/cam".into(),
+        active: false,
+        hops: vec![]
+    }));
+    assert_eq!(pair.client.wire.streams_read(), 0);
+}
