@@ -24,6 +24,9 @@ pub const ALPNS: &[&[u8]] = &[
     b"moq-lite-04",
     b"moq-lite-03",
     b"moql",
+    b"moqt-19",
+    b"moqt-18",
+    b"moqt-17",
     b"h3",
 ];
 

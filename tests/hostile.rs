@@ -27,7 +27,7 @@ use moq_relay::quic::{
 };
 use moq_relay::relay::{AppCmd, AppEvent, Limits};
 use moq_relay::server::Server;
-use moq_relay::session::{Event as SessionEvent, Session};
+use moq_relay::session::{Event as SessionEvent, Protocol, Session, Wire};
 use moq_relay::stream::Streams;
 use support::{connect, until, wait};
 
@@ -371,8 +371,8 @@ const TICK: Duration = Duration::from_millis(2);
 
 /// What a script may touch: the session machine and the connection's raw streams (raw writes
 /// are how it misbehaves).
-type Script = Box<dyn FnMut(Cue, &mut wire::Session, &mut dyn Streams)>;
-type SendScript = Box<dyn FnMut(Cue, &mut wire::Session, &mut dyn Streams) + Send>;
+type Script = Box<dyn FnMut(Cue, &mut Wire, &mut dyn Streams)>;
+type SendScript = Box<dyn FnMut(Cue, &mut Wire, &mut dyn Streams) + Send>;
 
 /// A client on the crate's own moq-lite machine (so it gets as far as a real client), whose
 /// script then does what no honest client would.
@@ -435,7 +435,7 @@ impl Handler for WirePeer {
                     ..Default::default()
                 };
                 self.session = Some((ch, Session::new(cfg, None, None)));
-                let v = Some(Version::Lite03);
+                let v = Protocol::Lite(Some(Version::Lite03));
                 self.drive(ctx, |s, conn, now, ev| s.start(conn, now, v, ev));
             }
             Event::Stream(StreamEvent::Opened { .. } | StreamEvent::Readable { .. })
@@ -478,7 +478,7 @@ impl Attacker {
 /// Start a [`WirePeer`] with `script` against `server`, from the attacker's address.
 fn wire_peer(
     server: &Server,
-    script: impl FnMut(Cue, &mut wire::Session, &mut dyn Streams) + Send + 'static,
+    script: impl FnMut(Cue, &mut Wire, &mut dyn Streams) + Send + 'static,
 ) -> Attacker {
     start_wire_peer(server, false, script)
 }
@@ -487,7 +487,7 @@ fn wire_peer(
 fn start_wire_peer(
     server: &Server,
     deaf: bool,
-    script: impl FnMut(Cue, &mut wire::Session, &mut dyn Streams) + Send + 'static,
+    script: impl FnMut(Cue, &mut Wire, &mut dyn Streams) + Send + 'static,
 ) -> Attacker {
     let target = server.local_addr();
     let script: SendScript = Box::new(script);
@@ -549,9 +549,9 @@ fn group_stream(
 /// `groups` counts the group streams the relay forwards to that subscription of ours.
 fn publish_evil(
     groups: Arc<AtomicUsize>,
-    mut then: impl FnMut(u64, &mut wire::Session, &mut dyn Streams) + Send + 'static,
-    mut tick: impl FnMut(&mut wire::Session, &mut dyn Streams) + Send + 'static,
-) -> impl FnMut(Cue, &mut wire::Session, &mut dyn Streams) + Send + 'static {
+    mut then: impl FnMut(u64, &mut Wire, &mut dyn Streams) + Send + 'static,
+    mut tick: impl FnMut(&mut Wire, &mut dyn Streams) + Send + 'static,
+) -> impl FnMut(Cue, &mut Wire, &mut dyn Streams) + Send + 'static {
     let evil: Arc<str> = "evil".into();
     // Whether we announced, and whether our own subscription through the relay stands.
     let (mut announced, mut subscribed) = (false, false);

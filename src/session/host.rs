@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::{Event, Session};
+use super::{Event, Protocol, Session, Wire};
 use crate::lite::session::{self as wire, Delivery, InfoAsk};
 use crate::lite::{Role, Version};
 use crate::model::{
@@ -183,9 +183,9 @@ impl<A: Application> Host<A> {
                 .peek(ch)
                 .and_then(|q| q.crypto_session().peer_identity())
                 .is_some();
-        let version = Version::from_alpn(&alpn);
+        let protocol = Protocol::from_alpn(&alpn);
         let h3 = alpn.as_bytes() == web::ALPN;
-        if version.is_none() && alpn != Version::LEGACY_ALPN && !h3 {
+        if protocol.is_none() && !h3 {
             tracing::debug!(core = ctx.core, alpn = %alpn, "closing session: unsupported ALPN");
             ctx.close(ch, ErrorCode::UNKNOWN_ALPN.0, b"unsupported ALPN");
             return;
@@ -220,7 +220,8 @@ impl<A: Application> Host<A> {
         conn.session = Some(session);
         tracing::debug!(core = ctx.core, %peer, alpn = %alpn, server, "session connected");
         self.app.on_session(&mut View { ctx, conns: c }, peer);
-        self.drive(ctx, ch, |s, conn, now, ev| s.start(conn, now, version, ev));
+        let protocol = protocol.unwrap_or(Protocol::Lite(None));
+        self.drive(ctx, ch, |s, conn, now, ev| s.start(conn, now, protocol, ev));
     }
 
     /// Run `f` on the session of `ch` with its connection, then tell the application what it
@@ -409,7 +410,7 @@ fn web_session(limits: &wire::Limits, dial: Option<&Dial>) -> WebSession {
         None => {
             let max_path = limits.max_path;
             let root = move |raw: &str| path::normalize(raw, max_path).ok();
-            WebSession::server(Version::ALPNS, root, max_buffer)
+            WebSession::server(Protocol::alpns(), root, max_buffer)
         }
         Some(d) => {
             let authority = format!("{}:{}", d.server_name, d.addr.port());
@@ -440,10 +441,7 @@ impl<A: Application + 'static> Handler for Host<A> {
                 }
             }
             QuicEvent::Stream(StreamEvent::Stopped { id, .. }) => {
-                let now = ctx.now;
-                if let Some((s, conn)) = self.conns.session(ctx, ch) {
-                    s.stopped(conn, now, id);
-                }
+                self.drive(ctx, ch, |s, conn, now, ev| s.stopped(conn, now, id, ev));
             }
             _ => {}
         }
@@ -487,7 +485,7 @@ impl View<'_, '_> {
     fn io<R>(
         &mut self,
         peer: PeerId,
-        f: impl FnOnce(&mut wire::Session, &mut dyn Streams) -> R,
+        f: impl FnOnce(&mut Wire, &mut dyn Streams) -> R,
     ) -> Option<R> {
         let now = self.ctx.now;
         let (ch, conn) = self.conns.by_peer.get_mut(&peer)?;
@@ -536,7 +534,7 @@ impl Peers for View<'_, '_> {
 
     fn version(&self, peer: PeerId) -> Option<u64> {
         let w = self.session(peer)?.wire();
-        w.is_ready().then(|| w.version().code())
+        w.is_ready().then(|| w.version_code())
     }
 
     fn root(&self, peer: PeerId) -> Option<&str> {

@@ -9,14 +9,16 @@
 //! only forwards quinn's events.
 
 mod host;
+mod machine;
 
 pub use host::{Dial, DialBook, Host, HostConfig};
+pub use machine::{IETF_VERSIONS, Protocol, Wire};
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use crate::lite::Role;
 use crate::lite::session::{self as wire, PeerEvent};
-use crate::lite::{Role, Version};
 use crate::model::{Access, ErrorCode, Gate, Refusal};
 use crate::quic::stream_io::{self, ConnStreams, Outs};
 use crate::quic::{Connection, Dir, StreamId};
@@ -34,7 +36,7 @@ pub enum Event {
 
 /// One connection's session. See the module docs.
 pub struct Session {
-    wire: wire::Session,
+    wire: Wire,
     /// Set on HTTP/3 connections: the WebTransport session the moq session rides on.
     web: Option<WebSession>,
     outs: Outs,
@@ -88,7 +90,7 @@ impl Session {
         let server = wire.server;
         let max_queued = wire.limits.max_queued;
         Self {
-            wire: wire::Session::new(wire),
+            wire: Wire::new(wire),
             web,
             outs: Outs::new(),
             server,
@@ -102,12 +104,12 @@ impl Session {
         }
     }
 
-    pub fn wire(&self) -> &wire::Session {
+    pub fn wire(&self) -> &Wire {
         &self.wire
     }
 
     /// The machine, for what needs no streams (a subscription's skip list starting over).
-    pub fn wire_mut(&mut self) -> &mut wire::Session {
+    pub fn wire_mut(&mut self) -> &mut Wire {
         &mut self.wire
     }
 
@@ -162,7 +164,10 @@ impl Session {
             }
             Err(r) => {
                 log_refusal(conn.remote_address(), self.wire.root(), &r);
-                let code = ErrorCode::UNAUTHORIZED.to_close_code();
+                let code = match self.wire {
+                    Wire::Lite(_) => ErrorCode::UNAUTHORIZED.to_close_code(),
+                    Wire::Ietf(_) => crate::ietf::TerminationCode::UNAUTHORIZED,
+                };
                 conn.close(
                     now,
                     quinn_proto::VarInt::from_u64(code).unwrap_or_default(),
@@ -197,13 +202,13 @@ impl Session {
         self.outs.len()
     }
 
-    /// Run `f` on the moq-lite machine with the streams of `conn` (through the WebTransport
+    /// Run `f` on the wire machine with the streams of `conn` (through the WebTransport
     /// session on HTTP/3, which starts each new stream with its header).
     pub fn io<R>(
         &mut self,
         conn: &mut Connection,
         now: Instant,
-        f: impl FnOnce(&mut wire::Session, &mut dyn Streams) -> R,
+        f: impl FnOnce(&mut Wire, &mut dyn Streams) -> R,
     ) -> R {
         let mut raw = ConnStreams::new(conn, &mut self.outs, now);
         let r = match &self.web {
@@ -235,21 +240,23 @@ impl Session {
         r
     }
 
-    /// The connection is up. On raw QUIC the moq session starts with `version` (from the
-    /// ALPN; `None` for the SETUP exchange); on HTTP/3 the WebTransport session starts (our
-    /// SETTINGS, and a client's CONNECT) and the moq session waits for it to open.
+    /// The connection is up. On raw QUIC the moq session starts in `protocol` (from the
+    /// ALPN); on HTTP/3 the WebTransport session starts (our SETTINGS, and a client's
+    /// CONNECT) and the moq session waits for it to open.
     pub fn start(
         &mut self,
         conn: &mut Connection,
         now: Instant,
-        version: Option<Version>,
+        protocol: Protocol,
         events: &mut Vec<Event>,
     ) {
         match self.web.as_mut() {
             Some(web) => web.start(&mut ConnStreams::new(conn, &mut self.outs, now)),
             None => {
                 let mut peer = Vec::new();
-                self.io(conn, now, |w, io| w.start(io, version, None, &mut peer));
+                self.io(conn, now, |w, io| {
+                    w.start(io, protocol, None, false, &mut peer)
+                });
                 self.report(conn, now, false, &mut peer, events);
             }
         }
@@ -396,10 +403,13 @@ impl Session {
                     } else {
                         String::new()
                     };
-                    let version = protocol.as_deref().and_then(Version::from_alpn);
+                    let protocol = protocol
+                        .as_deref()
+                        .and_then(Protocol::from_alpn)
+                        .unwrap_or(Protocol::Lite(None));
                     let mut peer = Vec::new();
                     self.io(conn, now, |w, io| {
-                        w.start(io, version, Some(root), &mut peer)
+                        w.start(io, protocol, Some(root), true, &mut peer)
                     });
                     events.push(Event::Web(event));
                     self.report(conn, now, false, &mut peer, events);
@@ -426,8 +436,16 @@ impl Session {
     }
 
     /// The peer sent STOP_SENDING on `id`.
-    pub fn stopped(&mut self, conn: &mut Connection, now: Instant, id: StreamId) {
-        self.io(conn, now, |w, io| w.stopped(io, id));
+    pub fn stopped(
+        &mut self,
+        conn: &mut Connection,
+        now: Instant,
+        id: StreamId,
+        events: &mut Vec<Event>,
+    ) {
+        let mut peer = Vec::new();
+        self.io(conn, now, |w, io| w.stopped(io, id, &mut peer));
+        events.extend(peer.into_iter().map(Event::Peer));
     }
 
     /// The connection is gone: what the layer above must forget of it.

@@ -217,6 +217,10 @@ impl Session {
         }
     }
 
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
     /// The negotiated version (lite-02 framing until a SETUP exchange picks one).
     pub fn version(&self) -> Version {
         self.version.unwrap_or(Version::Lite02)
