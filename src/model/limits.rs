@@ -51,3 +51,32 @@ impl Default for SessionLimits {
         }
     }
 }
+
+/// The token bucket behind [`SessionLimits::max_announce_rate`]: a burst of `max_broadcasts`
+/// changes, then `max_announce_rate` a second.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AnnounceBudget {
+    tokens: f64,
+    /// When the bucket was last filled (ms); `None` until the first change.
+    at_ms: Option<u64>,
+}
+
+impl AnnounceBudget {
+    /// Spend one change at wall time `now_ms`; false when the peer is past its rate.
+    pub fn allow(&mut self, limits: &SessionLimits, now_ms: u64) -> bool {
+        let burst = limits.max_broadcasts.max(1) as f64;
+        let rate = f64::from(limits.max_announce_rate);
+        let last = self.at_ms.unwrap_or_else(|| {
+            self.tokens = burst;
+            now_ms
+        });
+        let elapsed = now_ms.saturating_sub(last) as f64 / 1000.0;
+        self.tokens = (self.tokens + elapsed * rate).min(burst);
+        self.at_ms = Some(now_ms.max(last));
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
+}

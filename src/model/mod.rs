@@ -20,5 +20,5 @@ pub use error::ErrorCode;
 pub use event::{Delivery, InfoAsk, Notice, PeerEvent, RequestId};
 pub use frame::{CacheLimits, Frame, Group, GroupCache, Opened};
 pub use info::TrackInfo;
-pub use limits::SessionLimits;
+pub use limits::{AnnounceBudget, SessionLimits};
 pub use peer::{PeerHasher, PeerId, PeerMap};

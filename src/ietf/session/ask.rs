@@ -97,6 +97,18 @@ impl Session {
                         ));
                     }
                     if changed {
+                        if let Err(step) = self.change_allowed(&full, on) {
+                            // What this request announced goes with it.
+                            if on {
+                                active.remove(&full);
+                            } else {
+                                active.insert(full.clone());
+                            }
+                            for p in active {
+                                self.source(&p, false, events);
+                            }
+                            return Ok(step);
+                        }
                         self.source(&full, on, events);
                     }
                 }

@@ -130,6 +130,9 @@ pub struct Session {
     published: HashMap<Arc<str>, u32>,
     decode_errors: u64,
     partial_bytes: u64,
+    /// The peer's announce changes, and the wall time of the read being handled.
+    announce_budget: crate::model::AnnounceBudget,
+    now_ms: u64,
     /// Group streams open per (up, group): a second subgroup of a group is refused.
     open_groups: HashSet<(u64, u64)>,
 }
@@ -158,6 +161,8 @@ impl Session {
             published: HashMap::new(),
             decode_errors: 0,
             partial_bytes: 0,
+            announce_budget: Default::default(),
+            now_ms: 0,
             open_groups: HashSet::new(),
         }
     }
@@ -253,6 +258,7 @@ impl Session {
         let Some(state) = self.ins.remove(&id) else {
             return;
         };
+        self.now_ms = now_ms;
         let end = match end {
             End::Open => PeerEnd::Open,
             End::Fin => PeerEnd::Fin,

@@ -93,10 +93,8 @@ impl Session {
             }
             Message::PublishNamespace { namespace, .. } => {
                 let path: Arc<str> = self.path_of(&namespace)?.into();
-                if !self.published.contains_key(&path)
-                    && self.published.len() >= limits.max_broadcasts
-                {
-                    return Ok(Step::Refuse(EXCESSIVE_LOAD));
+                if let Err(step) = self.change_allowed(&path, true) {
+                    return Ok(step);
                 }
                 self.write(io, id, &ok(), false);
                 self.source(&path, true, events);
@@ -111,6 +109,27 @@ impl Session {
                 "not a request",
             )),
         }
+    }
+
+    /// One announce change from the peer: within its rate (else the session is closed) and,
+    /// for a broadcast new to the session, within `max_broadcasts` (else it is refused).
+    pub(super) fn change_allowed(&mut self, path: &Arc<str>, active: bool) -> Result<(), Step> {
+        let limits = self.cfg.limits;
+        if !self.announce_budget.allow(&limits, self.now_ms) {
+            tracing::debug!(limit = "max_announce_rate", "closing session");
+            return Err(Step::Close(
+                TerminationCode::PROTOCOL_VIOLATION,
+                "announce changes past the rate",
+            ));
+        }
+        if active
+            && !self.published.contains_key(path)
+            && self.published.len() >= limits.max_broadcasts
+        {
+            tracing::debug!(limit = "max_broadcasts", "refusing an announcement");
+            return Err(Step::Refuse(EXCESSIVE_LOAD));
+        }
+        Ok(())
     }
 
     /// One more source of `path` from the peer, or one fewer: the layer above hears of the
@@ -233,6 +252,9 @@ impl Session {
                 buf: buf[used..].to_vec(),
                 path,
             }));
+        }
+        if let Err(step) = self.change_allowed(&path, false) {
+            return Ok(step);
         }
         self.source(&path, false, events);
         io.write(id, Vec::new(), true);

@@ -536,3 +536,41 @@ fn lost_reports_what_the_session_held() {
     }));
     assert_eq!(pair.client.wire.streams_read(), 0);
 }
+
+#[test]
+fn announce_churn_past_the_rate_closes_the_session() {
+    let v = Version::Draft18;
+    let mut s = Peer::new(true);
+    s.wire.cfg.limits.max_broadcasts = 2;
+    s.wire.cfg.limits.max_announce_rate = 1;
+    s.start(v);
+    s.receive(
+        uni(Side::Client, 0),
+        enc(&Message::Setup(vec![]), v),
+        End::Open,
+    );
+    s.accept();
+    s.io.take();
+    // A burst of two changes (announce, withdraw), then the third is past the rate.
+    for i in 0..2u64 {
+        let pn = Message::PublishNamespace {
+            request_id: i * 2,
+            namespace: vec![format!("demo{i}").into_bytes()],
+            params: Params::default(),
+        };
+        s.receive(bidi(Side::Client, i), enc(&pn, v), End::Fin);
+        s.accept();
+    }
+    assert!(
+        s.io.calls().iter().any(|c| matches!(
+            c,
+            Call::Close {
+                code: TerminationCode::PROTOCOL_VIOLATION,
+                ..
+            }
+        )),
+        "{:?}",
+        s.io.calls()
+    );
+    assert_eq!(s.events.len(), 3, "{:?}", s.events);
+}

@@ -102,21 +102,7 @@ impl Session {
     /// One more announce change from the peer at `now_ms`: within its rate, after a burst of
     /// `max_broadcasts`?
     fn announce_allowed(&mut self, now_ms: u64) -> bool {
-        let limits = self.cfg.limits;
-        let burst = limits.max_broadcasts.max(1) as f64;
-        let rate = f64::from(limits.max_announce_rate);
-        let last = self.announce_at_ms.unwrap_or_else(|| {
-            self.announce_tokens = burst;
-            now_ms
-        });
-        let elapsed = now_ms.saturating_sub(last) as f64 / 1000.0;
-        self.announce_tokens = (self.announce_tokens + elapsed * rate).min(burst);
-        self.announce_at_ms = Some(now_ms.max(last));
-        if self.announce_tokens < 1.0 {
-            return false;
-        }
-        self.announce_tokens -= 1.0;
-        true
+        self.announce_budget.allow(&self.cfg.limits, now_ms)
     }
 
     /// The peer announced (or ended) `suffix` under our request for `prefix`. Announcements

@@ -182,9 +182,8 @@ pub struct Session {
     announce_outs: Vec<AnnounceOut>,
     /// Broadcasts the peer announced as active.
     published: HashSet<Arc<str>>,
-    /// The peer's announce changes: a token bucket, and when it was last filled (ms).
-    announce_tokens: f64,
-    announce_at_ms: Option<u64>,
+    /// The peer's announce changes.
+    announce_budget: crate::model::AnnounceBudget,
     /// Peer streams that failed to decode; see [`Session::decode_errors`].
     decode_errors: u64,
     /// Bytes of frames not yet whole, over the peer's group streams.
@@ -210,8 +209,7 @@ impl Session {
             next_up: 0,
             announce_outs: Vec::new(),
             published: HashSet::new(),
-            announce_tokens: 0.0,
-            announce_at_ms: None,
+            announce_budget: Default::default(),
             decode_errors: 0,
             partial_bytes: 0,
         }
