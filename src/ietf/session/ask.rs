@@ -97,7 +97,7 @@ impl Session {
                         ));
                     }
                     if changed {
-                        if let Err(step) = self.change_allowed(&full, on) {
+                        if let Some(step) = self.change_refused(&full, on) {
                             // What this request announced goes with it.
                             if on {
                                 active.remove(&full);

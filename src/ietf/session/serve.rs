@@ -93,7 +93,7 @@ impl Session {
             }
             Message::PublishNamespace { namespace, .. } => {
                 let path: Arc<str> = self.path_of(&namespace)?.into();
-                if let Err(step) = self.change_allowed(&path, true) {
+                if let Some(step) = self.change_refused(&path, true) {
                     return Ok(step);
                 }
                 self.write(io, id, &ok(), false);
@@ -113,11 +113,11 @@ impl Session {
 
     /// One announce change from the peer: within its rate (else the session is closed) and,
     /// for a broadcast new to the session, within `max_broadcasts` (else it is refused).
-    pub(super) fn change_allowed(&mut self, path: &Arc<str>, active: bool) -> Result<(), Step> {
+    pub(super) fn change_refused(&mut self, path: &Arc<str>, active: bool) -> Option<Step> {
         let limits = self.cfg.limits;
         if !self.announce_budget.allow(&limits, self.now_ms) {
             tracing::debug!(limit = "max_announce_rate", "closing session");
-            return Err(Step::Close(
+            return Some(Step::Close(
                 TerminationCode::PROTOCOL_VIOLATION,
                 "announce changes past the rate",
             ));
@@ -127,9 +127,9 @@ impl Session {
             && self.published.len() >= limits.max_broadcasts
         {
             tracing::debug!(limit = "max_broadcasts", "refusing an announcement");
-            return Err(Step::Refuse(EXCESSIVE_LOAD));
+            return Some(Step::Refuse(EXCESSIVE_LOAD));
         }
-        Ok(())
+        None
     }
 
     /// One more source of `path` from the peer, or one fewer: the layer above hears of the
@@ -253,7 +253,7 @@ impl Session {
                 path,
             }));
         }
-        if let Err(step) = self.change_allowed(&path, false) {
+        if let Some(step) = self.change_refused(&path, false) {
             return Ok(step);
         }
         self.source(&path, false, events);
