@@ -133,7 +133,10 @@ impl Report {
             alpns: plan.target.alpns.clone(),
             version: match plan.negotiated.load(std::sync::atomic::Ordering::Relaxed) {
                 0 => None,
-                code => Some(format!("lite-{:02x}", code & 0xff)),
+                code => Some(match moq_relay::ietf::Version::from_code(code) {
+                    Some(v) => v.alpn().to_owned(),
+                    None => format!("lite-{:02x}", code & 0xff),
+                }),
             },
             scenario: plan.scenario.clone(),
             threads: plan.threads,

@@ -10,6 +10,7 @@ use serde::Serialize;
 use moq_relay::lite::Version;
 use moq_relay::model::path;
 use moq_relay::quic::tls::ClientVerify;
+use moq_relay::session::IETF_VERSIONS;
 use moq_relay::web;
 
 /// How sessions reach the relay; the session code differs only in how streams open and are
@@ -165,8 +166,15 @@ fn version_choice(v: Option<&str>) -> Result<(Vec<String>, Vec<Version>), String
         Some("lite-05" | "05" | "moq-lite-05") => Version::Lite05,
         Some("moql") => return Ok((vec![Version::LEGACY_ALPN.into()], legacy)),
         Some(other) => {
+            // IETF moq-transport: `moqt-NN` (its ALPN) or `moq-transport-NN` (the reference's
+            // name), for the drafts the relay runs sessions for.
+            let alpn = other.replace("moq-transport-", "moqt-");
+            if let Some(v) = IETF_VERSIONS.into_iter().find(|v| v.alpn() == alpn) {
+                return Ok((vec![v.alpn().into()], Vec::new()));
+            }
             return Err(format!(
-                "--version `{other}` is not one of lite-01 .. lite-05, moq-lite-03/04/05 or moql"
+                "--version `{other}` is not one of lite-01 .. lite-05, moq-lite-03/04/05, moql \
+                 or moqt-17 .. moqt-19"
             ));
         }
     };
@@ -256,7 +264,10 @@ impl Target {
     pub fn root_in_band(&self) -> bool {
         match self.transport {
             Transport::WebTransport => true,
-            Transport::Quic => self.alpns.iter().all(|a| a == Version::Lite05.alpn()),
+            Transport::Quic => self
+                .alpns
+                .iter()
+                .all(|a| a == Version::Lite05.alpn() || a.starts_with("moqt-")),
         }
     }
 }
@@ -442,6 +453,12 @@ mod tests {
             (t.alpns[0].as_str(), t.setup_versions[0]),
             ("moql", Version::Lite01)
         );
+        o.version = Some("moq-transport-18".into());
+        let t = Target::resolve(&o).unwrap();
+        assert_eq!(t.alpns, ["moqt-18"]);
+        assert!(t.root_in_band());
+        o.version = Some("moqt-16".into());
+        assert!(Target::resolve(&o).unwrap_err().contains("moqt-17"));
         o.version = Some("lite-9".into());
         assert!(Target::resolve(&o).unwrap_err().contains("--version"));
 

@@ -159,6 +159,28 @@ fn every_version_over_both_transports_and_packed_connections() {
             None,
             "lite-02",
         ),
+        // IETF moq-transport, the root in SETUP's PATH or the URL.
+        (
+            format!("https://127.0.0.1:{port}/r"),
+            quic,
+            Some("moqt-17"),
+            Some(2),
+            "moqt-17",
+        ),
+        (
+            format!("https://127.0.0.1:{port}/r"),
+            wt,
+            Some("moq-transport-18"),
+            None,
+            "moqt-18",
+        ),
+        (
+            format!("https://127.0.0.1:{port}"),
+            quic,
+            Some("moqt-19"),
+            None,
+            "moqt-19",
+        ),
     ] {
         let mut scenario = small(4, 1, 1.0);
         scenario.connections_per_thread = packed;
