@@ -11,7 +11,7 @@ set -u
 seconds="${1:-60}"
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
-targets=(lite_messages lite_group lite_session web_frames web_session cid_router cid_generator)
+targets=(lite_messages lite_group lite_session ietf_messages web_frames web_session cid_router cid_generator)
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked || exit 1

@@ -1,5 +1,5 @@
-//! `lite::session::Session`, server or client, on any version (or the lite-01/02 SETUP
-//! exchange), driven through a `Recorder` by a sequence of operations read from the input:
+//! A session's wire machine (`session::Wire`), server or client, on any moq-lite version (or
+//! the lite-01/02 SETUP exchange) or IETF draft 17-19, driven through a `Recorder` by a sequence of operations read from the input:
 //! the peer opens streams, sends bytes, FINs and resets them, stops ours, and the layer above
 //! calls the session's public functions with ids taken from the events it reported.
 //!
@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use moq_relay::lite::session::{Config, Limits, PeerEvent, Session};
+use moq_relay::lite::session::{Config, Limits, PeerEvent};
+use moq_relay::session::{IETF_VERSIONS, Protocol, Wire};
 use moq_relay::lite::{ErrorCode, Role, TrackInfo, Version};
 use moq_relay::model::{Frame, Group};
 use moq_relay::stream::testing::{Call, Recorder};
@@ -38,7 +39,7 @@ struct Heard {
 }
 
 struct Harness {
-    wire: Session,
+    wire: Wire,
     io: Recorder,
     peer: Side,
     /// Peer streams opened per direction (bidi, uni), and how many the session took.
@@ -185,9 +186,10 @@ fuzz_target!(|data: &[u8]| {
     let mut input = Input::new(data);
     let flags = input.u8();
     let server = flags & 1 != 0;
-    let version = match (flags >> 1) % 6 {
-        0 => None,
-        n => Some(Version::ALL[usize::from(n - 1)]),
+    let protocol = match (flags >> 1) % 6 {
+        n if flags & 0x80 != 0 => Protocol::Ietf(IETF_VERSIONS[usize::from(n % 3)]),
+        0 => Protocol::Lite(None),
+        n => Protocol::Lite(Some(Version::ALL[usize::from(n - 1)])),
     };
     let limits = if flags & 0x10 != 0 {
         Limits {
@@ -222,7 +224,7 @@ fuzz_target!(|data: &[u8]| {
         (Side::Client, Side::Server)
     };
     let mut h = Harness {
-        wire: Session::new(cfg),
+        wire: Wire::new(cfg),
         io: Recorder::new(side),
         peer,
         opened: [0; 2],
@@ -233,7 +235,7 @@ fuzz_target!(|data: &[u8]| {
         closed: false,
     };
     let mut events = Vec::new();
-    h.wire.start(&mut h.io, version, root, &mut events);
+    h.wire.start(&mut h.io, protocol, root, false, &mut events);
     h.record(events);
     h.accept();
 
@@ -285,7 +287,9 @@ fuzz_target!(|data: &[u8]| {
                     continue;
                 };
                 if id.dir() == Dir::Bi || id.initiator() == side {
-                    h.wire.stopped(&mut h.io, id);
+                    let mut events = Vec::new();
+                    h.wire.stopped(&mut h.io, id, &mut events);
+                    h.record(events);
                 }
             }
             12 => {
@@ -396,7 +400,7 @@ fuzz_target!(|data: &[u8]| {
             _ => {
                 let _ = (h.wire.streams_read(), h.wire.subscriptions());
                 let _ = (h.wire.upstream_subscriptions(), h.wire.announce_requests());
-                let _ = (h.wire.version(), h.wire.is_ready(), h.wire.root());
+                let _ = (h.wire.version_code(), h.wire.is_ready(), h.wire.root());
                 let _ = h.wire.decode_errors();
             }
         }
