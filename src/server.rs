@@ -27,6 +27,7 @@ pub const ALPNS: &[&[u8]] = &[
     b"moqt-19",
     b"moqt-18",
     b"moqt-17",
+    b"moqt-16",
     b"h3",
 ];
 

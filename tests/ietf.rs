@@ -1,4 +1,4 @@
-//! End-to-end over 127.0.0.1: IETF moq-transport sessions (drafts 17 to 19, raw QUIC and
+//! End-to-end over 127.0.0.1: IETF moq-transport sessions (drafts 16 to 19, raw QUIC and
 //! WebTransport) beside moq-lite ones on one relay. Publishers and subscribers are clients of
 //! this crate that speak the draft their ALPN names.
 
@@ -166,6 +166,8 @@ fn ietf_to_ietf_over_raw_quic_and_webtransport() {
     through(&server, Via::Ietf(Draft17), Via::IetfWeb(Draft19));
     through(&server, Via::IetfWeb(Draft18), Via::Ietf(Draft19));
     through(&server, Via::IetfWeb(Draft17), Via::Lite05);
+    through(&server, Via::IetfWeb(Draft16), Via::Ietf(Draft16));
+    through(&server, Via::Ietf(Draft16), Via::IetfWeb(Draft18));
     server.stop().unwrap();
 }
 

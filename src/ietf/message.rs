@@ -219,6 +219,45 @@ impl Message {
         }
     }
 
+    /// The request a message opens or answers (the one it updates for REQUEST_UPDATE is
+    /// `existing`); `None` for messages of the session.
+    pub fn request_id(&self) -> Option<u64> {
+        match self {
+            Self::Subscribe(s) | Self::TrackStatus(s) => Some(s.request_id),
+            Self::SubscribeOk { request_id, .. }
+            | Self::RequestOk { request_id, .. }
+            | Self::RequestError { request_id, .. }
+            | Self::RequestUpdate { request_id, .. }
+            | Self::Unsubscribe { request_id }
+            | Self::PublishDone { request_id, .. }
+            | Self::Publish { request_id, .. }
+            | Self::PublishOk { request_id, .. }
+            | Self::Fetch { request_id, .. }
+            | Self::FetchOk { request_id, .. }
+            | Self::FetchCancel { request_id }
+            | Self::PublishNamespace { request_id, .. }
+            | Self::PublishNamespaceDone { request_id, .. }
+            | Self::PublishNamespaceCancel { request_id, .. }
+            | Self::SubscribeNamespace { request_id, .. }
+            | Self::UnsubscribeNamespace { request_id }
+            | Self::SubscribeTracks { request_id, .. } => Some(*request_id),
+            _ => None,
+        }
+    }
+
+    /// Name request `id` in a response (15-16 carry it; 17+ leave it to the stream).
+    pub fn set_response_id(&mut self, id: u64) {
+        match self {
+            Self::SubscribeOk { request_id, .. }
+            | Self::RequestOk { request_id, .. }
+            | Self::RequestError { request_id, .. }
+            | Self::PublishDone { request_id, .. }
+            | Self::PublishOk { request_id, .. }
+            | Self::FetchOk { request_id, .. } => *request_id = id,
+            _ => {}
+        }
+    }
+
     /// Whether the message exists in `v`.
     fn exists(code: u64, v: Version) -> bool {
         use code::*;

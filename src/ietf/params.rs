@@ -377,8 +377,11 @@ impl Writer<'_> {
         if count {
             self.varint(pairs.len() as u64)?;
         }
+        // Delta types (16+) need them in order; the order of one type's repeats is kept.
+        let mut sorted: Vec<&(u64, Kvp)> = pairs.iter().collect();
+        sorted.sort_by_key(|(kind, _)| *kind);
         let mut prev = 0;
-        for (kind, value) in pairs {
+        for (kind, value) in sorted {
             let key = if self.version.has_delta_types() {
                 kind.checked_sub(prev).ok_or(EncodeError::BoundsExceeded)?
             } else {

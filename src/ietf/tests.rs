@@ -63,6 +63,12 @@ fn setup_on_its_own_stream_with_options_by_delta() {
     exact(&m, Draft16, "20 0007 02 02 4064 05 01 78");
     let mut b = Vec::new();
     assert!(m.encode(Draft17, &mut b).is_err());
+    // Written in type order whatever the order given (16+ write type deltas).
+    let shuffled = Message::ClientSetup(vec![
+        (0x07, Kvp::Bytes(b"x".to_vec())),
+        (0x02, Kvp::Int(100)),
+    ]);
+    assert_eq!(enc(&shuffled, Draft16), hex("20 0007 02 02 4064 05 01 78"));
 }
 
 #[test]

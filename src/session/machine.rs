@@ -19,11 +19,12 @@ pub enum Protocol {
     Ietf(ietf::Version),
 }
 
-/// The drafts this relay runs sessions for (the machine drives 17 to 19).
-pub const IETF_VERSIONS: [ietf::Version; 3] = [
+/// The drafts this relay runs sessions for.
+pub const IETF_VERSIONS: [ietf::Version; 4] = [
     ietf::Version::Draft19,
     ietf::Version::Draft18,
     ietf::Version::Draft17,
+    ietf::Version::Draft16,
 ];
 
 impl Protocol {

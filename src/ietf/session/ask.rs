@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use super::super::message::{Message, Namespace, Subscribe};
 use super::super::params::{Filter, Params};
-use super::super::{DecodeError, DoneCode, RequestCode, ResetCode, TerminationCode};
+use super::super::{DecodeError, DoneCode, RequestCode, TerminationCode};
+use super::control::virtual_stream;
 use super::{CONTROL_PRIORITY, PeerEnd, Session, State, Step, groups};
 use crate::model::{ErrorCode, InfoAsk, PeerEvent, path};
 use crate::stream::{Dir, StreamId, Streams};
@@ -24,10 +25,24 @@ fn namespace(path_: &str, root: &str) -> Option<Namespace> {
 
 impl Session {
     /// Open a request stream, write `msg`, and read its responses as `state`.
+    /// On 16 a request other than SUBSCRIBE_NAMESPACE goes on the control stream, under the
+    /// virtual stream of its id, and only below the peer's MAX_REQUEST_ID.
     fn ask(&mut self, io: &mut dyn Streams, msg: &Message, state: State) -> Option<StreamId> {
-        let id = io.open(Dir::Bi)?;
-        io.set_priority(id, CONTROL_PRIORITY);
-        self.write(io, id, msg, false);
+        let id = if self.legacy() && !matches!(msg, Message::SubscribeNamespace { .. }) {
+            let request = msg.request_id()?;
+            if request >= self.peer_max_request {
+                tracing::debug!(request, "request past the peer's MAX_REQUEST_ID");
+                return None;
+            }
+            let control = self.peer_control?;
+            self.write(io, control, msg, false);
+            virtual_stream(request)
+        } else {
+            let id = io.open(Dir::Bi)?;
+            io.set_priority(id, CONTROL_PRIORITY);
+            self.write(io, id, msg, false);
+            id
+        };
         self.ins.insert(id, state);
         Some(id)
     }
@@ -131,7 +146,7 @@ impl Session {
         for p in active {
             self.source(&p, false, events);
         }
-        io.write(id, Vec::new(), true);
+        self.finish(io, id);
         Ok(Step::Done)
     }
 
@@ -176,8 +191,7 @@ impl Session {
             self.aliases.remove(&alias);
         }
         self.ins.remove(&u.stream);
-        io.reset(u.stream, self.stream_code(ResetCode::CANCELLED));
-        io.stop(u.stream, self.stream_code(ResetCode::CANCELLED));
+        self.abandon(io, u.stream, true);
     }
 
     /// moq-transport has no TRACK_INFO: the defaults apply.
@@ -260,7 +274,7 @@ impl Session {
             }
             events.push(PeerEvent::UpstreamEnded { up, code });
         }
-        io.write(id, Vec::new(), true);
+        self.finish(io, id);
         Ok(Step::Done)
     }
 }

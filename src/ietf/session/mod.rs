@@ -1,6 +1,8 @@
-//! The moq-transport session of one connection, sans IO, both roles, for drafts 17 to 19: a
-//! SETUP on a uni control stream each way, every request on a bidi stream of its own, objects
-//! on subgroup streams. Drafts 14-16 (one control stream, request ids) are not driven here yet.
+//! The moq-transport session of one connection, sans IO, both roles, for drafts 16 to 19: on
+//! 17+ a SETUP on a uni control stream each way and every request on a bidi stream of its own;
+//! on 16 one control stream for the setup exchange and the requests, named by request id
+//! (`control.rs` gives each a virtual stream, so the same states serve both); objects on
+//! subgroup streams.
 //!
 //! Same shape as `lite::session`: each peer stream is in one [`State`], the step that runs it
 //! returns a [`Step`], what the layer above must act on comes out as `model::PeerEvent`s, and
@@ -10,9 +12,11 @@
 //! sequence, an object a frame. Objects go out on subgroup 0 with ids 0, 1, 2...; subgroups
 //! come in as groups (the first stream of a group is taken, a second one is refused).
 //!
-//! Files: `serve.rs` (the peer's requests), `ask.rs` (ours), `groups.rs` (subgroup streams).
+//! Files: `control.rs` (draft 16's control stream), `serve.rs` (the peer's requests),
+//! `ask.rs` (ours), `groups.rs` (subgroup streams).
 
 mod ask;
+mod control;
 mod groups;
 mod serve;
 #[cfg(test)]
@@ -111,8 +115,12 @@ pub struct Session {
     root_fixed: bool,
     ready: bool,
     token: Option<String>,
-    /// The peer's control stream, once its SETUP came.
+    /// The peer's control stream, once its SETUP came (16: the one control stream, ours too).
     peer_control: Option<StreamId>,
+    /// 16: the request ids our responses name on streams of the peer's requests.
+    request_ids: HashMap<StreamId, u64>,
+    /// 16: the peer's MAX_REQUEST_ID (none given: no limit, as the reference reads it).
+    peer_max_request: u64,
     ins: HashMap<StreamId, State>,
     /// Group streams waiting for the SUBSCRIBE_OK that names their alias.
     parked: HashMap<StreamId, (groups::GroupIn, PeerEnd)>,
@@ -149,6 +157,8 @@ impl Session {
             ready: false,
             token: None,
             peer_control: None,
+            request_ids: HashMap::new(),
+            peer_max_request: u64::MAX,
             ins: HashMap::new(),
             parked: HashMap::new(),
             downs: HashMap::new(),
@@ -191,11 +201,24 @@ impl Session {
     /// Before setup only the peer's control stream (a uni stream) is taken; requests wait in
     /// QUIC until the SETUPs are exchanged.
     pub fn accepts(&self, dir: Dir) -> bool {
-        self.ready || (self.started && dir == Dir::Uni)
+        self.ready
+            || (self.started
+                && if self.legacy() {
+                    dir == Dir::Bi && self.cfg.server && self.peer_control.is_none()
+                } else {
+                    dir == Dir::Uni
+                })
     }
 
     pub fn open_peer(&mut self, id: StreamId) {
         let state = match id.dir() {
+            Dir::Bi if self.legacy() && self.cfg.server && self.peer_control.is_none() => {
+                self.peer_control = Some(id);
+                State::Control {
+                    buf: Vec::new(),
+                    setup: false,
+                }
+            }
             Dir::Uni => State::UniType(Vec::new()),
             Dir::Bi => State::Request(Vec::new()),
         };
@@ -237,6 +260,10 @@ impl Session {
             params::setup::MOQT_IMPLEMENTATION,
             Kvp::Bytes(b"moq-relay".to_vec()),
         ));
+        if self.legacy() {
+            self.start_control(io, options);
+            return;
+        }
         let Some(id) = io.open(Dir::Uni) else {
             io.close(TerminationCode::INTERNAL_ERROR, b"no stream for SETUP");
             return;
@@ -364,6 +391,10 @@ impl Session {
                     Step::Close(TerminationCode::PROTOCOL_VIOLATION, "unknown stream type")
                 })
             }
+            State::Control { mut buf, setup } if self.legacy() => {
+                extend(&mut buf, &chunks, max)?;
+                self.control_legacy(io, id, buf, setup, end, events)
+            }
             State::Control { mut buf, setup } => {
                 extend(&mut buf, &chunks, max)?;
                 self.control(io, id, buf, setup, end, events)
@@ -461,6 +492,7 @@ impl Session {
     /// The peer's SETUP options: a server takes its root and token from PATH and
     /// AUTHORIZATION_TOKEN (raw QUIC; WebTransport had the URL).
     fn peer_setup(&mut self, options: &[(u64, Kvp)]) -> Result<(), &'static str> {
+        self.peer_limits(options);
         if !self.cfg.server {
             return Ok(());
         }
@@ -486,11 +518,31 @@ impl Session {
         Ok(())
     }
 
-    /// Write `msg` on `id`; an encode error resets the stream.
+    /// Options both roles read: the peer's MAX_REQUEST_ID (16).
+    fn peer_limits(&mut self, options: &[(u64, Kvp)]) {
+        for (kind, value) in options {
+            if let (params::setup::MAX_REQUEST_ID, Kvp::Int(max)) = (*kind, value) {
+                self.peer_max_request = *max;
+            }
+        }
+    }
+
+    /// Write `msg` on `id` (on 16 a response names its request; a virtual stream's go on the
+    /// control stream, which is never finished); an encode error resets the stream.
     fn write(&self, io: &mut dyn Streams, id: StreamId, msg: &Message, fin: bool) {
         let mut buf = Vec::new();
-        match msg.encode(self.version, &mut buf) {
-            Ok(()) => io.write(id, vec![Bytes::from(buf)], fin),
+        let (to, request) = self.target(id);
+        let encoded = match request {
+            Some(r) => {
+                let mut named = msg.clone();
+                named.set_response_id(r);
+                named.encode(self.version, &mut buf)
+            }
+            None => msg.encode(self.version, &mut buf),
+        };
+        let fin = fin && to == id;
+        match encoded {
+            Ok(()) => io.write(to, vec![Bytes::from(buf)], fin),
             Err(e) => {
                 tracing::warn!(error = %e, "encode failed");
                 io.reset(id, self.stream_code(ResetCode::INTERNAL_ERROR));
@@ -552,8 +604,9 @@ impl Session {
                 reason: String::new(),
             };
             self.write(io, id, &msg, true);
-            io.stop(id, self.stream_code(ResetCode::CANCELLED));
+            self.stop_request(io, id);
         }
+        self.request_ids.remove(&id);
     }
 
     /// The connection is gone: what the layer above must forget of it.
@@ -571,6 +624,7 @@ impl Session {
         }
         self.ins.clear();
         self.parked.clear();
+        self.request_ids.clear();
         self.ups.clear();
         self.aliases.clear();
         self.interests.clear();

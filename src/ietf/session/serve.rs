@@ -56,6 +56,18 @@ impl Session {
         };
         let rest = buf[used..].to_vec();
         let limits = self.cfg.limits;
+        if self.legacy()
+            && super::control::virtual_request(id).is_none()
+            && let Some(r) = msg.request_id()
+        {
+            if !self.take_request_id(r) {
+                return Ok(Step::Close(
+                    TerminationCode::INVALID_REQUEST_ID,
+                    "a request id out of sequence",
+                ));
+            }
+            self.request_ids.insert(id, r);
+        }
         match msg {
             Message::Subscribe(s) => {
                 if self.downs.len() >= limits.max_subscriptions {
@@ -211,7 +223,7 @@ impl Session {
             for g in &down.groups {
                 io.reset(g.stream, self.stream_code(ResetCode::CANCELLED));
             }
-            io.reset(down.stream, self.stream_code(ResetCode::CANCELLED));
+            self.abandon(io, down.stream, false);
             events.push(PeerEvent::Unsubscribe { id: sub });
         }
     }
@@ -230,7 +242,8 @@ impl Session {
             PeerEnd::Fin if self.version >= Version::Draft19 => Ok(Step::Done),
             PeerEnd::Fin | PeerEnd::Reset => {
                 self.interests.retain(|i| i.stream != id);
-                io.write(id, Vec::new(), true);
+                self.request_ids.remove(&id);
+                self.finish(io, id);
                 Ok(Step::Done)
             }
         }
@@ -257,7 +270,7 @@ impl Session {
             return Ok(step);
         }
         self.source(&path, false, events);
-        io.write(id, Vec::new(), true);
+        self.finish(io, id);
         Ok(Step::Done)
     }
 
@@ -273,8 +286,12 @@ impl Session {
     ) {
         let mut buf = Vec::new();
         let mut set = HashSet::new();
+        let mut answer = ok();
+        if let (_, Some(r)) = self.target(request) {
+            answer.set_response_id(r);
+        }
         let res = (|| {
-            ok().encode(self.version, &mut buf)?;
+            answer.encode(self.version, &mut buf)?;
             for (p, _) in active {
                 if path::has_prefix(p, prefix) && set.insert(p.clone()) {
                     Message::Namespace(suffix(p, prefix)).encode(self.version, &mut buf)?;
@@ -367,7 +384,7 @@ impl Session {
             reason: String::new(),
         };
         self.write(io, id, &msg, true);
-        io.stop(id, self.stream_code(ResetCode::CANCELLED));
+        self.stop_request(io, id);
     }
 
     /// Refuse a request of the peer (`request`, a stream): a group stream is stopped, a

@@ -14,7 +14,12 @@ use crate::model::{ErrorCode, Frame, Group, PeerEvent, SessionLimits};
 use crate::stream::testing::{Call, Recorder};
 use crate::stream::{Dir, End, Side, StreamId, Streams};
 
-const VERSIONS: [Version; 3] = [Version::Draft17, Version::Draft18, Version::Draft19];
+const VERSIONS: [Version; 4] = [
+    Version::Draft16,
+    Version::Draft17,
+    Version::Draft18,
+    Version::Draft19,
+];
 
 fn config(server: bool) -> Config {
     Config {
@@ -219,7 +224,7 @@ fn group(seq: u64, payloads: &[&'static [u8]], done: bool) -> Group {
 
 #[test]
 fn each_end_sends_its_setup_on_a_uni_stream_of_its_own() {
-    for v in VERSIONS {
+    for v in [Version::Draft17, Version::Draft18, Version::Draft19] {
         let mut c = Peer::new(false);
         c.wire.cfg.setup_path = Some("demo?jwt=abc".into());
         c.start(v);
@@ -289,7 +294,7 @@ fn the_control_stream_is_guarded() {
 }
 
 #[test]
-fn pair_announces_subscribes_and_delivers_on_17_to_19() {
+fn pair_announces_subscribes_and_delivers_on_16_to_19() {
     for v in VERSIONS {
         for reverse in [false, true] {
             let name = format!("{v:?} reverse={reverse}");
@@ -573,4 +578,84 @@ fn announce_churn_past_the_rate_closes_the_session() {
         s.io.calls()
     );
     assert_eq!(s.events.len(), 3, "{:?}", s.events);
+}
+
+/// Draft 16: CLIENT_SETUP opens the one control stream (MAX_REQUEST_ID granted as the
+/// reference does), the server answers on it, and requests travel on it by request id.
+#[test]
+fn draft16_runs_requests_on_the_control_stream() {
+    let v = Version::Draft16;
+    let mut c = Peer::new(false);
+    c.start(v);
+    let control = bidi(Side::Client, 0);
+    assert_eq!(
+        c.io.written(control),
+        hex("20 0015 02 02 c0000000ffffffff 05 09 6d6f712d72656c6179")
+    );
+    let mut s = Peer::new(true);
+    s.start(v);
+    assert!(s.io.calls().is_empty(), "a server waits for CLIENT_SETUP");
+    assert!(s.wire.accepts(Dir::Bi) && !s.wire.accepts(Dir::Uni));
+    s.receive(control, c.io.written(control), End::Open);
+    s.accept();
+    assert_eq!(s.events, [PeerEvent::Ready]);
+    assert_eq!(
+        s.io.written(control),
+        hex("21 0015 02 02 c0000000ffffffff 05 09 6d6f712d72656c6179")
+    );
+    s.io.take();
+    s.events.clear();
+    // SUBSCRIBE with request id 4: SUBSCRIBE_OK names it, with alias 0 (the first
+    // subscription); UNSUBSCRIBE 4 ends it.
+    let sub = Message::Subscribe(Subscribe {
+        request_id: 4,
+        namespace: vec![b"demo".to_vec()],
+        name: b"v".to_vec(),
+        params: Params::default(),
+    });
+    s.receive(control, enc(&sub, v), End::Open);
+    assert!(matches!(s.events[..], [PeerEvent::Subscribe { id: 0, .. }]));
+    assert!(s.wire.accept_subscribe(&mut s.io, 0));
+    assert_eq!(s.io.written(control), hex("04 0003 04 00 00"));
+    // A request id still in use closes the session; first the UNSUBSCRIBE.
+    s.events.clear();
+    s.receive(control, hex("0a 0001 04"), End::Open);
+    assert_eq!(s.events, [PeerEvent::Unsubscribe { id: 0 }]);
+    assert_eq!(s.wire.subscriptions(), 0);
+    // PUBLISH_NAMESPACE 6, then PUBLISH_NAMESPACE_DONE 6.
+    s.io.take();
+    s.events.clear();
+    let pn = Message::PublishNamespace {
+        request_id: 6,
+        namespace: vec![b"live".to_vec()],
+        params: Params::default(),
+    };
+    s.receive(control, enc(&pn, v), End::Open);
+    assert_eq!(s.io.written(control), hex("07 0002 06 00"));
+    s.receive(control, hex("09 0001 06"), End::Open);
+    assert_eq!(
+        s.events,
+        [
+            PeerEvent::Announced {
+                path: "live".into(),
+                active: true,
+                hops: vec![]
+            },
+            PeerEvent::Announced {
+                path: "live".into(),
+                active: false,
+                hops: vec![]
+            }
+        ]
+    );
+    s.receive(control, enc(&pn, v), End::Open);
+    assert!(!s.io.calls().iter().any(|c| matches!(c, Call::Close { .. })));
+    s.receive(control, enc(&pn, v), End::Open);
+    assert!(s.io.calls().iter().any(|c| matches!(
+        c,
+        Call::Close {
+            code: TerminationCode::INVALID_REQUEST_ID,
+            ..
+        }
+    )));
 }

@@ -1,5 +1,5 @@
 //! A session's wire machine (`session::Wire`), server or client, on any moq-lite version (or
-//! the lite-01/02 SETUP exchange) or IETF draft 17-19, driven through a `Recorder` by a sequence of operations read from the input:
+//! the lite-01/02 SETUP exchange) or IETF draft 16-19, driven through a `Recorder` by a sequence of operations read from the input:
 //! the peer opens streams, sends bytes, FINs and resets them, stops ours, and the layer above
 //! calls the session's public functions with ids taken from the events it reported.
 //!
@@ -187,7 +187,7 @@ fuzz_target!(|data: &[u8]| {
     let flags = input.u8();
     let server = flags & 1 != 0;
     let protocol = match (flags >> 1) % 6 {
-        n if flags & 0x80 != 0 => Protocol::Ietf(IETF_VERSIONS[usize::from(n % 3)]),
+        n if flags & 0x80 != 0 => Protocol::Ietf(IETF_VERSIONS[usize::from(n) % IETF_VERSIONS.len()]),
         0 => Protocol::Lite(None),
         n => Protocol::Lite(Some(Version::ALL[usize::from(n - 1)])),
     };

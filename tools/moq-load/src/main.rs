@@ -53,7 +53,7 @@ struct Args {
     tls_fingerprint: Vec<String>,
 
     /// moq-lite version: lite-01 ... lite-05, or an ALPN (moq-lite-05, moq-lite-04,
-    /// moq-lite-03, moql); or IETF moq-transport: moqt-17, moqt-18, moqt-19 (also spelled
+    /// moq-lite-03, moql); or IETF moq-transport: moqt-16 ... moqt-19 (also spelled
     /// moq-transport-17 ...) [default: from the URL scheme].
     #[arg(long)]
     version: Option<String>,

@@ -174,7 +174,7 @@ fn version_choice(v: Option<&str>) -> Result<(Vec<String>, Vec<Version>), String
             }
             return Err(format!(
                 "--version `{other}` is not one of lite-01 .. lite-05, moq-lite-03/04/05, moql \
-                 or moqt-17 .. moqt-19"
+                 or moqt-16 .. moqt-19"
             ));
         }
     };
@@ -457,8 +457,8 @@ mod tests {
         let t = Target::resolve(&o).unwrap();
         assert_eq!(t.alpns, ["moqt-18"]);
         assert!(t.root_in_band());
-        o.version = Some("moqt-16".into());
-        assert!(Target::resolve(&o).unwrap_err().contains("moqt-17"));
+        o.version = Some("moqt-15".into());
+        assert!(Target::resolve(&o).unwrap_err().contains("moqt-16"));
         o.version = Some("lite-9".into());
         assert!(Target::resolve(&o).unwrap_err().contains("--version"));
 

@@ -181,6 +181,20 @@ fn every_version_over_both_transports_and_packed_connections() {
             None,
             "moqt-19",
         ),
+        (
+            format!("https://127.0.0.1:{port}/r"),
+            quic,
+            Some("moqt-16"),
+            Some(2),
+            "moqt-16",
+        ),
+        (
+            format!("https://127.0.0.1:{port}"),
+            wt,
+            Some("moqt-16"),
+            None,
+            "moqt-16",
+        ),
     ] {
         let mut scenario = small(4, 1, 1.0);
         scenario.connections_per_thread = packed;
