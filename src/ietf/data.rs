@@ -114,6 +114,41 @@ pub fn encode_object(v: Version, size: u64, buf: &mut Vec<u8>) -> Result<(), Enc
     Ok(())
 }
 
+/// The FETCH_HEADER that starts the uni stream of a fetch's objects.
+pub fn encode_fetch_header(
+    v: Version,
+    request_id: u64,
+    buf: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    let mut w = Writer::new(buf, v);
+    w.varint(FETCH_HEADER)?;
+    w.varint(request_id)
+}
+
+/// One object of a fetch (16+): the first names its group, object and priority (on 18+ the
+/// first object's deltas are the absolute values, so the bytes are the same); the ones after
+/// it follow on in the same group and subgroup 0, with the next object id and the same
+/// priority, which serialization flags 0 say.
+pub fn encode_fetch_object(
+    v: Version,
+    first: Option<(u64, u64, u8)>,
+    size: u64,
+    buf: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    let mut w = Writer::new(buf, v);
+    match first {
+        Some((group, object, priority)) => {
+            // Group, object id and priority present; subgroup 0.
+            w.varint(0x08 | 0x04 | 0x10)?;
+            w.varint(group)?;
+            w.varint(object)?;
+            w.u8(priority);
+        }
+        None => w.varint(0)?,
+    }
+    w.varint(size)
+}
+
 /// What a subgroup stream holds, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SubgroupEvent {

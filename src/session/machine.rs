@@ -49,10 +49,11 @@ impl Protocol {
     }
 }
 
-/// One connection's wire machine.
+/// One connection's wire machine. The IETF machine is boxed: it is the larger, and a moq-lite
+/// session should not pay for it.
 pub enum Wire {
     Lite(lite::session::Session),
-    Ietf(ietf::session::Session),
+    Ietf(Box<ietf::session::Session>),
 }
 
 macro_rules! each {
@@ -94,7 +95,7 @@ impl Wire {
                     limits: cfg.limits,
                 });
                 w.start(io, v, root, events);
-                *self = Self::Ietf(w);
+                *self = Self::Ietf(Box::new(w));
             }
         }
     }

@@ -134,6 +134,8 @@ pub struct Session {
     next_request: u64,
     /// The peer's SUBSCRIBE_NAMESPACE requests we answer, by stream.
     interests: Vec<serve::Interest>,
+    /// The peer's FETCHes waiting for their group, by stream.
+    fetches: HashMap<StreamId, serve::FetchAsk>,
     /// Broadcasts the peer publishes, with how many of its requests say so.
     published: HashMap<Arc<str>, u32>,
     decode_errors: u64,
@@ -168,6 +170,7 @@ impl Session {
             next_up: 0,
             next_request,
             interests: Vec::new(),
+            fetches: HashMap::new(),
             published: HashMap::new(),
             decode_errors: 0,
             partial_bytes: 0,
@@ -628,6 +631,7 @@ impl Session {
         self.ups.clear();
         self.aliases.clear();
         self.interests.clear();
+        self.fetches.clear();
         self.open_groups.clear();
         self.partial_bytes = 0;
         events

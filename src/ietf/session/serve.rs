@@ -5,8 +5,9 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use super::super::message::{Message, Namespace};
-use super::super::params::{Filter, Params};
+use super::super::data;
+use super::super::message::{FetchKind, Message, Namespace};
+use super::super::params::{Filter, Location, Params};
 use super::super::{DecodeError, RequestCode, ResetCode, TerminationCode, Version};
 use super::{PeerEnd, Session, State, Step, groups, short};
 use crate::model::{ErrorCode, PeerEvent, TrackInfo, path};
@@ -17,6 +18,15 @@ pub(super) struct Interest {
     pub(super) stream: StreamId,
     prefix: String,
     active: HashSet<Arc<str>>,
+}
+
+/// A standalone FETCH of one group waiting for the layer above: objects `from` up to `to`
+/// (exclusive; `None`: the rest of the group).
+pub(super) struct FetchAsk {
+    request_id: u64,
+    group: u64,
+    from: u64,
+    to: Option<u64>,
 }
 
 /// EXCESSIVE_LOAD (17+), for requests past a session's limits.
@@ -112,10 +122,52 @@ impl Session {
                 self.source(&path, true, events);
                 self.published_updates(io, id, rest, path, end, events)
             }
-            Message::TrackStatus(_)
-            | Message::Fetch { .. }
-            | Message::Publish { .. }
-            | Message::SubscribeTracks { .. } => Ok(Step::Refuse(RequestCode::NOT_SUPPORTED)),
+            // Whether the track can be had: the layer above answers as it does TRACK_INFO.
+            Message::TrackStatus(s) => {
+                let path = self.path_of(&s.namespace)?;
+                let track = String::from_utf8(s.name).map_err(|_| DecodeError::InvalidUtf8)?;
+                events.push(PeerEvent::InfoWanted {
+                    request: id.into(),
+                    path: path.into(),
+                    track: track.into(),
+                });
+                Ok(Step::Keep(State::Discard))
+            }
+            // A standalone FETCH within one group is served from the group cache.
+            Message::Fetch {
+                request_id,
+                kind:
+                    FetchKind::Standalone {
+                        namespace,
+                        name,
+                        start,
+                        end,
+                    },
+                ..
+            } if end.group == start.group || (end.group == start.group + 1 && end.object == 0) => {
+                let path = self.path_of(&namespace)?;
+                let track = String::from_utf8(name).map_err(|_| DecodeError::InvalidUtf8)?;
+                let to = (end.group == start.group && end.object > 0).then_some(end.object);
+                self.fetches.insert(
+                    id,
+                    FetchAsk {
+                        request_id,
+                        group: start.group,
+                        from: start.object,
+                        to,
+                    },
+                );
+                events.push(PeerEvent::Fetch {
+                    request: id.into(),
+                    path,
+                    track,
+                    group: start.group,
+                });
+                Ok(Step::Keep(State::Discard))
+            }
+            Message::Fetch { .. } | Message::Publish { .. } | Message::SubscribeTracks { .. } => {
+                Ok(Step::Refuse(RequestCode::NOT_SUPPORTED))
+            }
             _ => Ok(Step::Close(
                 TerminationCode::PROTOCOL_VIOLATION,
                 "not a request",
@@ -409,6 +461,7 @@ impl Session {
         if let Some((g, _)) = self.parked.remove(&id) {
             self.drop_group(&g);
         }
+        self.fetches.remove(&id);
         let subs: Vec<u64> = self
             .downs
             .iter()
@@ -422,22 +475,75 @@ impl Session {
         self.interests.retain(|i| i.stream != id);
     }
 
-    /// This session's peers ask no TRACK_INFO (moq-transport has none).
+    /// The answer to a TRACK_STATUS (asked above as TRACK_INFO): REQUEST_OK when the track
+    /// can be had, else REQUEST_ERROR; the request is over.
     pub fn answer_info(
         &mut self,
-        _io: &mut dyn Streams,
-        _request: StreamId,
-        _info: Result<TrackInfo, ErrorCode>,
+        io: &mut dyn Streams,
+        request: StreamId,
+        info: Result<TrackInfo, ErrorCode>,
     ) {
+        // Answered even when the peer has finished its half (19 lets a requester FIN at once).
+        self.ins.remove(&request);
+        match info {
+            Ok(_) => self.write(io, request, &ok(), true),
+            Err(code) => self.error(io, request, RequestCode::from_model(code)),
+        }
+        self.request_ids.remove(&request);
     }
 
-    /// Fetches are refused before they reach the layer above.
+    /// The group a FETCH asked for, as the cache has it (`None`: not held): FETCH_OK, then a
+    /// uni stream with FETCH_HEADER and the objects asked for; else REQUEST_ERROR
+    /// DOES_NOT_EXIST.
     pub fn answer_fetch(
         &mut self,
         io: &mut dyn Streams,
         request: StreamId,
-        _frames: Option<&[Arc<crate::model::Frame>]>,
+        frames: Option<&[Arc<crate::model::Frame>]>,
     ) {
-        self.error(io, request, RequestCode::NOT_SUPPORTED);
+        self.ins.remove(&request);
+        let Some(ask) = self.fetches.remove(&request) else {
+            return;
+        };
+        let frames = frames.unwrap_or_default();
+        let from = usize::try_from(ask.from)
+            .unwrap_or(usize::MAX)
+            .min(frames.len());
+        let to = ask
+            .to
+            .map_or(frames.len(), |t| usize::try_from(t).unwrap_or(usize::MAX))
+            .min(frames.len());
+        if from >= to {
+            self.error(io, request, RequestCode::DOES_NOT_EXIST);
+            return;
+        }
+        let done = Message::FetchOk {
+            request_id: 0,
+            end_of_track: false,
+            end: Location {
+                group: ask.group,
+                object: to as u64,
+            },
+            params: Params::default(),
+            props: Vec::new(),
+        };
+        self.write(io, request, &done, true);
+        self.request_ids.remove(&request);
+        let Some(stream) = io.open(Dir::Uni) else {
+            return;
+        };
+        let v = self.version;
+        let mut chunks = Vec::new();
+        let mut head = Vec::new();
+        let _ = data::encode_fetch_header(v, ask.request_id, &mut head);
+        for (i, f) in frames[from..to].iter().enumerate() {
+            let first = (i == 0).then_some((ask.group, from as u64, 128));
+            if data::encode_fetch_object(v, first, f.size(), &mut head).is_err() {
+                break;
+            }
+            chunks.push(std::mem::take(&mut head).into());
+            chunks.extend(f.chunks.iter().cloned());
+        }
+        io.write(stream, chunks, true);
     }
 }

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::super::coding::tests::hex;
-use super::super::message::{Message, Subscribe};
+use super::super::message::{FetchKind, Message, Subscribe};
+use super::super::params::Location;
 use super::super::params::{Kvp, Params, token_value};
 use super::super::{TerminationCode, Version};
 use super::{Config, Session};
-use crate::model::{ErrorCode, Frame, Group, PeerEvent, SessionLimits};
+use crate::model::{ErrorCode, Frame, Group, PeerEvent, SessionLimits, TrackInfo};
 use crate::stream::testing::{Call, Recorder};
 use crate::stream::{Dir, End, Side, StreamId, Streams};
 
@@ -500,14 +501,17 @@ fn what_a_relay_does_not_serve_is_refused_not_supported() {
     );
     s.accept();
     s.io.take();
-    let ts = Message::TrackStatus(Subscribe {
+    let joining = Message::Fetch {
         request_id: 0,
-        namespace: vec![b"demo".to_vec()],
-        name: b"v".to_vec(),
+        kind: FetchKind::Joining {
+            absolute: false,
+            request: 2,
+            start: 1,
+        },
         params: Params::default(),
-    });
+    };
     let id = bidi(Side::Client, 0);
-    s.receive(id, enc(&ts, v), End::Open);
+    s.receive(id, enc(&joining, v), End::Open);
     s.accept();
     // REQUEST_ERROR NOT_SUPPORTED (0x3), no retry, no reason, then FIN.
     assert!(s.io.calls().contains(&Call::Write {
@@ -658,4 +662,185 @@ fn draft16_runs_requests_on_the_control_stream() {
             ..
         }
     )));
+}
+
+/// A server past its SETUP on draft `v`, its writes so far taken.
+fn ready_server(v: Version) -> Peer {
+    let mut s = Peer::new(true);
+    s.start(v);
+    s.receive(
+        uni(Side::Client, 0),
+        enc(&Message::Setup(vec![]), v),
+        End::Open,
+    );
+    s.accept();
+    s.io.take();
+    s.events.clear();
+    s
+}
+
+#[test]
+fn track_status_is_answered_as_track_info_would_be() {
+    let v = Version::Draft18;
+    let mut s = ready_server(v);
+    let ts = |request_id| {
+        Message::TrackStatus(Subscribe {
+            request_id,
+            namespace: vec![b"demo".to_vec()],
+            name: b"v".to_vec(),
+            params: Params::default(),
+        })
+    };
+    for (i, answer) in [Ok(TrackInfo::default()), Err(ErrorCode::UNROUTABLE)]
+        .into_iter()
+        .enumerate()
+    {
+        let id = bidi(Side::Client, i as u64);
+        s.receive(id, enc(&ts(i as u64 * 2), v), End::Fin);
+        s.accept();
+        let request = match s.events.pop() {
+            Some(PeerEvent::InfoWanted {
+                request,
+                path,
+                track,
+            }) => {
+                assert_eq!((&*path, &*track), ("demo", "v"));
+                request
+            }
+            other => panic!("{other:?}"),
+        };
+        s.wire.answer_info(&mut s.io, request.into(), answer);
+        let want = if answer.is_ok() {
+            hex("07 0001 00")
+        } else {
+            // DOES_NOT_EXIST.
+            hex("05 0003 10 00 00")
+        };
+        assert!(s.io.calls().contains(&Call::Write {
+            id,
+            bytes: want,
+            fin: true
+        }));
+    }
+    assert_eq!(s.wire.streams_read(), 1, "only the control stream is read");
+}
+
+#[test]
+fn a_fetch_of_one_group_is_served_from_what_the_layer_above_holds() {
+    let v = Version::Draft18;
+    let mut s = ready_server(v);
+    let fetch = |request_id, start: u64, end: Location| Message::Fetch {
+        request_id,
+        kind: FetchKind::Standalone {
+            namespace: vec![b"demo".to_vec()],
+            name: b"v".to_vec(),
+            start: Location {
+                group: 3,
+                object: start,
+            },
+            end,
+        },
+        params: Params::default(),
+    };
+    // The whole of group 3: FETCH_OK with its end, then FETCH_HEADER and its objects.
+    let id = bidi(Side::Client, 0);
+    s.receive(
+        id,
+        enc(
+            &fetch(
+                6,
+                0,
+                Location {
+                    group: 4,
+                    object: 0,
+                },
+            ),
+            v,
+        ),
+        End::Fin,
+    );
+    s.accept();
+    let Some(PeerEvent::Fetch {
+        request, group: 3, ..
+    }) = s.events.pop()
+    else {
+        panic!("{:?}", s.events);
+    };
+    let g = group(3, &[b"one", b"three"], true);
+    s.wire
+        .answer_fetch(&mut s.io, request.into(), Some(&g.frames));
+    assert_eq!(s.io.written(id), hex("18 0004 00 03 02 00"));
+    assert_eq!(
+        s.io.written(uni(Side::Server, 1)),
+        hex("05 06  1c 03 00 80 03 6f6e65  00 05 7468726565")
+    );
+    // Objects 1 up to 2 of it; then a group the cache does not hold.
+    let id = bidi(Side::Client, 1);
+    s.receive(
+        id,
+        enc(
+            &fetch(
+                8,
+                1,
+                Location {
+                    group: 3,
+                    object: 2,
+                },
+            ),
+            v,
+        ),
+        End::Fin,
+    );
+    s.accept();
+    let Some(PeerEvent::Fetch { request, .. }) = s.events.pop() else {
+        panic!();
+    };
+    s.wire
+        .answer_fetch(&mut s.io, request.into(), Some(&g.frames));
+    assert_eq!(
+        s.io.written(uni(Side::Server, 2)),
+        hex("05 08  1c 03 01 80 05 7468726565")
+    );
+    let id = bidi(Side::Client, 2);
+    s.receive(
+        id,
+        enc(
+            &fetch(
+                10,
+                0,
+                Location {
+                    group: 4,
+                    object: 0,
+                },
+            ),
+            v,
+        ),
+        End::Fin,
+    );
+    s.accept();
+    let Some(PeerEvent::Fetch { request, .. }) = s.events.pop() else {
+        panic!();
+    };
+    s.wire.answer_fetch(&mut s.io, request.into(), None);
+    assert_eq!(s.io.written(id), hex("05 0003 10 00 00"));
+    // More than one group is not served.
+    let id = bidi(Side::Client, 3);
+    s.receive(
+        id,
+        enc(
+            &fetch(
+                12,
+                0,
+                Location {
+                    group: 6,
+                    object: 0,
+                },
+            ),
+            v,
+        ),
+        End::Fin,
+    );
+    s.accept();
+    assert!(s.events.is_empty());
+    assert_eq!(s.io.written(id), hex("05 0003 03 00 00"));
 }
