@@ -50,7 +50,8 @@ impl Protocol {
 }
 
 /// One connection's wire machine. The IETF machine is boxed: it is the larger, and a moq-lite
-/// session should not pay for it.
+/// session, the common case, should not pay for it; the moq-lite one stays inline.
+#[allow(clippy::large_enum_variant)]
 pub enum Wire {
     Lite(lite::session::Session),
     Ietf(Box<ietf::session::Session>),
