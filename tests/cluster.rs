@@ -16,7 +16,7 @@ use moq_relay::config::{ClusterConfig, Config};
 use moq_relay::lite::Version;
 use moq_relay::relay::{AppCmd, AppEvent, Limits};
 use moq_relay::server::Server;
-use support::{WAIT, wait};
+use support::{WAIT, frames, wait};
 
 /// A relay's configuration that dials `peers` (`https://` or `moql://` URLs).
 fn peering(peers: &[String], id: u64) -> Config {
@@ -65,26 +65,6 @@ fn send_group(p: &Client, group: u64) {
         track: "video".into(),
         seq: group,
     });
-}
-
-/// Frames of subscription 1 until `count` came: (group, index, payload).
-fn frames(c: &Client, count: usize) -> Vec<(u64, usize, Vec<u8>)> {
-    let mut got = Vec::new();
-    while got.len() < count {
-        got.push(wait(c, "a frame", |e| match e {
-            AppEvent::Frame {
-                id: 1,
-                seq,
-                index,
-                payload,
-                ..
-            } => Some((seq, index, payload.concat())),
-            AppEvent::Ended { id: 1, code } => panic!("ended with {code}"),
-            _ => None,
-        }));
-    }
-    got.sort_by_key(|f| (f.0, f.1));
-    got
 }
 
 /// A lite-05 publisher of `demo` on `server`, group 0 written.

@@ -13,7 +13,7 @@ use moq_relay::ietf;
 use moq_relay::lite::Version;
 use moq_relay::relay::{AppCmd, AppEvent, Limits};
 use moq_relay::server::Server;
-use support::{WAIT, wait};
+use support::{WAIT, frames, wait};
 
 /// How a test client reaches the relay.
 #[derive(Clone, Copy, Debug)]
@@ -85,26 +85,6 @@ fn until_announced(server: &Server, present: bool) {
         || format!("broadcasts {:?}", server.broadcasts()),
         || server.broadcasts().iter().any(|b| b == "demo") == present,
     );
-}
-
-/// Frames of subscription 1 until `count` came: (group, index, payload), sorted.
-fn frames(c: &Client, count: usize) -> Vec<(u64, usize, Vec<u8>)> {
-    let mut got = Vec::new();
-    while got.len() < count {
-        got.push(wait(c, "a frame", |e| match e {
-            AppEvent::Frame {
-                id: 1,
-                seq,
-                index,
-                payload,
-                ..
-            } => Some((seq, index, payload.concat())),
-            AppEvent::Ended { id: 1, code } => panic!("ended with {code}"),
-            _ => None,
-        }));
-    }
-    got.sort_by_key(|f| (f.0, f.1));
-    got
 }
 
 fn subscribe(c: &Client) {

@@ -134,6 +134,27 @@ pub fn relay_on_one_port_with(threads: usize, tweak: impl Fn(&mut Config)) -> Se
     panic!("no port free on both UDP and TCP: {last}");
 }
 
+/// Frames of subscription 1 of `c` until `count` came, as (group, index, payload), sorted; the
+/// subscription ending first fails the test.
+pub fn frames(c: &Client, count: usize) -> Vec<(u64, usize, Vec<u8>)> {
+    let mut got = Vec::new();
+    while got.len() < count {
+        got.push(wait(c, "a frame", |e| match e {
+            AppEvent::Frame {
+                id: 1,
+                seq,
+                index,
+                payload,
+                ..
+            } => Some((seq, index, payload.concat())),
+            AppEvent::Ended { id: 1, code } => panic!("ended with {code}"),
+            _ => None,
+        }));
+    }
+    got.sort_by_key(|f| (f.0, f.1));
+    got
+}
+
 /// Wait up to [`WAIT`] for the first event of `client` that `f` accepts, failing on a closed
 /// session; `what` names it in the failure.
 pub fn wait<T>(client: &Client, what: &str, mut f: impl FnMut(AppEvent) -> Option<T>) -> T {
