@@ -58,6 +58,117 @@ pub trait Streams {
     }
 }
 
+/// One group stream of a subscription being written: `writer` is whatever per-group state the
+/// wire needs to frame what follows.
+#[derive(Debug)]
+pub struct Flying<W> {
+    pub seq: u64,
+    pub stream: StreamId,
+    /// Frames written so far.
+    pub sent: usize,
+    /// FIN queued; the group leaves once its queue has drained.
+    pub done: bool,
+    pub writer: W,
+}
+
+/// Skipped groups remembered per subscription; groups come in order, so a few suffice.
+const MAX_SKIPPED: usize = 16;
+
+/// The group streams of one subscription still being written, as every wire machine keeps
+/// them: at most a few unfinished, the oldest backlogged one reset when a newer group needs
+/// room, and the groups given up remembered so that their later frames do not reopen them.
+#[derive(Debug)]
+pub struct Flight<W> {
+    groups: std::collections::VecDeque<Flying<W>>,
+    skipped: std::collections::VecDeque<u64>,
+}
+
+impl<W> Default for Flight<W> {
+    fn default() -> Self {
+        Self {
+            groups: Default::default(),
+            skipped: Default::default(),
+        }
+    }
+}
+
+impl<W> Flight<W> {
+    /// Forget groups whose FIN has been handed to QUIC.
+    pub fn settle(&mut self, io: &dyn Streams) {
+        self.groups
+            .retain(|g| !g.done || io.backlog(g.stream).is_some());
+    }
+
+    /// Whether group `seq` was given up for this subscriber.
+    pub fn skipped(&self, seq: u64) -> bool {
+        self.skipped.contains(&seq)
+    }
+
+    pub fn has(&self, seq: u64) -> bool {
+        self.groups.iter().any(|g| g.seq == seq)
+    }
+
+    /// Room for one more group: while `max` are in flight, reset the oldest whose data is
+    /// stuck behind flow control with `code` (groups that only wait on their publisher cost
+    /// nothing here and stay). Returns how many were reset.
+    pub fn make_room(&mut self, io: &mut dyn Streams, max: usize, code: u64) -> u64 {
+        let mut resets = 0;
+        while self.groups.len() >= max.max(1) {
+            let backlogged = self
+                .groups
+                .iter()
+                .position(|g| io.backlog(g.stream).is_some_and(|n| n > 0));
+            let Some(victim) = backlogged else { break };
+            let old = self.groups.remove(victim).expect("in range");
+            self.skip(old.seq);
+            io.reset(old.stream, code);
+            resets += 1;
+        }
+        resets
+    }
+
+    pub fn push(&mut self, group: Flying<W>) {
+        self.groups.push_back(group);
+    }
+
+    pub fn get_mut(&mut self, seq: u64) -> Option<&mut Flying<W>> {
+        self.groups.iter_mut().find(|g| g.seq == seq)
+    }
+
+    /// Take group `seq` out (it will never finish).
+    pub fn remove(&mut self, seq: u64) -> Option<Flying<W>> {
+        let i = self.groups.iter().position(|g| g.seq == seq)?;
+        self.groups.remove(i)
+    }
+
+    /// The subscriber stopped `stream`: its group is given up. Whether it was one of these.
+    pub fn stopped(&mut self, stream: StreamId) -> bool {
+        let Some(i) = self.groups.iter().position(|g| g.stream == stream) else {
+            return false;
+        };
+        let g = self.groups.remove(i).expect("in range");
+        self.skip(g.seq);
+        true
+    }
+
+    /// The streams in flight.
+    pub fn streams(&self) -> impl Iterator<Item = StreamId> + '_ {
+        self.groups.iter().map(|g| g.stream)
+    }
+
+    /// The track starts over with a new publisher, whose sequence may reuse skipped numbers.
+    pub fn restart(&mut self) {
+        self.skipped.clear();
+    }
+
+    fn skip(&mut self, seq: u64) {
+        if self.skipped.len() == MAX_SKIPPED {
+            self.skipped.pop_front();
+        }
+        self.skipped.push_back(seq);
+    }
+}
+
 /// Fakes for tests of wire machines, here rather than under `cfg(test)` so that integration
 /// tests and other crates can drive machines too.
 pub mod testing {

@@ -2,14 +2,12 @@
 //! to a subscriber (a stream per group on subgroup 0, at most `max_groups_in_flight`
 //! unfinished, the oldest backlogged reset when a newer group needs room).
 
-use std::collections::VecDeque;
-
 use super::super::data::{SubgroupEvent, SubgroupHeader, SubgroupReader, encode_object, status};
 use super::super::message::Message;
 use super::super::{DecodeError, DoneCode, ResetCode, Version};
 use super::{PeerEnd, Session, State, Step};
 use crate::model::{Delivery, ErrorCode, Frame, Group, PeerEvent};
-use crate::stream::{Dir, StreamId, Streams};
+use crate::stream::{Dir, Flight, Flying, StreamId, Streams};
 
 /// A subgroup stream from the publisher.
 pub(super) struct GroupIn {
@@ -30,29 +28,18 @@ pub(super) struct Up {
     pub(super) alias: Option<u64>,
 }
 
-/// One group stream to a subscriber.
-pub(super) struct DownGroup {
-    seq: u64,
-    pub(super) stream: StreamId,
-    sent: usize,
-    done: bool,
-}
-
 /// A peer's subscription to one of our tracks.
 pub(super) struct Down {
     pub(super) stream: StreamId,
     /// Scheduling weight: higher goes first (255 minus the subscriber priority).
     priority: u8,
     pub(super) accepted: bool,
-    pub(super) groups: VecDeque<DownGroup>,
-    /// Groups given up for this subscriber: their later frames must not reopen them.
-    skipped: VecDeque<u64>,
+    /// Its subgroup streams being written.
+    pub(super) flight: Flight<()>,
     /// Data streams opened, for PUBLISH_DONE.
     streams: u64,
 }
 
-/// Skipped groups remembered per subscription.
-const MAX_SKIPPED: usize = 16;
 /// Streams waiting for their alias, and the bytes each may hold meanwhile.
 const MAX_PARKED: usize = 16;
 const MAX_PARKED_BYTES: usize = 64 * 1024;
@@ -63,17 +50,9 @@ impl Down {
             stream,
             priority,
             accepted: false,
-            groups: VecDeque::new(),
-            skipped: VecDeque::new(),
+            flight: Flight::default(),
             streams: 0,
         }
-    }
-
-    fn skip(&mut self, seq: u64) {
-        if self.skipped.len() == MAX_SKIPPED {
-            self.skipped.pop_front();
-        }
-        self.skipped.push_back(seq);
     }
 }
 
@@ -234,23 +213,12 @@ impl Session {
         let Some(down) = self.downs.get_mut(&sub) else {
             return done;
         };
-        down.groups
-            .retain(|g| !g.done || io.backlog(g.stream).is_some());
-        if down.skipped.contains(&seq) {
+        down.flight.settle(io);
+        if down.flight.skipped(seq) {
             return done;
         }
-        if !down.groups.iter().any(|g| g.seq == seq) {
-            while down.groups.len() >= max {
-                let backlogged = down
-                    .groups
-                    .iter()
-                    .position(|g| io.backlog(g.stream).is_some_and(|n| n > 0));
-                let Some(victim) = backlogged else { break };
-                let old = down.groups.remove(victim).expect("in range");
-                down.skip(old.seq);
-                io.reset(old.stream, cancelled);
-                done.resets += 1;
-            }
+        if !down.flight.has(seq) {
+            done.resets += down.flight.make_room(io, max, cancelled);
             let Some(stream) = io.open(Dir::Uni) else {
                 return done;
             };
@@ -262,14 +230,15 @@ impl Session {
             let mut hdr = Vec::new();
             let _ = SubgroupHeader::ours(version, sub, seq, 128).encode(version, &mut hdr);
             io.write(stream, vec![hdr.into()], false);
-            down.groups.push_back(DownGroup {
+            down.flight.push(Flying {
                 seq,
                 stream,
                 sent: 0,
                 done: false,
+                writer: (),
             });
         }
-        let Some(g) = down.groups.iter_mut().find(|g| g.seq == seq) else {
+        let Some(g) = down.flight.get_mut(seq) else {
             return done;
         };
         if g.done {
@@ -297,8 +266,7 @@ impl Session {
         let Some(down) = self.downs.get_mut(&sub) else {
             return;
         };
-        if let Some(i) = down.groups.iter().position(|g| g.seq == seq) {
-            let g = down.groups.remove(i).expect("in range");
+        if let Some(g) = down.flight.remove(seq) {
             io.reset(g.stream, cancelled);
         }
     }
@@ -324,8 +292,8 @@ impl Session {
             _ => DoneCode::SUBSCRIPTION_ENDED,
         };
         if code != ErrorCode::CANCEL {
-            for g in &down.groups {
-                io.reset(g.stream, self.stream_code(ResetCode::CANCELLED));
+            for stream in down.flight.streams() {
+                io.reset(stream, self.stream_code(ResetCode::CANCELLED));
             }
         }
         let msg = Message::PublishDone {
@@ -340,7 +308,7 @@ impl Session {
     /// The track of `sub` starts over with a new publisher.
     pub fn restart(&mut self, sub: u64) {
         if let Some(d) = self.downs.get_mut(&sub) {
-            d.skipped.clear();
+            d.flight.restart();
         }
     }
 
@@ -358,10 +326,7 @@ impl Session {
             return;
         }
         for d in self.downs.values_mut() {
-            if let Some(i) = d.groups.iter().position(|g| g.stream == id) {
-                let g = d.groups.remove(i).expect("in range");
-                d.skip(g.seq);
-            }
+            d.flight.stopped(id);
         }
         io.reset(id, self.stream_code(ResetCode::CANCELLED));
     }

@@ -272,8 +272,8 @@ impl Session {
         events: &mut Vec<PeerEvent>,
     ) {
         if let Some(down) = self.downs.remove(&sub) {
-            for g in &down.groups {
-                io.reset(g.stream, self.stream_code(ResetCode::CANCELLED));
+            for stream in down.flight.streams() {
+                io.reset(stream, self.stream_code(ResetCode::CANCELLED));
             }
             self.abandon(io, down.stream, false);
             events.push(PeerEvent::Unsubscribe { id: sub });

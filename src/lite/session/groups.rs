@@ -2,8 +2,6 @@
 //! subscriber (one uni stream per group, at most `max_groups_in_flight` unfinished, the
 //! oldest backlogged reset when a newer group needs room).
 
-use std::collections::VecDeque;
-
 use bytes::BytesMut;
 
 use super::{Delivery, PeerEnd, PeerEvent, Session, State, Step};
@@ -12,7 +10,7 @@ use crate::lite::{
     SubscribeResponse, Version,
 };
 use crate::model::{Frame, Group};
-use crate::stream::{Dir, StreamId, Streams};
+use crate::stream::{Dir, Flight, Flying, StreamId, Streams};
 
 /// A group stream from the publisher.
 pub(super) struct GroupIn {
@@ -28,17 +26,6 @@ pub(super) struct GroupIn {
     pub(super) partial: u64,
 }
 
-/// One group stream to a subscriber.
-pub(super) struct DownGroup {
-    seq: u64,
-    pub(super) stream: StreamId,
-    /// Frames written so far.
-    sent: usize,
-    /// FIN queued; the group leaves the in-flight set once its queue has drained.
-    done: bool,
-    writer: GroupWriter,
-}
-
 /// A peer's subscription to one of our tracks.
 pub(super) struct Down {
     pub(super) stream: StreamId,
@@ -47,10 +34,8 @@ pub(super) struct Down {
     pub(super) accepted: bool,
     /// lite-05: SUBSCRIBE_START went out.
     pub(super) started: bool,
-    pub(super) groups: VecDeque<DownGroup>,
-    /// Groups given up for this subscriber (reset as too far behind, or stopped by it): their
-    /// later frames must not reopen them from frame 0.
-    pub(super) skipped: VecDeque<u64>,
+    /// Its group streams being written, each with its frame writer.
+    pub(super) flight: Flight<GroupWriter>,
 }
 
 /// A group past one of its budgets: its stream is refused, and the group aborted for those
@@ -69,18 +54,6 @@ fn over_group_budget(g: &GroupIn, limit: &'static str, events: &mut Vec<PeerEven
         });
     }
     Step::Refuse(ErrorCode::BOUNDS_EXCEEDED)
-}
-
-/// Skipped groups remembered per subscription; groups come in order, so a few suffice.
-const MAX_SKIPPED: usize = 16;
-
-impl Down {
-    fn skip(&mut self, seq: u64) {
-        if self.skipped.len() == MAX_SKIPPED {
-            self.skipped.pop_front();
-        }
-        self.skipped.push_back(seq);
-    }
 }
 
 impl Session {
@@ -189,26 +162,15 @@ impl Session {
         let Some(down) = self.downs.get_mut(&sub) else {
             return done;
         };
-        down.groups
-            .retain(|g| !g.done || io.backlog(g.stream).is_some());
-        if down.skipped.contains(&seq) {
+        down.flight.settle(io);
+        if down.flight.skipped(seq) {
             return done;
         }
-        if !down.groups.iter().any(|g| g.seq == seq) {
-            // A new group: if the subscriber is behind (data stuck behind its flow control),
-            // reset its oldest backlogged groups. Groups that only wait on upstream cost no
-            // payload memory here and are left alone.
-            while down.groups.len() >= max {
-                let backlogged = down
-                    .groups
-                    .iter()
-                    .position(|g| io.backlog(g.stream).is_some_and(|n| n > 0));
-                let Some(victim) = backlogged else { break };
-                let old = down.groups.remove(victim).expect("in range");
-                down.skip(old.seq);
-                io.reset(old.stream, ErrorCode::CANCEL.to_stream_code());
-                done.resets += 1;
-            }
+        if !down.flight.has(seq) {
+            // A new group: if the subscriber is behind, its oldest backlogged groups go.
+            done.resets += down
+                .flight
+                .make_room(io, max, ErrorCode::CANCEL.to_stream_code());
             let Some(stream) = io.open(Dir::Uni) else {
                 return done;
             };
@@ -234,7 +196,7 @@ impl Session {
             };
             let _ = writer.header(&header, &mut hdr);
             io.write(stream, vec![hdr.freeze()], false);
-            down.groups.push_back(DownGroup {
+            down.flight.push(Flying {
                 seq,
                 stream,
                 sent: 0,
@@ -242,7 +204,7 @@ impl Session {
                 writer,
             });
         }
-        let Some(g) = down.groups.iter_mut().find(|g| g.seq == seq) else {
+        let Some(g) = down.flight.get_mut(seq) else {
             return done;
         };
         if g.done {
@@ -269,8 +231,7 @@ impl Session {
         let Some(down) = self.downs.get_mut(&sub) else {
             return;
         };
-        if let Some(i) = down.groups.iter().position(|g| g.seq == seq) {
-            let g = down.groups.remove(i).expect("in range");
+        if let Some(g) = down.flight.remove(seq) {
             io.reset(g.stream, code.to_stream_code());
         }
     }
@@ -300,8 +261,8 @@ impl Session {
             }
             io.write(down.stream, Vec::new(), true);
         } else {
-            for g in &down.groups {
-                io.reset(g.stream, code.to_stream_code());
+            for stream in down.flight.streams() {
+                io.reset(stream, code.to_stream_code());
             }
             io.reset(down.stream, code.to_stream_code());
         }
@@ -311,7 +272,7 @@ impl Session {
     /// groups skipped before.
     pub fn restart(&mut self, sub: u64) {
         if let Some(d) = self.downs.get_mut(&sub) {
-            d.skipped.clear();
+            d.flight.restart();
         }
     }
 
@@ -319,10 +280,7 @@ impl Session {
     /// reset.
     pub fn stopped(&mut self, io: &mut dyn Streams, id: StreamId) {
         for d in self.downs.values_mut() {
-            if let Some(i) = d.groups.iter().position(|g| g.stream == id) {
-                let g = d.groups.remove(i).expect("in range");
-                d.skip(g.seq);
-            }
+            d.flight.stopped(id);
         }
         io.reset(id, ErrorCode::CANCEL.to_stream_code());
     }

@@ -3,7 +3,6 @@
 
 #[cfg(test)]
 use std::collections::HashSet;
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -16,6 +15,7 @@ use crate::lite::{
     SubscribeUpdate, Track, TrackInfo, Version, decode_framed,
 };
 use crate::model::{Frame, path};
+use crate::stream::Flight;
 use crate::stream::{StreamId, Streams};
 
 impl Session {
@@ -165,8 +165,7 @@ impl Session {
                             priority: req.options.priority,
                             accepted: false,
                             started: false,
-                            groups: VecDeque::new(),
-                            skipped: VecDeque::new(),
+                            flight: Flight::default(),
                         },
                     );
                     sub = Some(req.id);
@@ -246,8 +245,8 @@ impl Session {
             return;
         };
         let down = self.downs.remove(&sub).expect("found");
-        for g in down.groups {
-            io.reset(g.stream, ErrorCode::CANCEL.to_stream_code());
+        for stream in down.flight.streams() {
+            io.reset(stream, ErrorCode::CANCEL.to_stream_code());
         }
         if down.accepted {
             events.push(PeerEvent::Unsubscribe { id: sub });
