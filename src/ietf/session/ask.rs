@@ -155,6 +155,35 @@ impl Session {
     pub fn subscribe(&mut self, io: &mut dyn Streams, path_: &str, track: &str) -> Option<u64> {
         let ns = namespace(path_, &self.root)?;
         let up = self.next_up;
+        // A track the peer offered with PUBLISH: ask it to forward, on its own stream.
+        let key: (Arc<str>, Arc<str>) = (path_.into(), track.into());
+        if let Some(offer) = self.offers.get(&key)
+            && offer.up.is_none()
+        {
+            let (stream, existing, alias) = (offer.stream, offer.request_id, offer.alias);
+            let update = Message::RequestUpdate {
+                request_id: self.request_id(),
+                existing,
+                params: Params {
+                    forward: Some(true),
+                    ..Params::default()
+                },
+            };
+            self.write(io, stream, &update, false);
+            self.next_up += 1;
+            self.ups.insert(
+                up,
+                groups::Up {
+                    stream,
+                    alias: Some(alias),
+                },
+            );
+            self.aliases.insert(alias, up);
+            if let Some(o) = self.offers.get_mut(&key) {
+                o.up = Some(up);
+            }
+            return Some(up);
+        }
         let msg = Message::Subscribe(Subscribe {
             request_id: self.request_id(),
             namespace: ns,
@@ -189,6 +218,21 @@ impl Session {
         };
         if let Some(alias) = u.alias {
             self.aliases.remove(&alias);
+        }
+        // An offered track: back to forward 0, the offer stays.
+        if let Some(offer) = self.offers.values_mut().find(|o| o.up == Some(up)) {
+            offer.up = None;
+            let (stream, existing) = (offer.stream, offer.request_id);
+            let update = Message::RequestUpdate {
+                request_id: self.request_id(),
+                existing,
+                params: Params {
+                    forward: Some(false),
+                    ..Params::default()
+                },
+            };
+            self.write(io, stream, &update, false);
+            return;
         }
         self.ins.remove(&u.stream);
         self.abandon(io, u.stream, true);

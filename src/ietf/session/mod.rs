@@ -75,6 +75,12 @@ enum State {
     },
     /// A peer's SUBSCRIBE_NAMESPACE: its updates are answered.
     Interest(Vec<u8>),
+    /// A peer's PUBLISH of a track of `path`: its PUBLISH_DONE or end ends it.
+    Publishing {
+        buf: Vec<u8>,
+        path: Arc<str>,
+        track: Arc<str>,
+    },
     /// A peer's PUBLISH_NAMESPACE of `path`: its end withdraws it.
     Published {
         buf: Vec<u8>,
@@ -134,6 +140,9 @@ pub struct Session {
     next_request: u64,
     /// The peer's SUBSCRIBE_NAMESPACE requests we answer, by stream.
     interests: Vec<serve::Interest>,
+    /// Tracks the peer offers with PUBLISH: their streams and aliases, and our subscription
+    /// once the layer above wants one.
+    offers: HashMap<(Arc<str>, Arc<str>), serve::Offer>,
     /// The peer's FETCHes waiting for their group, by stream.
     fetches: HashMap<StreamId, serve::FetchAsk>,
     /// Broadcasts the peer publishes, with how many of its requests say so.
@@ -171,6 +180,7 @@ impl Session {
             next_request,
             interests: Vec::new(),
             fetches: HashMap::new(),
+            offers: HashMap::new(),
             published: HashMap::new(),
             decode_errors: 0,
             partial_bytes: 0,
@@ -419,6 +429,14 @@ impl Session {
                 extend(&mut buf, &chunks, max)?;
                 self.published_updates(io, id, buf, path, end, events)
             }
+            State::Publishing {
+                mut buf,
+                path,
+                track,
+            } => {
+                extend(&mut buf, &chunks, max)?;
+                self.publishing(io, id, buf, path, track, end, events)
+            }
             State::OurInterest {
                 mut buf,
                 prefix,
@@ -632,6 +650,7 @@ impl Session {
         self.aliases.clear();
         self.interests.clear();
         self.fetches.clear();
+        self.offers.clear();
         self.open_groups.clear();
         self.partial_bytes = 0;
         events

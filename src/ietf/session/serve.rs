@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::super::data;
 use super::super::message::{FetchKind, Message, Namespace};
 use super::super::params::{Filter, Location, Params};
-use super::super::{DecodeError, RequestCode, ResetCode, TerminationCode, Version};
+use super::super::{DecodeError, DoneCode, RequestCode, ResetCode, TerminationCode, Version};
 use super::{PeerEnd, Session, State, Step, groups, short};
 use crate::model::{ErrorCode, PeerEvent, TrackInfo, path};
 use crate::stream::{Dir, StreamId, Streams};
@@ -18,6 +18,15 @@ pub(super) struct Interest {
     pub(super) stream: StreamId,
     prefix: String,
     active: HashSet<Arc<str>>,
+}
+
+/// A track the peer offers with PUBLISH.
+pub(super) struct Offer {
+    pub(super) stream: StreamId,
+    pub(super) request_id: u64,
+    pub(super) alias: u64,
+    /// Our subscription to it, once the layer above asked.
+    pub(super) up: Option<u64>,
 }
 
 /// A standalone FETCH of one group waiting for the layer above: objects `from` up to `to`
@@ -165,7 +174,63 @@ impl Session {
                 });
                 Ok(Step::Keep(State::Discard))
             }
-            Message::Fetch { .. } | Message::Publish { .. } | Message::SubscribeTracks { .. } => {
+            // A track pushed to us: taken with forward 0, and forwarded once wanted.
+            Message::Publish {
+                request_id,
+                namespace,
+                name,
+                alias,
+                ..
+            } => {
+                let path: Arc<str> = self.path_of(&namespace)?.into();
+                let track: Arc<str> = String::from_utf8(name)
+                    .map_err(|_| DecodeError::InvalidUtf8)?
+                    .into();
+                let key = (path.clone(), track.clone());
+                if self.aliases.contains_key(&alias)
+                    || self.offers.values().any(|o| o.alias == alias)
+                {
+                    return Ok(Step::Close(
+                        TerminationCode::DUPLICATE_TRACK_ALIAS,
+                        "duplicate track alias",
+                    ));
+                }
+                if self.offers.contains_key(&key) {
+                    return Ok(Step::Refuse(RequestCode::from_model(ErrorCode::DUPLICATE)));
+                }
+                if let Some(step) = self.change_refused(&path, true) {
+                    return Ok(step);
+                }
+                let params = Params {
+                    forward: Some(false),
+                    ..Params::default()
+                };
+                let answer = if self.version >= Version::Draft18 {
+                    Message::RequestOk {
+                        request_id: 0,
+                        params,
+                        props: Vec::new(),
+                    }
+                } else {
+                    Message::PublishOk {
+                        request_id: 0,
+                        params,
+                    }
+                };
+                self.write(io, id, &answer, false);
+                self.offers.insert(
+                    key,
+                    Offer {
+                        stream: id,
+                        request_id,
+                        alias,
+                        up: None,
+                    },
+                );
+                self.source(&path, true, events);
+                self.publishing(io, id, rest, path, track, end, events)
+            }
+            Message::Fetch { .. } | Message::SubscribeTracks { .. } => {
                 Ok(Step::Refuse(RequestCode::NOT_SUPPORTED))
             }
             _ => Ok(Step::Close(
@@ -217,6 +282,62 @@ impl Session {
                 hops: Vec::new(),
             });
         }
+    }
+
+    /// A peer's PUBLISH stream after PUBLISH: the answers to our REQUEST_UPDATEs, its
+    /// updates, and PUBLISH_DONE or the stream's end, which end the track.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn publishing(
+        &mut self,
+        io: &mut dyn Streams,
+        id: StreamId,
+        buf: Vec<u8>,
+        path: Arc<str>,
+        track: Arc<str>,
+        end: PeerEnd,
+        events: &mut Vec<PeerEvent>,
+    ) -> Result<Step, DecodeError> {
+        let mut at = 0;
+        let mut done = None;
+        while let Some((msg, used)) =
+            Message::decode(&buf[at..], self.version, self.cfg.limits.max_message)?
+        {
+            at += used;
+            match msg {
+                Message::RequestOk { .. } | Message::RequestError { .. } => {}
+                Message::RequestUpdate { .. } => self.write(io, id, &ok(), false),
+                Message::PublishDone { status, .. } => {
+                    done = Some(match status {
+                        DoneCode::TRACK_ENDED | DoneCode::SUBSCRIPTION_ENDED => ErrorCode::CANCEL,
+                        _ => ErrorCode::DROPPED,
+                    });
+                    break;
+                }
+                other => return Err(DecodeError::UnexpectedMessage(other.code(self.version))),
+            }
+        }
+        let done = done.or(match end {
+            PeerEnd::Open => None,
+            PeerEnd::Fin => Some(ErrorCode::CANCEL),
+            PeerEnd::Reset => Some(ErrorCode::DROPPED),
+        });
+        let Some(code) = done else {
+            return Ok(Step::Keep(State::Publishing {
+                buf: buf[at..].to_vec(),
+                path,
+                track,
+            }));
+        };
+        if let Some(offer) = self.offers.remove(&(path.clone(), track)) {
+            self.aliases.remove(&offer.alias);
+            if let Some(up) = offer.up {
+                self.ups.remove(&up);
+                events.push(PeerEvent::UpstreamEnded { up, code });
+            }
+        }
+        self.source(&path, false, events);
+        self.finish(io, id);
+        Ok(Step::Done)
     }
 
     /// Answer REQUEST_UPDATEs on a request stream; anything else breaks the protocol.
@@ -456,6 +577,12 @@ impl Session {
         match self.ins.remove(&id) {
             Some(State::Group(g)) => self.drop_group(&g),
             Some(State::Published { path, .. }) => self.source(&path, false, events),
+            Some(State::Publishing { path, track, .. }) => {
+                if let Some(offer) = self.offers.remove(&(path.clone(), track)) {
+                    self.aliases.remove(&offer.alias);
+                }
+                self.source(&path, false, events);
+            }
             _ => {}
         }
         if let Some((g, _)) = self.parked.remove(&id) {

@@ -844,3 +844,79 @@ fn a_fetch_of_one_group_is_served_from_what_the_layer_above_holds() {
     assert!(s.events.is_empty());
     assert_eq!(s.io.written(id), hex("05 0003 03 00 00"));
 }
+
+/// PUBLISH is taken (the reference refuses it): the track is announced, held at forward 0,
+/// asked to forward once the layer above subscribes, and PUBLISH_DONE ends it.
+#[test]
+fn a_published_track_is_taken_and_forwarded_once_wanted() {
+    for (v, ok, update) in [
+        (
+            Version::Draft17,
+            "1e 0003 01 10 00",
+            "02 0005 01 00 01 10 01",
+        ),
+        (Version::Draft18, "07 0003 01 10 00", "02 0004 01 01 10 01"),
+    ] {
+        let mut s = ready_server(v);
+        let publish = Message::Publish {
+            request_id: 0,
+            namespace: vec![b"demo".to_vec()],
+            name: b"v".to_vec(),
+            alias: 5,
+            params: Params::default(),
+            props: Vec::new(),
+        };
+        let id = bidi(Side::Client, 0);
+        s.receive(id, enc(&publish, v), End::Open);
+        s.accept();
+        assert_eq!(
+            s.events,
+            [PeerEvent::Announced {
+                path: "demo".into(),
+                active: true,
+                hops: vec![]
+            }]
+        );
+        assert_eq!(s.io.written(id), hex(ok), "{v:?}");
+        s.io.take();
+        s.events.clear();
+        let up = s.wire.subscribe(&mut s.io, "demo", "v").unwrap();
+        assert_eq!(s.io.written(id), hex(update), "{v:?}");
+        let mut data = Vec::new();
+        super::super::data::SubgroupHeader::ours(v, 5, 1, 128)
+            .encode(v, &mut data)
+            .unwrap();
+        super::super::data::encode_object(v, 2, &mut data).unwrap();
+        data.extend_from_slice(b"hi");
+        s.receive(uni(Side::Client, 1), data, End::Fin);
+        s.accept();
+        assert!(
+            s.events.contains(&PeerEvent::GroupDone { up, seq: 1 }),
+            "{:?}",
+            s.events
+        );
+        s.events.clear();
+        let done = Message::PublishDone {
+            request_id: 0,
+            status: 2,
+            streams: 1,
+            reason: String::new(),
+        };
+        s.receive(id, enc(&done, v), End::Open);
+        assert_eq!(
+            s.events,
+            [
+                PeerEvent::UpstreamEnded {
+                    up,
+                    code: ErrorCode::CANCEL
+                },
+                PeerEvent::Announced {
+                    path: "demo".into(),
+                    active: false,
+                    hops: vec![]
+                }
+            ]
+        );
+        assert_eq!(s.wire.upstream_subscriptions(), 0);
+    }
+}
