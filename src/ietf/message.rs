@@ -40,6 +40,9 @@ pub mod code {
     pub const SUBSCRIBE_TRACKS: u64 = 0x51;
 }
 
+/// The REQUEST_ERROR code (18+) that carries a Redirect after the reason.
+const REDIRECT: u64 = 0x34;
+
 /// A namespace tuple, its fields as bytes.
 pub type Namespace = Vec<Vec<u8>>;
 
@@ -373,6 +376,12 @@ impl Message {
                     w.varint(*retry)?;
                 }
                 w.reason(reason)?;
+                // 18+: a REDIRECT carries where to; ours says "here, the same track".
+                if v >= Version::Draft18 && *code == REDIRECT {
+                    w.varint(0)?;
+                    w.varint(0)?;
+                    w.varint(0)?;
+                }
             }
             Self::RequestUpdate {
                 request_id: id,
@@ -659,8 +668,8 @@ impl Message {
                     0
                 };
                 let reason = r.reason()?;
-                // 18+: a REDIRECT (0x34) carries where to; it is read and not followed.
-                if v >= Version::Draft18 && code == 0x34 {
+                // 18+: a REDIRECT carries where to; it is read and not followed.
+                if v >= Version::Draft18 && code == REDIRECT {
                     r.string_bytes()?;
                     r.namespace(true)?;
                     r.string_bytes()?;

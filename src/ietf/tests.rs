@@ -150,6 +150,14 @@ fn responses_lose_their_request_id_on_17() {
     exact(&err(2), Draft15, "05 0005 02 10 02 6e6f");
     exact(&err(2), Draft16, "05 0006 02 10 00 02 6e6f");
     exact(&err(0), Draft17, "05 0005 10 00 02 6e6f");
+    // 18+: REDIRECT (0x34) is followed by where to; ours is empty (this session, this track).
+    let redirect = Message::RequestError {
+        request_id: 0,
+        code: 0x34,
+        retry: 0,
+        reason: String::new(),
+    };
+    exact(&redirect, Draft18, "05 0006 34 00 00 00 00 00");
     let ok = |request_id| Message::RequestOk {
         request_id,
         params: Params::default(),
