@@ -410,7 +410,7 @@ impl Session {
             }
             State::Control { mut buf, setup } => {
                 extend(&mut buf, &chunks, max)?;
-                self.control(io, id, buf, setup, end, events)
+                self.control(id, buf, setup, end, events)
             }
             State::Group(g) => self.group_in(id, g, chunks, end, now_ms, events),
             State::Request(mut buf) => {
@@ -458,7 +458,6 @@ impl Session {
     /// on until the peer closes.
     fn control(
         &mut self,
-        io: &mut dyn Streams,
         id: StreamId,
         buf: Vec<u8>,
         mut setup: bool,
@@ -503,7 +502,6 @@ impl Session {
                 "control stream closed",
             ));
         }
-        let _ = io;
         Ok(Step::Keep(State::Control {
             buf: buf[at..].to_vec(),
             setup,
@@ -618,14 +616,7 @@ impl Session {
         if id.dir() == Dir::Uni {
             io.stop(id, self.stream_code(code));
         } else {
-            let msg = Message::RequestError {
-                request_id: 0,
-                code,
-                retry: 0,
-                reason: String::new(),
-            };
-            self.write(io, id, &msg, true);
-            self.stop_request(io, id);
+            self.error(io, id, code);
         }
         self.request_ids.remove(&id);
     }

@@ -549,7 +549,7 @@ impl Session {
     }
 
     /// REQUEST_ERROR and the end of our half of request stream `id`; its peer half is stopped.
-    fn error(&self, io: &mut dyn Streams, id: StreamId, code: u64) {
+    pub(super) fn error(&self, io: &mut dyn Streams, id: StreamId, code: u64) {
         let msg = Message::RequestError {
             request_id: 0,
             code,
